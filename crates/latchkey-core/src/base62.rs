@@ -1,0 +1,124 @@
+//! Fixed-width base62 (alphabet `0-9A-Za-z`) for big-endian byte strings and integers.
+//!
+//! SPEC 2.2 fixes the widths: 32 random bytes become exactly 43 characters and a CRC32 exactly
+//! 6, both left-padded with `0`, so every token of a type has the same length.
+
+use thiserror::Error;
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Base62Error {
+    #[error("not a base62 character")]
+    InvalidCharacter,
+    #[error("value does not fit")]
+    Overflow,
+}
+
+fn digit_value(c: u8) -> Option<u32> {
+    match c {
+        b'0'..=b'9' => Some(u32::from(c - b'0')),
+        b'A'..=b'Z' => Some(u32::from(c - b'A') + 10),
+        b'a'..=b'z' => Some(u32::from(c - b'a') + 36),
+        _ => None,
+    }
+}
+
+/// Writes `bytes` (a big-endian number) in base62, left-padded with `0` to `width` characters.
+/// Returns `None` when the number needs more than `width` characters.
+pub fn encode_bytes(bytes: &[u8], width: usize) -> Option<String> {
+    // Schoolbook long division by 62 over the byte string; inputs are at most a few dozen bytes.
+    let mut num: Vec<u8> = bytes.to_vec();
+    let mut digits: Vec<u8> = Vec::with_capacity(width);
+    while num.iter().any(|&b| b != 0) {
+        let mut rem: u32 = 0;
+        for b in num.iter_mut() {
+            let acc = (rem << 8) | u32::from(*b);
+            // acc < 62 * 256, so the quotient fits in a byte.
+            *b = u8::try_from(acc / 62).ok()?;
+            rem = acc % 62;
+        }
+        digits.push(ALPHABET[usize::try_from(rem).ok()?]);
+    }
+    if digits.len() > width {
+        return None;
+    }
+    digits.resize(width, b'0');
+    digits.reverse();
+    String::from_utf8(digits).ok()
+}
+
+/// Reads a base62 string into a big-endian number of exactly `len` bytes.
+pub fn decode_bytes(text: &str, len: usize) -> Result<Vec<u8>, Base62Error> {
+    let mut out = vec![0u8; len];
+    for c in text.bytes() {
+        let mut carry = digit_value(c).ok_or(Base62Error::InvalidCharacter)?;
+        for b in out.iter_mut().rev() {
+            let acc = u32::from(*b) * 62 + carry;
+            *b = (acc & 0xff) as u8;
+            carry = acc >> 8;
+        }
+        if carry != 0 {
+            return Err(Base62Error::Overflow);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a `u32` in base62, left-padded to `width`.
+pub fn encode_u32(value: u32, width: usize) -> Option<String> {
+    encode_bytes(&value.to_be_bytes(), width)
+}
+
+/// True when every character is in the alphabet.
+pub fn is_base62(text: &str) -> bool {
+    text.bytes().all(|c| digit_value(c).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(0, "000000")]
+    #[case(61, "00000z")]
+    #[case(62, "000010")]
+    #[case(u32::MAX, "4gfFC3")]
+    fn encodes_u32(#[case] value: u32, #[case] expected: &str) {
+        assert_eq!(encode_u32(value, 6).as_deref(), Some(expected));
+    }
+
+    #[test]
+    fn thirty_two_bytes_fit_in_43_characters() {
+        let max = [0xffu8; 32];
+        let text = encode_bytes(&max, 43);
+        assert_eq!(text.as_ref().map(String::len), Some(43));
+        assert_eq!(encode_bytes(&max, 42), None);
+        assert_eq!(encode_bytes(&[0u8; 32], 43).as_deref(), Some("0".repeat(43).as_str()));
+    }
+
+    #[test]
+    fn rejects_foreign_characters() {
+        assert_eq!(decode_bytes("ab-c", 4), Err(Base62Error::InvalidCharacter));
+        assert_eq!(decode_bytes("zzzzzzz", 4), Err(Base62Error::Overflow));
+    }
+
+    proptest! {
+        #[test]
+        fn bytes_round_trip(bytes in proptest::array::uniform32(any::<u8>())) {
+            let text = encode_bytes(&bytes, 43).unwrap_or_default();
+            prop_assert_eq!(text.len(), 43);
+            prop_assert!(is_base62(&text));
+            prop_assert_eq!(decode_bytes(&text, 32), Ok(bytes.to_vec()));
+        }
+
+        #[test]
+        fn u32_round_trip(value in any::<u32>()) {
+            let text = encode_u32(value, 6).unwrap_or_default();
+            prop_assert_eq!(text.len(), 6);
+            prop_assert_eq!(decode_bytes(&text, 4), Ok(value.to_be_bytes().to_vec()));
+        }
+    }
+}
