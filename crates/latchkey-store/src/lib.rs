@@ -1,1 +1,84 @@
+//! Latchkey's storage: one [`Store`] trait, one implementation per database backend.
+//!
+//! Owns the schema, the migrations and every query. Each `Store` method is one atomic use case
+//! (a transaction), including the audit event that records it, so a crash can never leave a
+//! change without its event or a token half-created. Must not make policy decisions beyond what
+//! atomicity needs (the limit check of `create_token_within_limit` is here because it must be
+//! inside the transaction); the service layer decides everything else.
 
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+
+pub use model::*;
+
+/// Why a storage call failed. `Unavailable` is an outage (the caller answers 503), never
+/// "not found".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the {0} already exists")]
+    Conflict(&'static str),
+    #[error("the {0} does not exist")]
+    NotFound(&'static str),
+    #[error("the limit of live tokens is reached")]
+    LimitReached,
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Storage reachable (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+    /// A number that changes whenever something that affects verification changes, in any
+    /// process sharing the database.
+    async fn cache_epoch(&self) -> StoreResult<i64>;
+
+    async fn create_user(&self, user: &NewUser, event: &NewEvent) -> StoreResult<User>;
+    async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    async fn update_user(&self, id: &UserId, change: &UserChange, event: &NewEvent) -> StoreResult<User>;
+
+    async fn create_org(&self, org: &NewOrg, event: &NewEvent) -> StoreResult<Org>;
+    async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>>;
+    async fn update_org(&self, id: &OrgId, change: &OrgChange, event: &NewEvent) -> StoreResult<Org>;
+    /// Adds the user to the organisation or changes their role.
+    async fn upsert_membership(&self, org: &OrgId, user: &UserId, role: Role, at: Timestamp, event: &NewEvent) -> StoreResult<()>;
+    /// Returns whether there was a membership to remove.
+    async fn delete_membership(&self, org: &OrgId, user: &UserId, event: &NewEvent) -> StoreResult<bool>;
+    /// The organisations a user belongs to, with their role, oldest membership first.
+    async fn list_user_accounts(&self, user: &UserId) -> StoreResult<Vec<Account>>;
+    async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>>;
+    async fn list_orgs(&self) -> StoreResult<Vec<Org>>;
+
+    async fn create_session(&self, session: &NewSession, event: &NewEvent) -> StoreResult<()>;
+    /// A session that has not expired at `now`.
+    async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()>;
+
+    /// Inserts the token unless its owner already has `max_active` live (pending or active)
+    /// tokens of its type at `now`; the count and the insert are one transaction.
+    async fn create_token_within_limit(&self, token: &NewToken, max_active: u32, now: Timestamp, event: &NewEvent) -> StoreResult<TokenRecord>;
+    /// Creates the replacement and moves the old token's expiry to `old_expires_at`, atomically.
+    async fn rotate_token(&self, old: &TokenId, old_expires_at: Timestamp, new: &NewToken, event: &NewEvent) -> StoreResult<TokenRecord>;
+    async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
+    async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
+    async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
+    async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()>;
+    /// Revokes a token that is not yet revoked; returns whether it did.
+    async fn revoke_token(&self, id: &TokenId, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
+    /// Writes `last_used_at`/`last_used_ip` for a batch of tokens in one transaction.
+    async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
+    /// Inserts many tokens at once without limit checks or events: for seeding benchmarks.
+    async fn insert_tokens_unchecked(&self, tokens: &[NewToken]) -> StoreResult<()>;
+
+    /// An event that records something that changed nothing (a refused attempt).
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+}

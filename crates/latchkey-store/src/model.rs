@@ -1,0 +1,229 @@
+//! The records the store reads and writes. Plain data: no behaviour beyond conversions.
+
+use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, TokenStatus, UserId};
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: String,
+    pub is_operator: bool,
+    pub disabled: bool,
+    pub api_tokens_enabled: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: String,
+    pub is_operator: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub disabled: Option<bool>,
+    pub api_tokens_enabled: Option<bool>,
+    pub is_operator: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub id: OrgId,
+    pub name: String,
+    pub features: Vec<String>,
+    pub api_tokens_enabled: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    pub id: OrgId,
+    pub name: String,
+    pub features: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrgChange {
+    pub add_features: Vec<String>,
+    pub remove_features: Vec<String>,
+    pub api_tokens_enabled: Option<bool>,
+    pub name: Option<String>,
+}
+
+/// An organisation as seen by one of its members.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub org_id: OrgId,
+    pub org_name: String,
+    pub role: Role,
+    pub api_tokens_enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: Email,
+    pub role: Role,
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    User(UserId),
+    Organisation(OrgId),
+}
+
+impl Owner {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::Organisation(_) => "organisation",
+        }
+    }
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(id) => id.as_str(),
+            Self::Organisation(id) => id.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: TokenId,
+    pub token_hash: TokenHash,
+    pub token_type: String,
+    pub owner: Owner,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub active_from: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub rotated_from: Option<TokenId>,
+    pub ends_on_first_use: Option<TokenId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub token_type: String,
+    pub owner: Owner,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub active_from: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub last_used_ip: Option<String>,
+    pub rotated_from: Option<TokenId>,
+    pub ends_on_first_use: Option<TokenId>,
+}
+
+impl TokenRecord {
+    pub fn status(&self, now: Timestamp) -> TokenStatus {
+        TokenStatus::at(now, self.active_from, self.expires_at, self.revoked_at)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenFilter {
+    pub owner: Option<Owner>,
+    pub token_type: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenUsage {
+    pub token_id: TokenId,
+    pub at: Timestamp,
+    pub ip: String,
+}
+
+/// Who did something: a user (by id), the operator CLI, or an anonymous caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(UserId),
+    Operator,
+    Anonymous,
+}
+
+impl Actor {
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::User(id) => id.to_string(),
+            Self::Operator => "operator".to_owned(),
+            Self::Anonymous => "anonymous".to_owned(),
+        }
+    }
+}
+
+/// An audit event, written in the same transaction as the change it records. Never holds a
+/// secret: `details` is built from names and ids only.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub user_id: Option<UserId>,
+    pub org_id: Option<OrgId>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub details: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub seq: i64,
+    pub id: String,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub org_id: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub details: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventScope {
+    User(UserId),
+    Org(OrgId),
+}
+
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    pub scope: EventScope,
+    /// Only events older than this sequence number (the page cursor).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}

@@ -1,0 +1,734 @@
+//! The SQLite backend: the embedded default.
+//!
+//! WAL with `synchronous = FULL` (an acknowledged write survives power loss), a busy timeout, and
+//! `BEGIN IMMEDIATE` for every read-then-write transaction so that two writers never race on a
+//! stale snapshot (SECURITY.md, invariant 3).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::model::*;
+use crate::{Store, StoreError, StoreResult};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err("transaction"))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Maps a driver error, naming `what` in a conflict.
+fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy timeout: an outage, retry later.
+        sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn ts(t: Timestamp) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_ts(secs: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_unix_timestamp(secs).map_err(|e| StoreError::Internal(format!("bad timestamp: {e}")))
+}
+
+fn opt_ts(secs: Option<i64>) -> StoreResult<Option<Timestamp>> {
+    secs.map(from_ts).transpose()
+}
+
+fn parse<T: FromStr>(text: &str, what: &str) -> StoreResult<T> {
+    text.parse()
+        .map_err(|_| StoreError::Internal(format!("stored {what} {text:?} does not parse")))
+}
+
+fn get<'r, T>(row: &'r SqliteRow, col: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(col).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let email: String = get(row, "email")?;
+    Ok(User {
+        id: parse(&get::<String>(row, "id")?, "user id")?,
+        email: Email::parse(&email).map_err(|e| StoreError::Internal(e.to_string()))?,
+        password_hash: get(row, "password_hash")?,
+        is_operator: get(row, "is_operator")?,
+        disabled: get(row, "disabled")?,
+        api_tokens_enabled: get(row, "api_tokens_enabled")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+    })
+}
+
+fn owner_from(kind: &str, id: &str) -> StoreResult<Owner> {
+    match kind {
+        "user" => Ok(Owner::User(parse(id, "user id")?)),
+        "organisation" => Ok(Owner::Organisation(parse(id, "org id")?)),
+        _ => Err(StoreError::Internal(format!("unknown owner kind {kind:?}"))),
+    }
+}
+
+fn split_scopes(text: &str) -> Vec<String> {
+    text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let rotated: Option<String> = get(row, "rotated_from")?;
+    let ends: Option<String> = get(row, "ends_on_first_use")?;
+    Ok(TokenRecord {
+        id: parse(&get::<String>(row, "id")?, "token id")?,
+        token_type: get(row, "token_type")?,
+        owner: owner_from(&get::<String>(row, "owner_kind")?, &get::<String>(row, "owner_id")?)?,
+        name: get(row, "name")?,
+        hint: get(row, "hint")?,
+        scopes: split_scopes(&get::<String>(row, "scopes")?),
+        created_at: from_ts(get(row, "created_at")?)?,
+        active_from: from_ts(get(row, "active_from")?)?,
+        expires_at: opt_ts(get(row, "expires_at")?)?,
+        revoked_at: opt_ts(get(row, "revoked_at")?)?,
+        last_used_at: opt_ts(get(row, "last_used_at")?)?,
+        last_used_ip: get(row, "last_used_ip")?,
+        rotated_from: rotated.map(|t| parse(&t, "token id")).transpose()?,
+        ends_on_first_use: ends.map(|t| parse(&t, "token id")).transpose()?,
+    })
+}
+
+async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, at, actor, action, subject_kind, subject_id, user_id, org_id, ip, outcome, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(ts(e.at))
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.subject_kind)
+    .bind(&e.subject_id)
+    .bind(e.user_id.as_ref().map(UserId::as_str))
+    .bind(e.org_id.as_ref().map(OrgId::as_str))
+    .bind(&e.ip)
+    .bind(&e.outcome)
+    .bind(&e.details)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err("event"))?;
+    Ok(())
+}
+
+async fn bump_epoch(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+    sqlx::query("UPDATE cache_epoch SET value = value + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("epoch"))?;
+    Ok(())
+}
+
+async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tokens (id, token_hash, token_type, owner_kind, owner_id, name, hint, scopes,
+                             created_at, active_from, expires_at, rotated_from, ends_on_first_use)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(t.id.as_str())
+    .bind(t.token_hash.as_bytes().as_slice())
+    .bind(&t.token_type)
+    .bind(t.owner.kind())
+    .bind(t.owner.id())
+    .bind(&t.name)
+    .bind(&t.hint)
+    .bind(t.scopes.join(" "))
+    .bind(ts(t.created_at))
+    .bind(ts(t.active_from))
+    .bind(t.expires_at.map(ts))
+    .bind(t.rotated_from.as_ref().map(TokenId::as_str))
+    .bind(t.ends_on_first_use.as_ref().map(TokenId::as_str))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err("token"))?;
+    Ok(())
+}
+
+async fn token_in_tx(tx: &mut Transaction<'static, Sqlite>, id: &TokenId) -> StoreResult<TokenRecord> {
+    let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_err("token"))?
+        .ok_or(StoreError::NotFound("token"))?;
+    token_from_row(&row)
+}
+
+async fn org_features(pool: &SqlitePool, id: &str) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query("SELECT feature FROM org_features WHERE org_id = ? ORDER BY feature")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(db_err("org"))?;
+    rows.iter().map(|r| get(r, "feature")).collect()
+}
+
+impl SqliteStore {
+    async fn org_from_row(&self, row: &SqliteRow) -> StoreResult<Org> {
+        let id: String = get(row, "id")?;
+        Ok(Org {
+            features: org_features(&self.pool, &id).await?,
+            id: parse(&id, "org id")?,
+            name: get(row, "name")?,
+            api_tokens_enabled: get(row, "api_tokens_enabled")?,
+            created_at: from_ts(get(row, "created_at")?)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn cache_epoch(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT value FROM cache_epoch WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("epoch"))?;
+        get(&row, "value")
+    }
+
+    async fn create_user(&self, u: &NewUser, event: &NewEvent) -> StoreResult<User> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, is_operator, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.as_str())
+        .bind(u.email.as_str())
+        .bind(&u.password_hash)
+        .bind(u.is_operator)
+        .bind(ts(u.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("user"))?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("user"))?;
+        Ok(User {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            password_hash: u.password_hash.clone(),
+            is_operator: u.is_operator,
+            disabled: false,
+            api_tokens_enabled: true,
+            created_at: u.created_at,
+        })
+    }
+
+    async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("user"))?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("user"))?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn update_user(&self, id: &UserId, c: &UserChange, event: &NewEvent) -> StoreResult<User> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled = COALESCE(?, disabled),
+                              api_tokens_enabled = COALESCE(?, api_tokens_enabled),
+                              is_operator = COALESCE(?, is_operator),
+                              password_hash = COALESCE(?, password_hash)
+             WHERE id = ?",
+        )
+        .bind(c.disabled)
+        .bind(c.api_tokens_enabled)
+        .bind(c.is_operator)
+        .bind(&c.password_hash)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("user"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        if c.disabled == Some(true) || c.password_hash.is_some() {
+            // A disabled user or a new password ends every session.
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("session"))?;
+        }
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("user"))?;
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("user"))?;
+        user_from_row(&row)
+    }
+
+    async fn create_org(&self, o: &NewOrg, event: &NewEvent) -> StoreResult<Org> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(o.id.as_str())
+            .bind(&o.name)
+            .bind(ts(o.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("organisation"))?;
+        for f in &o.features {
+            sqlx::query("INSERT OR IGNORE INTO org_features (org_id, feature) VALUES (?, ?)")
+                .bind(o.id.as_str())
+                .bind(f)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("feature"))?;
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("organisation"))?;
+        let mut features = o.features.clone();
+        features.sort();
+        features.dedup();
+        Ok(Org {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            features,
+            api_tokens_enabled: true,
+            created_at: o.created_at,
+        })
+    }
+
+    async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>> {
+        let row = sqlx::query("SELECT * FROM orgs WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("organisation"))?;
+        match row {
+            Some(row) => Ok(Some(self.org_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_org(&self, id: &OrgId, c: &OrgChange, event: &NewEvent) -> StoreResult<Org> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE orgs SET api_tokens_enabled = COALESCE(?, api_tokens_enabled), name = COALESCE(?, name) WHERE id = ?",
+        )
+        .bind(c.api_tokens_enabled)
+        .bind(&c.name)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("organisation"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("organisation"));
+        }
+        for f in &c.add_features {
+            sqlx::query("INSERT OR IGNORE INTO org_features (org_id, feature) VALUES (?, ?)")
+                .bind(id.as_str())
+                .bind(f)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("feature"))?;
+        }
+        for f in &c.remove_features {
+            sqlx::query("DELETE FROM org_features WHERE org_id = ? AND feature = ?")
+                .bind(id.as_str())
+                .bind(f)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("feature"))?;
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("organisation"))?;
+        self.find_org(id).await?.ok_or(StoreError::NotFound("organisation"))
+    }
+
+    async fn upsert_membership(&self, org: &OrgId, user: &UserId, role: Role, at: Timestamp, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(org.as_str())
+        .bind(user.as_str())
+        .bind(role.as_str())
+        .bind(ts(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound("user or organisation"),
+            _ => db_err("membership")(e),
+        })?;
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("membership"))
+    }
+
+    async fn delete_membership(&self, org: &OrgId, user: &UserId, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM memberships WHERE org_id = ? AND user_id = ?")
+            .bind(org.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("membership"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("membership"))?;
+        Ok(true)
+    }
+
+    async fn list_user_accounts(&self, user: &UserId) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.api_tokens_enabled, m.role FROM memberships m
+             JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? ORDER BY m.created_at, o.id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("membership"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Account {
+                    org_id: parse(&get::<String>(r, "id")?, "org id")?,
+                    org_name: get(r, "name")?,
+                    role: parse(&get::<String>(r, "role")?, "role")?,
+                    api_tokens_enabled: get(r, "api_tokens_enabled")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.email, m.role, m.created_at FROM memberships m
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = ? ORDER BY m.created_at, u.email",
+        )
+        .bind(org.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("membership"))?;
+        rows.iter()
+            .map(|r| {
+                let email: String = get(r, "email")?;
+                Ok(Member {
+                    user_id: parse(&get::<String>(r, "id")?, "user id")?,
+                    email: Email::parse(&email).map_err(|e| StoreError::Internal(e.to_string()))?,
+                    role: parse(&get::<String>(r, "role")?, "role")?,
+                    since: from_ts(get(r, "created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_orgs(&self) -> StoreResult<Vec<Org>> {
+        let rows = sqlx::query("SELECT * FROM orgs ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("organisation"))?;
+        let mut orgs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            orgs.push(self.org_from_row(row).await?);
+        }
+        Ok(orgs)
+    }
+
+    async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&s.id)
+            .bind(s.token_hash.as_bytes().as_slice())
+            .bind(s.user_id.as_str())
+            .bind(ts(s.created_at))
+            .bind(ts(s.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("session"))?;
+        // Expired sessions are swept here, on the write path, instead of by a timer.
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(ts(s.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("session"))?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("session"))
+    }
+
+    async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>> {
+        let row = sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
+            .bind(hash.as_bytes().as_slice())
+            .bind(ts(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("session"))?;
+        row.map(|r| {
+            Ok(Session {
+                id: get(&r, "id")?,
+                user_id: parse(&get::<String>(&r, "user_id")?, "user id")?,
+                created_at: from_ts(get(&r, "created_at")?)?,
+                expires_at: from_ts(get(&r, "expires_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("session"))?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("session"))
+    }
+
+    async fn create_token_within_limit(&self, t: &NewToken, max_active: u32, now: Timestamp, event: &NewEvent) -> StoreResult<TokenRecord> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS live FROM tokens
+             WHERE owner_kind = ? AND owner_id = ? AND token_type = ?
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(t.owner.kind())
+        .bind(t.owner.id())
+        .bind(&t.token_type)
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
+        let live: i64 = get(&row, "live")?;
+        if live >= i64::from(max_active) {
+            return Err(StoreError::LimitReached);
+        }
+        insert_token(&mut tx, t).await?;
+        insert_event(&mut tx, event).await?;
+        let record = token_in_tx(&mut tx, &t.id).await?;
+        tx.commit().await.map_err(db_err("token"))?;
+        Ok(record)
+    }
+
+    async fn rotate_token(&self, old: &TokenId, old_expires_at: Timestamp, new: &NewToken, event: &NewEvent) -> StoreResult<TokenRecord> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE tokens SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
+             WHERE id = ?2 AND revoked_at IS NULL",
+        )
+        .bind(ts(old_expires_at))
+        .bind(old.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("token"));
+        }
+        insert_token(&mut tx, new).await?;
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        let record = token_in_tx(&mut tx, &new.id).await?;
+        tx.commit().await.map_err(db_err("token"))?;
+        Ok(record)
+    }
+
+    async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("token"))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE token_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("token"))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tokens
+             WHERE (?1 IS NULL OR owner_kind = ?1) AND (?2 IS NULL OR owner_id = ?2) AND (?3 IS NULL OR token_type = ?3)
+             ORDER BY created_at DESC, id LIMIT ?4",
+        )
+        .bind(f.owner.as_ref().map(Owner::kind))
+        .bind(f.owner.as_ref().map(Owner::id))
+        .bind(&f.token_type)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("token"))?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE tokens SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("token"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("token"));
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn revoke_token(&self, id: &TokenId, at: Timestamp, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(ts(at))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("token"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("token"))?;
+        Ok(true)
+    }
+
+    async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for u in usage {
+            sqlx::query("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?), last_used_ip = ? WHERE id = ?")
+                .bind(ts(u.at))
+                .bind(&u.ip)
+                .bind(u.token_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("token"))?;
+        }
+        tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn insert_tokens_unchecked(&self, tokens: &[NewToken]) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        for t in tokens {
+            insert_token(&mut tx, t).await?;
+        }
+        tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("event"))
+    }
+
+    async fn list_events(&self, f: &EventFilter) -> StoreResult<Vec<Event>> {
+        let (user, org) = match &f.scope {
+            EventScope::User(u) => (Some(u.as_str()), None),
+            EventScope::Org(o) => (None, Some(o.as_str())),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM events
+             WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR seq < ?3)
+             ORDER BY seq DESC LIMIT ?4",
+        )
+        .bind(user)
+        .bind(org)
+        .bind(f.before_seq)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("event"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    seq: get(r, "seq")?,
+                    id: get(r, "id")?,
+                    at: from_ts(get(r, "at")?)?,
+                    actor: get(r, "actor")?,
+                    action: get(r, "action")?,
+                    subject_kind: get(r, "subject_kind")?,
+                    subject_id: get(r, "subject_id")?,
+                    org_id: get(r, "org_id")?,
+                    ip: get(r, "ip")?,
+                    outcome: get(r, "outcome")?,
+                    details: get(r, "details")?,
+                })
+            })
+            .collect()
+    }
+}
