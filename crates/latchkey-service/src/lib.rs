@@ -1,1 +1,133 @@
+//! Latchkey's use cases, called alike by the HTTP API, the console and the operator CLI, so that
+//! every path applies the same checks and writes the same audit events.
+//!
+//! Owns authorisation (who may do what), the token life cycle, sessions, and the verification
+//! cache. Must not know about HTTP or the command line: inputs are typed values, outputs are
+//! records and [`ServiceError`]s.
 
+pub mod crypto;
+pub mod error;
+mod events;
+pub mod orgs;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+pub mod verify;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_core::{Clock, PolicyDuration, Timestamp, TokenTypes, UserId};
+use latchkey_store::{Actor, Store};
+
+pub use error::{ErrorCode, ServiceError, ServiceResult};
+pub use verify::Verified;
+
+/// Settings the service needs, passed by value from the binary's configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub public_url: String,
+    pub session_ttl: PolicyDuration,
+    /// How many Argon2 hashes may run at once (defaults to the number of cores).
+    pub password_hash_concurrency: usize,
+}
+
+/// Who is asking, and from where: recorded in audit events.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: Actor,
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn operator() -> Self {
+        Self { actor: Actor::Operator, ip: None }
+    }
+    pub fn anonymous(ip: Option<IpAddr>) -> Self {
+        Self { actor: Actor::Anonymous, ip }
+    }
+    pub fn user(id: UserId, ip: Option<IpAddr>) -> Self {
+        Self { actor: Actor::User(id), ip }
+    }
+    pub fn user_id(&self) -> Option<&UserId> {
+        match &self.actor {
+            Actor::User(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// The system clock, for production.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        #[expect(clippy::disallowed_methods, reason = "the one place that reads the real clock")]
+        time::OffsetDateTime::now_utc()
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    types: TokenTypes,
+    settings: ServiceSettings,
+    hasher: crypto::PasswordHasher,
+    cache: verify::VerifyCache,
+    usage: verify::UsageRecorder,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        types: TokenTypes,
+        settings: ServiceSettings,
+    ) -> ServiceResult<Self> {
+        let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
+        Ok(Self {
+            store,
+            clock,
+            types,
+            settings,
+            hasher,
+            cache: verify::VerifyCache::default(),
+            usage: verify::UsageRecorder::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn types(&self) -> &TokenTypes {
+        &self.types
+    }
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
+    }
+    pub fn now(&self) -> Timestamp {
+        latchkey_core::clock::to_second(self.clock.now())
+    }
+
+    /// Storage reachable.
+    pub async fn ready(&self) -> ServiceResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Runs the background work until `shutdown` resolves: writes token usage in batches and
+    /// drops the verification cache when another process changed the database. Flushes once
+    /// more on the way out so that no recorded use is lost on a graceful stop.
+    pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        let mut poll = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = flush.tick() => self.flush_usage().await,
+                _ = poll.tick() => self.poll_cache_epoch().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.flush_usage().await;
+    }
+}

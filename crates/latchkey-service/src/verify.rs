@@ -1,0 +1,295 @@
+//! Verification: the hot path that answers "who is calling, and may they?" for every bearer
+//! token, and the cache that makes it fast without ever serving a stale "yes".
+//!
+//! A cached entry holds what the store said about a token and its owner (and the `/v1/me`
+//! body, serialised once). Time-dependent checks (pending, expiry) are made on every request.
+//! Every change that can alter an answer (revocation, rotation, membership, user or
+//! organisation switches) drops the whole cache after it commits; a generation counter stops a
+//! lookup that started before the change from inserting its stale result afterwards. Changes
+//! made by another process (the operator CLI) are noticed through the store's cache epoch.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use latchkey_core::policy::SESSION_PREFIX;
+use latchkey_core::token_string::ParsedToken;
+use latchkey_core::{Refusal, Timestamp, TokenId, TokenStatus};
+use latchkey_store::{Owner, TokenRecord, TokenUsage};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::{Caller, Service};
+
+/// Entries beyond this are not worth keeping: the cache is dropped and refilled.
+const MAX_CACHED: usize = 1_000_000;
+/// `last_used_at` is written when the address changes or at most once a minute per token.
+const USAGE_GRANULARITY_SECS: i64 = 60;
+
+/// What the store said about a token, ready to answer requests.
+#[derive(Debug)]
+pub struct Verified {
+    pub token_id: TokenId,
+    pub token_type: String,
+    pub owner: Owner,
+    pub active_from: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    revoked: bool,
+    owner_enabled: bool,
+    /// The `/v1/me` answer, serialised once.
+    pub me_body: Bytes,
+    ends_on_first_use: Option<TokenId>,
+    first_use_seen: AtomicBool,
+    last_use_at: AtomicI64,
+    last_use_ip: AtomicU64,
+}
+
+impl Verified {
+    fn check(&self, now: Timestamp) -> Result<(), Refusal> {
+        if !self.owner_enabled {
+            return Err(Refusal::Disabled);
+        }
+        match TokenStatus::at(now, self.active_from, self.expires_at, self.revoked.then_some(now)) {
+            TokenStatus::Active => Ok(()),
+            TokenStatus::Revoked => Err(Refusal::Revoked),
+            TokenStatus::Expired => Err(Refusal::Expired),
+            TokenStatus::Pending => Err(Refusal::Pending { active_from: self.active_from, now }),
+        }
+    }
+
+    /// True when this use should be written (first use, new address, or a minute later).
+    fn should_record(&self, now: i64, ip_hash: u64) -> bool {
+        let last_at = self.last_use_at.load(Ordering::Relaxed);
+        let last_ip = self.last_use_ip.load(Ordering::Relaxed);
+        if last_ip == ip_hash && now - last_at < USAGE_GRANULARITY_SECS {
+            return false;
+        }
+        self.last_use_at.store(now, Ordering::Relaxed);
+        self.last_use_ip.store(ip_hash, Ordering::Relaxed);
+        true
+    }
+}
+
+fn ip_hash(ip: IpAddr) -> u64 {
+    let mut h = DefaultHasher::new();
+    ip.hash(&mut h);
+    h.finish() | 1 // never 0, the "no address yet" value
+}
+
+#[derive(Default)]
+pub(crate) struct VerifyCache {
+    generation: AtomicU64,
+    entries: RwLock<HashMap<[u8; 32], Arc<Verified>>>,
+    epoch_seen: Mutex<Option<i64>>,
+}
+
+impl VerifyCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Arc<Verified>> {
+        self.entries.read().ok()?.get(hash).cloned()
+    }
+
+    fn insert_if_current(&self, generation: u64, hash: [u8; 32], entry: Arc<Verified>) {
+        if let Ok(mut map) = self.entries.write() {
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+            map.insert(hash, entry);
+        }
+    }
+
+    /// Drops every entry; lookups in flight will not re-insert what they read before.
+    pub(crate) fn invalidate(&self) {
+        match self.entries.write() {
+            Ok(mut map) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                map.clear();
+            }
+            Err(poisoned) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                poisoned.into_inner().clear();
+                self.entries.clear_poison();
+            }
+        }
+    }
+}
+
+/// Uses waiting to be written, and first-use rotations waiting to end their old token.
+#[derive(Default)]
+pub(crate) struct UsageRecorder {
+    pending: Mutex<HashMap<TokenId, TokenUsage>>,
+    first_use: Mutex<Vec<TokenId>>,
+}
+
+impl Service {
+    /// Verifies a bearer token string from a request made from `ip`.
+    #[tracing::instrument(skip_all, fields(token.id))]
+    pub async fn verify_bearer(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
+        // Shape and checksum first: a malformed string never reaches storage.
+        let parsed = ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+        if parsed.prefix() == SESSION_PREFIX || self.types.by_prefix(parsed.prefix()).is_none() {
+            return Err(ServiceError::Refused(Refusal::Unknown));
+        }
+        let hash = *parsed.hash().as_bytes();
+        let entry = match self.cache.get(&hash) {
+            Some(entry) => entry,
+            None => {
+                let generation = self.cache.generation.load(Ordering::Acquire);
+                let token = self
+                    .store
+                    .find_token_by_hash(&parsed.hash())
+                    .await?
+                    .ok_or(ServiceError::Refused(Refusal::Unknown))?;
+                let entry = Arc::new(self.load_verified(token).await?);
+                self.cache.insert_if_current(generation, hash, entry.clone());
+                entry
+            }
+        };
+        tracing::Span::current().record("token.id", entry.token_id.as_str());
+        let now = self.now();
+        entry.check(now).map_err(ServiceError::Refused)?;
+        self.note_use(&entry, now, ip);
+        Ok(entry)
+    }
+
+    fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
+        if entry.should_record(now.unix_timestamp(), ip_hash(ip)) {
+            if let Ok(mut pending) = self.usage.pending.lock() {
+                pending.insert(
+                    entry.token_id.clone(),
+                    TokenUsage { token_id: entry.token_id.clone(), at: now, ip: ip.to_string() },
+                );
+            }
+        }
+        if let Some(old) = &entry.ends_on_first_use {
+            if !entry.first_use_seen.swap(true, Ordering::AcqRel) {
+                if let Ok(mut list) = self.usage.first_use.lock() {
+                    list.push(old.clone());
+                }
+            }
+        }
+    }
+
+    /// Reads the token's owner and what it reaches, and builds the cached answer.
+    async fn load_verified(&self, token: TokenRecord) -> ServiceResult<Verified> {
+        let policy = self.types.get(&token.token_type);
+        let (principal, accounts, owner_enabled) = match &token.owner {
+            Owner::User(id) => {
+                let user = self.store.find_user(id).await?;
+                let accounts = self.store.list_user_accounts(id).await?;
+                let enabled = user.as_ref().is_some_and(|u| !u.disabled && u.api_tokens_enabled);
+                let principal = json!({
+                    "kind": "user",
+                    "id": id,
+                    "email": user.as_ref().map(|u| u.email.as_str()),
+                });
+                let accounts: Vec<_> = accounts
+                    .iter()
+                    .filter(|a| a.api_tokens_enabled)
+                    .map(|a| json!({ "id": a.org_id, "name": a.org_name, "role": a.role }))
+                    .collect();
+                (principal, accounts, enabled)
+            }
+            Owner::Organisation(id) => {
+                let org = self.store.find_org(id).await?;
+                let feature_ok = match policy.and_then(|p| p.requires_feature.as_ref()) {
+                    Some(f) => org.as_ref().is_some_and(|o| o.features.contains(f)),
+                    None => true,
+                };
+                let enabled = feature_ok && org.as_ref().is_some_and(|o| o.api_tokens_enabled);
+                let name = org.as_ref().map(|o| o.name.clone());
+                let principal = json!({ "kind": "organisation", "id": id, "name": name });
+                let accounts = vec![json!({ "id": id, "name": name, "role": "organisation" })];
+                (principal, accounts, enabled)
+            }
+        };
+        let expires = token.expires_at.and_then(|t| t.format(&Rfc3339).ok());
+        let body = json!({
+            "principal": principal,
+            "token": { "id": token.id, "type": token.token_type, "expires_at": expires },
+            "accounts": accounts,
+            "scopes": token.scopes,
+        });
+        let me_body = serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let last_ip = token
+            .last_used_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map_or(0, ip_hash);
+        Ok(Verified {
+            owner_enabled: owner_enabled && policy.is_some(),
+            revoked: token.revoked_at.is_some(),
+            first_use_seen: AtomicBool::new(token.last_used_at.is_some()),
+            last_use_at: AtomicI64::new(token.last_used_at.map_or(i64::MIN / 2, |t| t.unix_timestamp())),
+            last_use_ip: AtomicU64::new(last_ip),
+            me_body: Bytes::from(me_body),
+            ends_on_first_use: token.ends_on_first_use,
+            token_id: token.id,
+            token_type: token.token_type,
+            owner: token.owner,
+            active_from: token.active_from,
+            expires_at: token.expires_at,
+        })
+    }
+
+    /// Writes the uses noted since the last flush, in one transaction, and ends the old tokens
+    /// of first-use rotations whose new token has now been used.
+    pub async fn flush_usage(&self) {
+        let batch: Vec<TokenUsage> = match self.usage.pending.lock() {
+            Ok(mut pending) => pending.drain().map(|(_, u)| u).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Err(e) = self.store.record_token_usage(&batch).await {
+            tracing::warn!(error = %e, count = batch.len(), "could not record token usage; will retry");
+            if let Ok(mut pending) = self.usage.pending.lock() {
+                for u in batch {
+                    pending.entry(u.token_id.clone()).or_insert(u);
+                }
+            }
+        }
+        let ended: Vec<TokenId> = match self.usage.first_use.lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(_) => Vec::new(),
+        };
+        for old in ended {
+            if let Err(e) = self.end_rotated_token(&old).await {
+                tracing::warn!(error = %e, token.id = %old, "could not end a rotated token; will retry");
+                if let Ok(mut list) = self.usage.first_use.lock() {
+                    list.push(old);
+                }
+            }
+        }
+    }
+
+    async fn end_rotated_token(&self, old: &TokenId) -> ServiceResult<()> {
+        if let Some(token) = self.store.find_token(old).await? {
+            if token.revoked_at.is_none() {
+                self.revoke_token(&Caller::operator(), &token, "rotation_first_use").await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the cache when another process changed the database (or when the store cannot
+    /// say: with no way to know, the safe answer is to forget).
+    pub async fn poll_cache_epoch(&self) {
+        let epoch = self.store.cache_epoch().await.ok();
+        let changed = match self.cache.epoch_seen.lock() {
+            Ok(mut seen) => {
+                let changed = epoch.is_none() || *seen != epoch;
+                *seen = epoch;
+                changed
+            }
+            Err(_) => true,
+        };
+        if changed {
+            self.cache.invalidate();
+        }
+    }
+}
