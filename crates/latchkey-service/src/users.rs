@@ -77,3 +77,10 @@ impl Service {
         Err(ServiceError::client(ErrorCode::InvalidPassword, "the password is not correct"))
     }
 }
+
+impl Service {
+    /// A page of the audit log.
+    pub async fn list_events(&self, filter: &latchkey_store::EventFilter) -> ServiceResult<Vec<latchkey_store::Event>> {
+        Ok(self.store.list_events(filter).await?)
+    }
+}

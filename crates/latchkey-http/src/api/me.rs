@@ -1,0 +1,37 @@
+//! `GET /v1/me`: the bearer-protected "who am I" every kind of token can call. The hot path.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::api::views::rfc3339;
+use crate::error::{ApiError, missing_bearer};
+use crate::extract::{ClientIp, bearer};
+
+/// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
+const EXPIRY_HINT_DAYS: i64 = 30;
+
+pub async fn get_me(State(state): State<AppState>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return missing_bearer();
+    };
+    match state.service.verify_bearer(token, ip).await {
+        Ok(verified) => {
+            let mut response = (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                verified.me_body.clone(),
+            )
+                .into_response();
+            if let Some(expires_at) = verified.expires_at {
+                if expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS) {
+                    if let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at)) {
+                        response.headers_mut().insert("latchkey-token-expires", v);
+                    }
+                }
+            }
+            response
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}

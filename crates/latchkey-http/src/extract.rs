@@ -1,0 +1,152 @@
+//! Typed input and credentials, extracted once per request.
+//!
+//! [`JsonBody`] insists on `application/json`, refuses unknown fields and maps every rejection
+//! to our error envelope. [`SignedIn`] is the management endpoints' requirement: a session
+//! (bearer session token or cookie); an API token there is `403 session_required`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use latchkey_core::token_string::ParsedToken;
+use latchkey_service::sessions::{SessionUser, looks_like_session};
+use latchkey_service::{Caller, ErrorCode};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub const SESSION_COOKIE: &str = "latchkey_session";
+
+/// The address the request came from (the TCP peer; put a trusted proxy's header handling in
+/// front if Latchkey sits behind one).
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// The credential of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750
+/// §2.1). Never read from the query string.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A JSON request body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::client(ErrorCode::PayloadTooLarge, "the request body is too large")
+        } else {
+            ApiError::client(ErrorCode::InvalidRequest, "the request body could not be read")
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's messages name the field and position; they never echo long values.
+        let message = format!("invalid JSON body: {e}");
+        ApiError::client(ErrorCode::InvalidRequest, message.chars().take(300).collect::<String>())
+    })
+}
+
+fn not_json() -> ApiError {
+    ApiError::client(ErrorCode::UnsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(not_json());
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body whose every field is optional: an empty body means `T::default()`.
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(not_json());
+        }
+        parse_json(&bytes).map(JsonOrEmpty)
+    }
+}
+
+/// A signed-in user and the caller context for audit events.
+pub struct SignedIn {
+    pub session: SessionUser,
+    pub caller: Caller,
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = peer_ip(parts);
+        let credential = match bearer(&parts.headers) {
+            Some(token) if looks_like_session(token) => token,
+            Some(token) => {
+                if ParsedToken::parse(token).is_ok_and(|p| state.service.types().by_prefix(p.prefix()).is_some()) {
+                    return Err(ApiError::client(ErrorCode::SessionRequired, "this endpoint needs a session (sign in with POST /v1/sessions), not an API token"));
+                }
+                return Err(ApiError::client(ErrorCode::Unauthenticated, "sign in first: the credential is not a session"));
+            }
+            None => cookie(&parts.headers, SESSION_COOKIE)
+                .ok_or_else(|| ApiError::client(ErrorCode::Unauthenticated, "sign in first (POST /v1/sessions)"))?,
+        };
+        let session = state.service.authenticate_session(credential).await?;
+        let caller = Caller::user(session.user.id.clone(), Some(ip));
+        Ok(Self { session, caller })
+    }
+}
+
+/// The peer address, for handlers that need it without a session.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_ip(parts)))
+    }
+}

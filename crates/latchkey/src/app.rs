@@ -1,0 +1,163 @@
+//! Wiring: storage, service and router; serving until shutdown; the demo data.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use latchkey_core::Clock;
+use latchkey_http::AppState;
+use latchkey_service::{Service, ServiceSettings, SystemClock};
+use latchkey_store::Store;
+use latchkey_store::sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Opens the configured database (creating the data directory on first start).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+        let store = SqliteStore::connect(&url).await.context("cannot open the SQLite database")?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("unsupported database_url {url:?}: this build supports sqlite:// (PostgreSQL is coming)")
+    }
+}
+
+pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Service>> {
+    let store = open_store(config).await?;
+    let settings = ServiceSettings {
+        public_url: config.public_url(),
+        session_ttl: config.session_ttl,
+        password_hash_concurrency: config
+            .password_hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+    };
+    let service = Service::new(store, clock, config.token_types()?, settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(service))
+}
+
+/// A server that is listening. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub service: Arc<Service>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in flight, flushes pending usage, and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task failed")?
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task failed")?
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds the listener (so the address is known before anything is served) and serves in the
+/// background.
+pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let service = build_service(config, clock).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState { service: service.clone(), secure_cookies: config.public_url().starts_with("https://") };
+    let router = latchkey_http::router(state);
+    let (shutdown, rx) = watch::channel(false);
+    let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    let mut server_rx = rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("server error")?;
+        background.await.context("background task failed")?;
+        Ok(())
+    });
+    Ok(Running { addr, service, shutdown, task })
+}
+
+/// `latchkey serve`: runs until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let running = start(&config, clock).await?;
+    tracing::info!(addr = %running.addr, public_url = %config.public_url(), "latchkey is listening");
+    if demo {
+        create_demo(&running.service, &config).await?;
+    }
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+const DEMO_OPERATOR: &str = "operator@demo.latchkey.test";
+const DEMO_USER: &str = "user@demo.latchkey.test";
+
+/// `serve --demo`: an operator, an organisation and a user, once; prints how to sign in.
+async fn create_demo(service: &Service, config: &Config) -> anyhow::Result<()> {
+    use latchkey_service::Caller;
+    use secrecy::SecretString;
+
+    let caller = Caller::operator();
+    if service.find_user_by_email(DEMO_OPERATOR).await.is_ok() {
+        println!("Demo data exists already (users {DEMO_OPERATOR} and {DEMO_USER}); their passwords were printed at the first --demo start.");
+        return Ok(());
+    }
+    let random = |n| -> anyhow::Result<String> {
+        let bytes: [u8; 16] = latchkey_service::crypto::random_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(bytes.iter().take(n).map(|b| format!("{b:02x}")).collect())
+    };
+    let operator_password = random(8)?;
+    let user_password = random(8)?;
+    let err = |e: latchkey_service::ServiceError| anyhow::anyhow!("demo: {e}");
+    service.create_user(&caller, DEMO_OPERATOR, &SecretString::from(operator_password.clone()), true).await.map_err(err)?;
+    service.create_user(&caller, DEMO_USER, &SecretString::from(user_password.clone()), false).await.map_err(err)?;
+    let org = service.create_org(&caller, "Demo Organisation", &["links".to_owned()]).await.map_err(err)?;
+    service.set_member(&caller, org.id.as_str(), DEMO_OPERATOR, latchkey_core::Role::Admin).await.map_err(err)?;
+    service.set_member(&caller, org.id.as_str(), DEMO_USER, latchkey_core::Role::Member).await.map_err(err)?;
+    let url = config.public_url();
+    println!(
+        "Demo data created.\n  operator: {DEMO_OPERATOR} / {operator_password} (admin of {org_id})\n  user:     {DEMO_USER} / {user_password} (member)\n\nSign in and create a personal token:\n  curl -s {url}/v1/sessions -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_USER}\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/user/tokens -H \"authorization: Bearer $SESSION\" -H 'content-type: application/json' -d '{{\"name\":\"my laptop\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/me -H \"authorization: Bearer $TOKEN\"",
+        org_id = org.id
+    );
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! The operator CLI. Each command calls the same service function as the API, so the checks
+//! and audit events are identical; it acts as the operator directly on the configured database.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use latchkey_core::{OrgId, Role};
+use latchkey_service::{Caller, Service, SystemClock};
+use latchkey_store::Owner;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::config::{Config, EXAMPLE, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted API access tokens: personal tokens, organisation tokens, OAuth2, one fast verification path.")]
+pub struct Cli {
+    /// TOML configuration file (also LATCHKEY_CONFIG).
+    #[arg(long, global = true, env = "LATCHKEY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (SQLite in the data directory by default, created on first start).
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage organisations and their members.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// List and revoke tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Benchmark helpers (seeding a database with many tokens).
+    #[command(subcommand, hide = true)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, like 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (SQLite database and keys).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, like sqlite://./latchkey-data/latchkey.db.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The public URL (issuer, links in emails).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Create a demo operator, organisation and user, and print how to sign in.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn enabled(self) -> bool {
+        matches!(self, Self::On)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (required: passwords never go in arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Make the user an operator.
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Disable a user or switch their personal tokens off (effective at once).
+    Update {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_name = "true|false")]
+        disabled: Option<bool>,
+        #[arg(long, value_enum)]
+        api_tokens: Option<OnOff>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation; prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "feature", value_name = "F")]
+        features: Vec<String>,
+    },
+    /// Change an organisation's features or switch its tokens off (effective at once).
+    Update {
+        #[arg(long)]
+        org: String,
+        #[arg(long = "feature", value_name = "F")]
+        features: Vec<String>,
+        #[arg(long = "remove-feature", value_name = "F")]
+        remove_features: Vec<String>,
+        #[arg(long, value_enum)]
+        api_tokens: Option<OnOff>,
+    },
+    /// Add a member (or change their role).
+    AddMember {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Remove a member.
+    RemoveMember {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse().map_err(|e: latchkey_core::role::RoleError| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List tokens (never their secrets), newest first.
+    List {
+        /// Only this user's tokens (by email).
+        #[arg(long, conflicts_with = "org")]
+        user: Option<String>,
+        /// Only this organisation's tokens.
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long = "type")]
+        token_type: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Revoke a token by id (effective at once).
+    Revoke {
+        /// The token id (tok_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented configuration file with every key.
+    Example,
+    /// Print the effective configuration's token types.
+    Types,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create a user (if needed) and COUNT tokens of a user-owned type; write the secrets to OUT.
+    Seed {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "personal")]
+        token_type: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn read_password() -> anyhow::Result<SecretString> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(SecretString::from(password))
+}
+
+fn service_err(e: latchkey_service::ServiceError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Prints `value` as JSON, or `text` for people.
+fn output(json_mode: bool, value: Value, text: String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn operator_service(config: &Config) -> anyhow::Result<Arc<Service>> {
+    crate::app::build_service(config, Arc::new(SystemClock)).await
+}
+
+/// Runs a command other than `serve`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = || Config::load(cli.config.as_deref(), &Overrides::default());
+    let caller = Caller::operator();
+    let json_mode = cli.json;
+    match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                database_url: args.database_url,
+                public_url: args.public_url,
+            };
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            crate::app::serve(config, args.demo).await
+        }
+        Command::User(UserCommand::Create { email, password_stdin: _, operator }) => {
+            let password = read_password()?;
+            let service = operator_service(&config()?).await?;
+            let user = service.create_user(&caller, &email, &password, operator).await.map_err(service_err)?;
+            output(json_mode, json!({ "id": user.id, "email": user.email, "operator": user.is_operator }), user.id.to_string());
+            Ok(())
+        }
+        Command::User(UserCommand::Update { email, disabled, api_tokens }) => {
+            let service = operator_service(&config()?).await?;
+            let user = service.update_user(&caller, &email, disabled, api_tokens.map(OnOff::enabled)).await.map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": user.id, "email": user.email, "disabled": user.disabled, "api_tokens_enabled": user.api_tokens_enabled }),
+                format!("{} disabled={} api_tokens={}", user.email, user.disabled, if user.api_tokens_enabled { "on" } else { "off" }),
+            );
+            Ok(())
+        }
+        Command::Org(cmd) => run_org(cmd, &*operator_service(&config()?).await?, &caller, json_mode).await,
+        Command::Token(cmd) => run_token(cmd, &*operator_service(&config()?).await?, &caller, json_mode).await,
+        Command::Config(ConfigCommand::Example) => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Types) => {
+            let types = config()?.token_types()?;
+            for t in types.iter() {
+                let lifetime = t.lifetime.map_or_else(|| "none".to_owned(), |d| d.to_string());
+                println!(
+                    "{:<10} owner={:?} format={:?} prefix={} max_active={} activation_delay={} lifetime={lifetime} reveal={:?} feature={}",
+                    t.name, t.owner, t.format, t.prefix, t.max_active, t.activation_delay, t.reveal,
+                    t.requires_feature.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Seed { email, token_type, count, out }) => {
+            let service = operator_service(&config()?).await?;
+            let user = match service.find_user_by_email(&email).await {
+                Ok(user) => user,
+                Err(_) => {
+                    let password: [u8; 16] = latchkey_service::crypto::random_bytes().map_err(service_err)?;
+                    let password: String = password.iter().map(|b| format!("{b:02x}")).collect();
+                    service.create_user(&caller, &email, &SecretString::from(password), false).await.map_err(service_err)?
+                }
+            };
+            let secrets = service.seed_tokens_for_benchmark(&user, &token_type, count).await.map_err(service_err)?;
+            let mut text = String::with_capacity(secrets.len() * 60);
+            for s in &secrets {
+                text.push_str(s.expose());
+                text.push('\n');
+            }
+            std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{} tokens written to {}", secrets.len(), out.display());
+            Ok(())
+        }
+    }
+}
+
+async fn run_org(cmd: OrgCommand, service: &Service, caller: &Caller, json_mode: bool) -> anyhow::Result<()> {
+    match cmd {
+        OrgCommand::Create { name, features } => {
+            let org = service.create_org(caller, &name, &features).await.map_err(service_err)?;
+            output(json_mode, json!({ "id": org.id, "name": org.name, "features": org.features }), org.id.to_string());
+        }
+        OrgCommand::Update { org, features, remove_features, api_tokens } => {
+            let org = service
+                .update_org(caller, &org, &features, &remove_features, api_tokens.map(OnOff::enabled))
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": org.id, "name": org.name, "features": org.features, "api_tokens_enabled": org.api_tokens_enabled }),
+                format!("{} features=[{}] api_tokens={}", org.id, org.features.join(","), if org.api_tokens_enabled { "on" } else { "off" }),
+            );
+        }
+        OrgCommand::AddMember { org, email, role } => {
+            service.set_member(caller, &org, &email, role).await.map_err(service_err)?;
+            output(json_mode, json!({ "org": org, "email": email, "role": role }), format!("{email} is now {role} of {org}"));
+        }
+        OrgCommand::RemoveMember { org, email } => {
+            service.remove_member(caller, &org, &email).await.map_err(service_err)?;
+            output(json_mode, json!({ "org": org, "email": email, "removed": true }), format!("{email} removed from {org}"));
+        }
+    }
+    Ok(())
+}
+
+async fn run_token(cmd: TokenCommand, service: &Service, caller: &Caller, json_mode: bool) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::List { user, org, token_type, limit } => {
+            let owner = match (user, org) {
+                (Some(email), _) => {
+                    let user = service.find_user_by_email(&email).await.map_err(service_err)?;
+                    Some(Owner::User(user.id))
+                }
+                (None, Some(org)) => {
+                    let id: OrgId = org.parse().map_err(|_| anyhow::anyhow!("not an organisation id: {org}"))?;
+                    Some(Owner::Organisation(id))
+                }
+                (None, None) => None,
+            };
+            let tokens = service.list_tokens(owner, token_type, limit).await.map_err(service_err)?;
+            if json_mode {
+                let list: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "id": t.id, "type": t.token_type, "name": t.name, "status": service.status_of(t),
+                            "owner": { "kind": t.owner.kind(), "id": t.owner.id() }, "hint": t.hint,
+                            "created_at": t.created_at.unix_timestamp(),
+                            "expires_at": t.expires_at.map(|e| e.unix_timestamp()),
+                        })
+                    })
+                    .collect();
+                println!("{}", Value::Array(list));
+            } else {
+                for t in &tokens {
+                    println!("{}  {:<9} {:<8} {:<14} {}  {}", t.id, t.token_type, service.status_of(t).as_str(), t.hint, t.owner.id(), t.name);
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let revoked = service.revoke_token_by_id(caller, &id).await.map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": id, "revoked": revoked }),
+                if revoked { format!("{id} revoked") } else { format!("{id} was already revoked") },
+            );
+        }
+    }
+    Ok(())
+}

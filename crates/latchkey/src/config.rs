@@ -1,0 +1,243 @@
+//! Configuration: defaults < TOML file (`--config`) < `LATCHKEY_*` environment (`__` nests) <
+//! command-line flags. Loaded once here, then passed down as plain settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use latchkey_core::PolicyDuration;
+use latchkey_core::policy::{OwnerKind, Reveal, TokenTypeConfig};
+use latchkey_core::TokenTypes;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The address people and clients use; the issuer, and the base of every link
+    /// (default: `http://` + `listen`).
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: `latchkey.db` in the data directory).
+    pub database_url: Option<String>,
+    pub smtp_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    /// A tracing filter, like `info` or `latchkey=debug,info`.
+    pub log: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub session_ttl: PolicyDuration,
+    /// Argon2 hashes at once (default: the number of cores).
+    pub password_hash_concurrency: Option<usize>,
+    pub oauth: OAuthConfig,
+    pub token_types: BTreeMap<String, TokenTypeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    pub access_token_ttl: PolicyDuration,
+    pub code_ttl: PolicyDuration,
+    pub refresh_token_ttl: PolicyDuration,
+    pub signing_alg: String,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: PolicyDuration::from_secs(900),
+            code_ttl: PolicyDuration::from_secs(60),
+            refresh_token_ttl: PolicyDuration::from_days(30),
+            signing_alg: "ES256".to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("./latchkey-data"),
+            database_url: None,
+            smtp_url: None,
+            master_key_file: None,
+            log: "info".to_owned(),
+            log_format: "text".to_owned(),
+            session_ttl: PolicyDuration::from_secs(12 * 3_600),
+            password_hash_concurrency: None,
+            oauth: OAuthConfig::default(),
+            token_types: BTreeMap::new(),
+        }
+    }
+}
+
+/// Values given as command-line flags: the highest layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers. `file` is the `--config` path, if any.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("the configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Self = figment
+            .merge(Env::prefixed("LATCHKEY_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let types = self.token_types()?;
+        for t in types.iter() {
+            if t.owner == OwnerKind::User && t.reveal == Reveal::Reauth {
+                anyhow::bail!(
+                    "token type {:?}: reveal = \"reauth\" is not yet available for user-owned types (use \"once\")",
+                    t.name
+                );
+            }
+        }
+        if self.session_ttl.is_zero() {
+            anyhow::bail!("session_ttl must be longer than 0s");
+        }
+        let url = self.public_url();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("public_url must start with http:// or https://");
+        }
+        match self.log_format.as_str() {
+            "text" | "json" => Ok(()),
+            other => anyhow::bail!("log_format must be \"text\" or \"json\", not {other:?}"),
+        }
+    }
+
+    pub fn token_types(&self) -> anyhow::Result<TokenTypes> {
+        TokenTypes::from_config(&self.token_types).map_err(|e| anyhow::anyhow!("invalid token type: {e}"))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("latchkey.db").display()))
+    }
+}
+
+/// `latchkey config example`: a commented configuration file with every key.
+pub const EXAMPLE: &str = r#"# Latchkey configuration. Every key is optional; the values shown are the defaults.
+# Each key can also be set in the environment: LATCHKEY_LISTEN, LATCHKEY_DATABASE_URL,
+# nested keys with "__" (LATCHKEY_TOKEN_TYPES__API__MAX_ACTIVE=5). Flags beat both.
+
+listen = "127.0.0.1:8080"
+# public_url = "http://127.0.0.1:8080"   # the issuer and base of links; default http:// + listen
+data_dir = "./latchkey-data"
+# database_url = "sqlite://./latchkey-data/latchkey.db"
+log = "info"                             # a tracing filter: "debug", "latchkey_http=debug,info"
+log_format = "text"                      # or "json"
+session_ttl = "12h"
+# password_hash_concurrency = 2          # default: the number of cores
+
+[oauth]
+access_token_ttl = "900s"
+code_ttl = "60s"
+refresh_token_ttl = "30d"
+
+# Override a built-in token type (personal, api, s2s, links) or define a new one.
+# [token_types.personal]
+# lifetime = "180d"          # or "none"
+# max_active = 1
+# activation_delay = "0s"
+# rotation_reminder = "180d"
+#
+# [token_types.ci]
+# owner = "user"             # or "organisation"
+# prefix = "lkci"
+# max_active = 3
+# lifetime = "30d"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "latchkey.toml",
+                r#"
+                listen = "127.0.0.1:1111"
+                public_url = "http://file.example"
+                data_dir = "/from/file"
+                [token_types.api]
+                max_active = 3
+                "#,
+            )?;
+            jail.set_env("LATCHKEY_PUBLIC_URL", "http://env.example");
+            jail.set_env("LATCHKEY_DATA_DIR", "/from/env");
+            jail.set_env("LATCHKEY_TOKEN_TYPES__API__ACTIVATION_DELAY", "2s");
+            let overrides = Overrides { data_dir: Some("/from/flag".into()), ..Overrides::default() };
+            let config = Config::load(Some(Path::new("latchkey.toml")), &overrides).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 1111, "file beats default");
+            assert_eq!(config.public_url(), "http://env.example", "env beats file");
+            assert_eq!(config.data_dir, PathBuf::from("/from/flag"), "flag beats env");
+            let types = config.token_types().map_err(|e| e.to_string())?;
+            let api = types.get("api").ok_or("no api type")?;
+            assert_eq!(api.max_active, 3);
+            assert_eq!(api.activation_delay.as_secs(), 2);
+            assert_eq!(config.database_url(), "sqlite:///from/flag/latchkey.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "listn = \"127.0.0.1:1\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
+            jail.create_file("bad2.toml", "session_ttl = \"soon\"\n")?;
+            assert!(Config::load(Some(Path::new("bad2.toml")), &Overrides::default()).is_err());
+            jail.create_file("bad3.toml", "[token_types.personal]\nreveal = \"reauth\"\n")?;
+            assert!(Config::load(Some(Path::new("bad3.toml")), &Overrides::default()).is_err());
+            assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_parses() {
+        Jail::expect_with(|jail| {
+            jail.create_file("example.toml", EXAMPLE)?;
+            let config = Config::load(Some(Path::new("example.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 8080);
+            Ok(())
+        });
+    }
+}
