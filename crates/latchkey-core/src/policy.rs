@@ -105,26 +105,18 @@ pub enum PolicyError {
     DuplicatePrefix(String, String, String),
 }
 
-fn builtin(
-    name: &str,
-    owner: OwnerKind,
-    format: Format,
-    lifetime: Option<PolicyDuration>,
-    delay: PolicyDuration,
-    reveal: Reveal,
-    feature: Option<&str>,
-    prefix: &str,
-) -> TokenTypePolicy {
+/// A type with the organisation defaults of SPEC 2.1 (changed below for `personal`).
+fn builtin(name: &str, owner: OwnerKind, format: Format, prefix: &str) -> TokenTypePolicy {
     TokenTypePolicy {
         name: name.to_owned(),
         owner,
         format,
         max_active: if owner == OwnerKind::User { 1 } else { 2 },
-        activation_delay: delay,
-        lifetime,
-        reveal,
-        requires_feature: feature.map(str::to_owned),
-        scopes: vec![feature.unwrap_or("api").to_owned()],
+        activation_delay: PolicyDuration::from_secs(1_800),
+        lifetime: None,
+        reveal: Reveal::Reauth,
+        requires_feature: None,
+        scopes: vec!["api".to_owned()],
         rotation_reminder: PolicyDuration::from_days(180),
         prefix: Prefix(prefix.to_owned()),
     }
@@ -134,12 +126,22 @@ fn builtin(
 pub fn builtin_types() -> Vec<TokenTypePolicy> {
     use Format::{Jwt, Opaque};
     use OwnerKind::{Organisation, User};
-    let half_hour = PolicyDuration::from_secs(1_800);
+    let personal = TokenTypePolicy {
+        activation_delay: PolicyDuration::ZERO,
+        lifetime: Some(PolicyDuration::from_days(180)),
+        reveal: Reveal::Once,
+        ..builtin("personal", User, Opaque, "lkp")
+    };
+    let links = TokenTypePolicy {
+        requires_feature: Some("links".to_owned()),
+        scopes: vec!["links".to_owned()],
+        ..builtin("links", Organisation, Opaque, "lkl")
+    };
     vec![
-        builtin("personal", User, Opaque, Some(PolicyDuration::from_days(180)), PolicyDuration::ZERO, Reveal::Once, None, "lkp"),
-        builtin("api", Organisation, Jwt, None, half_hour, Reveal::Reauth, None, "lka"),
-        builtin("s2s", Organisation, Opaque, None, half_hour, Reveal::Reauth, None, "lks"),
-        builtin("links", Organisation, Opaque, None, half_hour, Reveal::Reauth, Some("links"), "lkl"),
+        personal,
+        builtin("api", Organisation, Jwt, "lka"),
+        builtin("s2s", Organisation, Opaque, "lks"),
+        links,
     ]
 }
 
@@ -289,10 +291,14 @@ impl TokenTypes {
                     };
                     let prefix = Prefix::parse(prefix)
                         .map_err(|e| PolicyError::Invalid(name.clone(), e.to_string()))?;
-                    let mut p = builtin(name, owner, Format::Opaque, None, PolicyDuration::ZERO, Reveal::Once, None, "xx");
-                    p.prefix = prefix;
-                    p.scopes = vec!["api".to_owned()];
-                    p
+                    // A new type starts from the most conservative settings: no delay,
+                    // no expiry, shown once; the configuration says the rest.
+                    TokenTypePolicy {
+                        activation_delay: PolicyDuration::ZERO,
+                        reveal: Reveal::Once,
+                        prefix,
+                        ..builtin(name, owner, Format::Opaque, "xx")
+                    }
                 }
             };
             policy.apply(c)?;

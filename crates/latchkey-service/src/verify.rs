@@ -159,21 +159,18 @@ impl Service {
     }
 
     fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
-        if entry.should_record(now.unix_timestamp(), ip_hash(ip)) {
-            if let Ok(mut pending) = self.usage.pending.lock() {
+        if entry.should_record(now.unix_timestamp(), ip_hash(ip))
+            && let Ok(mut pending) = self.usage.pending.lock() {
                 pending.insert(
                     entry.token_id.clone(),
                     TokenUsage { token_id: entry.token_id.clone(), at: now, ip: ip.to_string() },
                 );
             }
-        }
-        if let Some(old) = &entry.ends_on_first_use {
-            if !entry.first_use_seen.swap(true, Ordering::AcqRel) {
-                if let Ok(mut list) = self.usage.first_use.lock() {
+        if let Some(old) = &entry.ends_on_first_use
+            && !entry.first_use_seen.swap(true, Ordering::AcqRel)
+                && let Ok(mut list) = self.usage.first_use.lock() {
                     list.push(old.clone());
                 }
-            }
-        }
     }
 
     /// Reads the token's owner and what it reaches, and builds the cached answer.
@@ -268,11 +265,10 @@ impl Service {
     }
 
     async fn end_rotated_token(&self, old: &TokenId) -> ServiceResult<()> {
-        if let Some(token) = self.store.find_token(old).await? {
-            if token.revoked_at.is_none() {
+        if let Some(token) = self.store.find_token(old).await?
+            && token.revoked_at.is_none() {
                 self.revoke_token(&Caller::operator(), &token, "rotation_first_use").await?;
             }
-        }
         Ok(())
     }
 

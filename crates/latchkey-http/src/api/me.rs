@@ -23,13 +23,11 @@ pub async fn get_me(State(state): State<AppState>, ClientIp(ip): ClientIp, heade
                 verified.me_body.clone(),
             )
                 .into_response();
-            if let Some(expires_at) = verified.expires_at {
-                if expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS) {
-                    if let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at)) {
+            if let Some(expires_at) = verified.expires_at
+                && expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS)
+                    && let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at)) {
                         response.headers_mut().insert("latchkey-token-expires", v);
                     }
-                }
-            }
             response
         }
         Err(e) => ApiError(e).into_response(),

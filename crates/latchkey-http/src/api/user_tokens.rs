@@ -123,13 +123,12 @@ pub async fn list_user_events(State(state): State<AppState>, me: SignedIn, Query
     let events = state.service.list_events(&filter).await?;
     let views: Vec<EventView> = events.iter().map(EventView::new).collect();
     let mut response = Json(views).into_response();
-    if events.len() == limit as usize {
-        if let Some(last) = events.last() {
+    if events.len() == limit as usize
+        && let Some(last) = events.last() {
             let link = format!("</v1/user/events?before={}&limit={limit}>; rel=\"next\"", last.seq);
             if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
                 response.headers_mut().insert(axum::http::header::LINK, v);
             }
         }
-    }
     Ok(response)
 }
