@@ -96,7 +96,10 @@ mod tests {
         let text = encode_bytes(&max, 43);
         assert_eq!(text.as_ref().map(String::len), Some(43));
         assert_eq!(encode_bytes(&max, 42), None);
-        assert_eq!(encode_bytes(&[0u8; 32], 43).as_deref(), Some("0".repeat(43).as_str()));
+        assert_eq!(
+            encode_bytes(&[0u8; 32], 43).as_deref(),
+            Some("0".repeat(43).as_str())
+        );
     }
 
     #[test]

@@ -149,6 +149,9 @@ mod tests {
 
     #[test]
     fn emails_are_lower_cased() {
-        assert_eq!(Email::parse(" Ada@Example.COM ").map(|e| e.as_str().to_owned()), Ok("ada@example.com".to_owned()));
+        assert_eq!(
+            Email::parse(" Ada@Example.COM ").map(|e| e.as_str().to_owned()),
+            Ok("ada@example.com".to_owned())
+        );
     }
 }

@@ -217,7 +217,9 @@ impl TokenTypePolicy {
                 if days > MAX_EXPIRES_IN_DAYS {
                     Err(ExpiryError::TooFar)
                 } else {
-                    Ok(Some(created_at + PolicyDuration::from_days(u64::from(days)).to_time()))
+                    Ok(Some(
+                        created_at + PolicyDuration::from_days(u64::from(days)).to_time(),
+                    ))
                 }
             }
             (None, Some(lifetime)) => Ok(Some(created_at + lifetime.to_time())),
@@ -319,7 +321,10 @@ impl TokenTypes {
 
     pub fn defaults() -> Self {
         Self {
-            by_name: builtin_types().into_iter().map(|t| (t.name.clone(), t)).collect(),
+            by_name: builtin_types()
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
         }
     }
 
@@ -410,7 +415,10 @@ mod tests {
     use time::macros::datetime;
 
     fn types(toml_like: &[(&str, TokenTypeConfig)]) -> Result<TokenTypes, PolicyError> {
-        let map = toml_like.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let map = toml_like
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         TokenTypes::from_config(&map)
     }
 
@@ -420,15 +428,29 @@ mod tests {
         let personal = t.get("personal").cloned();
         assert_eq!(personal.as_ref().map(|p| p.owner), Some(OwnerKind::User));
         assert_eq!(personal.as_ref().map(|p| p.max_active), Some(1));
-        assert_eq!(personal.as_ref().and_then(|p| p.lifetime), Some(PolicyDuration::from_days(180)));
+        assert_eq!(
+            personal.as_ref().and_then(|p| p.lifetime),
+            Some(PolicyDuration::from_days(180))
+        );
         assert_eq!(personal.as_ref().map(|p| p.reveal), Some(Reveal::Once));
         let api = t.get("api").cloned();
         assert_eq!(api.as_ref().map(|p| p.format), Some(Format::Jwt));
         assert_eq!(api.as_ref().map(|p| p.max_active), Some(2));
-        assert_eq!(api.as_ref().map(|p| p.activation_delay.as_secs()), Some(1_800));
+        assert_eq!(
+            api.as_ref().map(|p| p.activation_delay.as_secs()),
+            Some(1_800)
+        );
         assert_eq!(api.as_ref().map(|p| p.lifetime), Some(None));
-        assert_eq!(t.get("links").and_then(|p| p.requires_feature.clone()), Some("links".to_owned()));
-        for (name, prefix) in [("personal", "lkp"), ("api", "lka"), ("s2s", "lks"), ("links", "lkl")] {
+        assert_eq!(
+            t.get("links").and_then(|p| p.requires_feature.clone()),
+            Some("links".to_owned())
+        );
+        for (name, prefix) in [
+            ("personal", "lkp"),
+            ("api", "lka"),
+            ("s2s", "lks"),
+            ("links", "lkl"),
+        ] {
             assert_eq!(t.get(name).map(|p| p.prefix.as_str()), Some(prefix));
             assert_eq!(t.by_prefix(prefix).map(|p| p.name.as_str()), Some(name));
         }
@@ -438,7 +460,11 @@ mod tests {
     fn overrides_apply_and_new_types_need_owner_and_prefix() {
         let t = types(&[(
             "api",
-            TokenTypeConfig { activation_delay: Some(PolicyDuration::from_secs(2)), max_active: Some(5), ..Default::default() },
+            TokenTypeConfig {
+                activation_delay: Some(PolicyDuration::from_secs(2)),
+                max_active: Some(5),
+                ..Default::default()
+            },
         )]);
         let api = t.ok().and_then(|t| t.get("api").cloned());
         assert_eq!(api.as_ref().map(|p| p.activation_delay.as_secs()), Some(2));
@@ -450,9 +476,18 @@ mod tests {
         );
         let ci = types(&[(
             "ci",
-            TokenTypeConfig { owner: Some(OwnerKind::User), prefix: Some("lkci".into()), max_active: Some(3), ..Default::default() },
+            TokenTypeConfig {
+                owner: Some(OwnerKind::User),
+                prefix: Some("lkci".into()),
+                max_active: Some(3),
+                ..Default::default()
+            },
         )]);
-        assert_eq!(ci.ok().and_then(|t| t.by_prefix("lkci").map(|p| p.max_active)), Some(3));
+        assert_eq!(
+            ci.ok()
+                .and_then(|t| t.by_prefix("lkci").map(|p| p.max_active)),
+            Some(3)
+        );
     }
 
     #[rstest]
@@ -467,7 +502,10 @@ mod tests {
 
     #[test]
     fn bad_type_names_are_refused() {
-        assert!(matches!(types(&[("Bad Name", TokenTypeConfig::default())]), Err(PolicyError::BadTypeName(_))));
+        assert!(matches!(
+            types(&[("Bad Name", TokenTypeConfig::default())]),
+            Err(PolicyError::BadTypeName(_))
+        ));
     }
 
     #[test]
@@ -475,9 +513,18 @@ mod tests {
         let t = TokenTypes::defaults();
         let personal = t.get("personal").cloned().unwrap_or_else(|| unreachable!());
         let now = datetime!(2026-01-01 00:00:00.7 UTC);
-        assert_eq!(personal.expiry(now, None), Ok(Some(datetime!(2026-06-30 00:00:00 UTC))));
-        assert_eq!(personal.expiry(now, Some(30)), Ok(Some(datetime!(2026-01-31 00:00:00 UTC))));
-        assert_eq!(personal.expiry(now, Some(181)), Err(ExpiryError::BeyondLifetime(PolicyDuration::from_days(180))));
+        assert_eq!(
+            personal.expiry(now, None),
+            Ok(Some(datetime!(2026-06-30 00:00:00 UTC)))
+        );
+        assert_eq!(
+            personal.expiry(now, Some(30)),
+            Ok(Some(datetime!(2026-01-31 00:00:00 UTC)))
+        );
+        assert_eq!(
+            personal.expiry(now, Some(181)),
+            Err(ExpiryError::BeyondLifetime(PolicyDuration::from_days(180)))
+        );
         assert_eq!(personal.expiry(now, Some(0)), Err(ExpiryError::NotPositive));
         let s2s = t.get("s2s").cloned().unwrap_or_else(|| unreachable!());
         assert_eq!(s2s.expiry(now, None), Ok(None));
@@ -498,6 +545,9 @@ mod tests {
     #[test]
     fn first_use_grace_is_capped_at_seven_days() {
         let now = datetime!(2026-01-01 00:00:00 UTC);
-        assert_eq!(Grace::FirstUse.old_token_expiry(now), datetime!(2026-01-08 00:00:00 UTC));
+        assert_eq!(
+            Grace::FirstUse.old_token_expiry(now),
+            datetime!(2026-01-08 00:00:00 UTC)
+        );
     }
 }

@@ -55,7 +55,10 @@ pub enum Refusal {
     Unknown,
     Revoked,
     Expired,
-    Pending { active_from: Timestamp, now: Timestamp },
+    Pending {
+        active_from: Timestamp,
+        now: Timestamp,
+    },
     Disabled,
     IpNotAllowed,
 }
@@ -88,7 +91,9 @@ impl Refusal {
                 format!("pending: the token becomes active in {secs}s, at {at}")
             }
             Self::Disabled => "disabled: API tokens are switched off for this owner".to_owned(),
-            Self::IpNotAllowed => "ip_not_allowed: the token may not be used from this address".to_owned(),
+            Self::IpNotAllowed => {
+                "ip_not_allowed: the token may not be used from this address".to_owned()
+            }
         }
     }
 }
@@ -103,10 +108,22 @@ mod tests {
         let created = datetime!(2026-01-01 00:00:00 UTC);
         let active = datetime!(2026-01-01 00:30:00 UTC);
         let expires = Some(datetime!(2026-02-01 00:00:00 UTC));
-        assert_eq!(TokenStatus::at(created, active, expires, None), TokenStatus::Pending);
-        assert_eq!(TokenStatus::at(active, active, expires, None), TokenStatus::Active);
-        assert_eq!(TokenStatus::at(datetime!(2026-02-01 00:00:00 UTC), active, expires, None), TokenStatus::Expired);
-        assert_eq!(TokenStatus::at(active, active, expires, Some(created)), TokenStatus::Revoked);
+        assert_eq!(
+            TokenStatus::at(created, active, expires, None),
+            TokenStatus::Pending
+        );
+        assert_eq!(
+            TokenStatus::at(active, active, expires, None),
+            TokenStatus::Active
+        );
+        assert_eq!(
+            TokenStatus::at(datetime!(2026-02-01 00:00:00 UTC), active, expires, None),
+            TokenStatus::Expired
+        );
+        assert_eq!(
+            TokenStatus::at(active, active, expires, Some(created)),
+            TokenStatus::Revoked
+        );
         assert!(TokenStatus::Pending.is_live() && !TokenStatus::Expired.is_live());
     }
 
@@ -123,7 +140,10 @@ mod tests {
             active_from: datetime!(2026-01-01 00:30:00 UTC),
             now: datetime!(2026-01-01 00:00:00 UTC),
         };
-        assert_eq!(r.description(), "pending: the token becomes active in 1800s, at 2026-01-01T00:30:00Z");
+        assert_eq!(
+            r.description(),
+            "pending: the token becomes active in 1800s, at 2026-01-01T00:30:00Z"
+        );
         assert_eq!(r.reason(), "pending");
     }
 }

@@ -102,8 +102,8 @@ impl TokenSecret {
     pub fn generate(prefix: &Prefix, random: [u8; 32]) -> Self {
         let random = base62::encode_bytes(&random, RANDOM_CHARS).unwrap_or_default();
         let head = format!("{}_{random}", prefix.as_str());
-        let check = base62::encode_u32(crc32fast::hash(head.as_bytes()), CHECK_CHARS)
-            .unwrap_or_default();
+        let check =
+            base62::encode_u32(crc32fast::hash(head.as_bytes()), CHECK_CHARS).unwrap_or_default();
         Self(head + &check)
     }
     /// The clear text, for the one response that shows it.
@@ -116,7 +116,10 @@ impl TokenSecret {
     /// `lkp_…Ab3d`: enough to recognise a token in a list, useless to an attacker.
     pub fn hint(&self) -> String {
         let prefix = self.0.split('_').next().unwrap_or_default();
-        let tail = self.0.get(self.0.len().saturating_sub(4)..).unwrap_or_default();
+        let tail = self
+            .0
+            .get(self.0.len().saturating_sub(4)..)
+            .unwrap_or_default();
         format!("{prefix}_…{tail}")
     }
 }
@@ -216,9 +219,18 @@ mod tests {
     #[case("nounderscore", MalformedToken::NoPrefix)]
     #[case("_abc", MalformedToken::NoPrefix)]
     #[case("lkp_short", MalformedToken::WrongLength)]
-    #[case("lkp_0000000000000000000000000000000000000000000-00000", MalformedToken::NotBase62)]
-    #[case("lkp_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz000000", MalformedToken::NotBase62)]
-    #[case("lkp_0000000000000000000000000000000000000000000000000", MalformedToken::BadChecksum)]
+    #[case(
+        "lkp_0000000000000000000000000000000000000000000-00000",
+        MalformedToken::NotBase62
+    )]
+    #[case(
+        "lkp_zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz000000",
+        MalformedToken::NotBase62
+    )]
+    #[case(
+        "lkp_0000000000000000000000000000000000000000000000000",
+        MalformedToken::BadChecksum
+    )]
     fn malformed(#[case] text: &str, #[case] err: MalformedToken) {
         assert_eq!(ParsedToken::parse(text).map(|_| ()), Err(err));
     }
@@ -229,7 +241,10 @@ mod tests {
         let mut bytes = t.expose().as_bytes().to_vec();
         bytes[10] = if bytes[10] == b'a' { b'b' } else { b'a' };
         let changed = String::from_utf8(bytes).unwrap_or_default();
-        assert_eq!(ParsedToken::parse(&changed).map(|_| ()), Err(MalformedToken::BadChecksum));
+        assert_eq!(
+            ParsedToken::parse(&changed).map(|_| ()),
+            Err(MalformedToken::BadChecksum)
+        );
     }
 
     proptest! {

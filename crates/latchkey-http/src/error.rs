@@ -30,7 +30,9 @@ impl ApiError {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-        ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::InvalidToken => {
+            StatusCode::UNAUTHORIZED
+        }
         ErrorCode::Forbidden
         | ErrorCode::InvalidPassword
         | ErrorCode::FeatureNotEnabled
@@ -38,7 +40,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::SessionRequired => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::TokenLimitReached | ErrorCode::NotRevealable | ErrorCode::TokenNotLive | ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::TokenLimitReached
+        | ErrorCode::NotRevealable
+        | ErrorCode::TokenNotLive
+        | ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -56,16 +61,25 @@ pub fn error_response(code: ErrorCode, message: &str) -> Response {
 fn bearer_challenge(description: Option<&str>) -> HeaderValue {
     let value = match description {
         // The description is built from fixed reason texts and a timestamp: no quotes inside.
-        Some(d) => format!("Bearer realm=\"latchkey\", error=\"invalid_token\", error_description=\"{}\"", d.replace('"', "'")),
+        Some(d) => format!(
+            "Bearer realm=\"latchkey\", error=\"invalid_token\", error_description=\"{}\"",
+            d.replace('"', "'")
+        ),
         None => "Bearer realm=\"latchkey\"".to_owned(),
     };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"latchkey\""))
+    HeaderValue::from_str(&value)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"latchkey\""))
 }
 
 /// `401` for a request to a bearer-protected resource that carried no token at all.
 pub fn missing_bearer() -> Response {
-    let mut response = error_response(ErrorCode::Unauthenticated, "this resource needs an API token: Authorization: Bearer <token>");
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, bearer_challenge(None));
+    let mut response = error_response(
+        ErrorCode::Unauthenticated,
+        "this resource needs an API token: Authorization: Bearer <token>",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, bearer_challenge(None));
     response
 }
 
@@ -75,19 +89,36 @@ impl IntoResponse for ApiError {
             ServiceError::Client { code, message } => error_response(code, &message),
             ServiceError::Refused(refusal) => {
                 let description = refusal.description();
-                let mut response = error_response(ErrorCode::InvalidToken, &format!("the token was refused ({description})"));
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, bearer_challenge(Some(&description)));
+                let mut response = error_response(
+                    ErrorCode::InvalidToken,
+                    &format!("the token was refused ({description})"),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    bearer_challenge(Some(&description)),
+                );
                 response
             }
             ServiceError::RateLimited { retry_after_secs } => {
-                let mut response = error_response(ErrorCode::RateLimited, "too many requests: slow down and retry later");
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+                let mut response = error_response(
+                    ErrorCode::RateLimited,
+                    "too many requests: slow down and retry later",
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs.max(1)),
+                );
                 response
             }
             ServiceError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "storage unavailable");
-                let mut response = error_response(ErrorCode::Unavailable, "the service is temporarily unavailable: retry shortly");
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut response = error_response(
+                    ErrorCode::Unavailable,
+                    "the service is temporarily unavailable: retry shortly",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 response
             }
             ServiceError::Internal(detail) => {

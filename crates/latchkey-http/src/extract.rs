@@ -34,7 +34,10 @@ pub fn peer_ip(parts: &Parts) -> IpAddr {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -64,7 +67,10 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::client(ErrorCode::PayloadTooLarge, "the request body is too large")
         } else {
-            ApiError::client(ErrorCode::InvalidRequest, "the request body could not be read")
+            ApiError::client(
+                ErrorCode::InvalidRequest,
+                "the request body could not be read",
+            )
         }
     })
 }
@@ -73,12 +79,18 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's messages name the field and position; they never echo long values.
         let message = format!("invalid JSON body: {e}");
-        ApiError::client(ErrorCode::InvalidRequest, message.chars().take(300).collect::<String>())
+        ApiError::client(
+            ErrorCode::InvalidRequest,
+            message.chars().take(300).collect::<String>(),
+        )
     })
 }
 
 fn not_json() -> ApiError {
-    ApiError::client(ErrorCode::UnsupportedMediaType, "the request body must be JSON (Content-Type: application/json)")
+    ApiError::client(
+        ErrorCode::UnsupportedMediaType,
+        "the request body must be JSON (Content-Type: application/json)",
+    )
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -121,18 +133,33 @@ pub struct SignedIn {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let ip = peer_ip(parts);
         let credential = match bearer(&parts.headers) {
             Some(token) if looks_like_session(token) => token,
             Some(token) => {
-                if ParsedToken::parse(token).is_ok_and(|p| state.service.types().by_prefix(p.prefix()).is_some()) {
-                    return Err(ApiError::client(ErrorCode::SessionRequired, "this endpoint needs a session (sign in with POST /v1/sessions), not an API token"));
+                if ParsedToken::parse(token)
+                    .is_ok_and(|p| state.service.types().by_prefix(p.prefix()).is_some())
+                {
+                    return Err(ApiError::client(
+                        ErrorCode::SessionRequired,
+                        "this endpoint needs a session (sign in with POST /v1/sessions), not an API token",
+                    ));
                 }
-                return Err(ApiError::client(ErrorCode::Unauthenticated, "sign in first: the credential is not a session"));
+                return Err(ApiError::client(
+                    ErrorCode::Unauthenticated,
+                    "sign in first: the credential is not a session",
+                ));
             }
-            None => cookie(&parts.headers, SESSION_COOKIE)
-                .ok_or_else(|| ApiError::client(ErrorCode::Unauthenticated, "sign in first (POST /v1/sessions)"))?,
+            None => cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
+                ApiError::client(
+                    ErrorCode::Unauthenticated,
+                    "sign in first (POST /v1/sessions)",
+                )
+            })?,
         };
         let session = state.service.authenticate_session(credential).await?;
         let caller = Caller::user(session.user.id.clone(), Some(ip));

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use latchkey_service::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -30,24 +32,54 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::get_readyz))
         .route("/v1/me", get(me::get_me))
         .route("/v1/sessions", post(sessions::create_session))
-        .route("/v1/sessions/current", axum::routing::delete(sessions::delete_current_session))
-        .route("/v1/user/tokens", get(user_tokens::list_user_tokens).post(user_tokens::create_user_token))
-        .route("/v1/user/tokens/{id}", get(user_tokens::get_user_token).patch(user_tokens::rename_user_token))
-        .route("/v1/user/tokens/{id}/rotate", post(user_tokens::rotate_user_token))
-        .route("/v1/user/tokens/{id}/revoke", post(user_tokens::revoke_user_token))
-        .route("/v1/user/tokens/{id}/reveal", post(user_tokens::reveal_user_token))
+        .route(
+            "/v1/sessions/current",
+            axum::routing::delete(sessions::delete_current_session),
+        )
+        .route(
+            "/v1/user/tokens",
+            get(user_tokens::list_user_tokens).post(user_tokens::create_user_token),
+        )
+        .route(
+            "/v1/user/tokens/{id}",
+            get(user_tokens::get_user_token).patch(user_tokens::rename_user_token),
+        )
+        .route(
+            "/v1/user/tokens/{id}/rotate",
+            post(user_tokens::rotate_user_token),
+        )
+        .route(
+            "/v1/user/tokens/{id}/revoke",
+            post(user_tokens::revoke_user_token),
+        )
+        .route(
+            "/v1/user/tokens/{id}/reveal",
+            post(user_tokens::reveal_user_token),
+        )
         .route("/v1/user/events", get(user_tokens::list_user_events))
         .route("/v1/orgs", get(orgs::list_orgs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, CountingRequestId::default()))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(SetRequestIdLayer::new(
+            request_id,
+            CountingRequestId::default(),
+        ))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
@@ -56,7 +88,10 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    error_response(ErrorCode::MethodNotAllowed, "this route does not accept that method")
+    error_response(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
 }
 
 /// A panic in a handler becomes a generic `500`; the server keeps serving.
@@ -76,7 +111,10 @@ impl Default for CountingRequestId {
     fn default() -> Self {
         let mut seed = [0u8; 4];
         let _ = getrandom_fill(&mut seed);
-        Self { prefix: format!("{:08x}", u32::from_be_bytes(seed)).into(), next: Arc::new(AtomicU64::new(1)) }
+        Self {
+            prefix: format!("{:08x}", u32::from_be_bytes(seed)).into(),
+            next: Arc::new(AtomicU64::new(1)),
+        }
     }
 }
 
@@ -89,6 +127,8 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
 impl MakeRequestId for CountingRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n}", self.prefix)).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
     }
 }

@@ -14,7 +14,8 @@ use crate::error::{ServiceError, ServiceResult};
 /// `N` bytes from the OS CSPRNG.
 pub fn random_bytes<const N: usize>() -> ServiceResult<[u8; N]> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(|e| ServiceError::Internal(format!("OS random source failed: {e}")))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| ServiceError::Internal(format!("OS random source failed: {e}")))?;
     Ok(buf)
 }
 
@@ -76,7 +77,10 @@ impl PasswordHasher {
         Ok(ok && exists)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> ServiceResult<T> {
         let _permit = self
             .permits
             .acquire()

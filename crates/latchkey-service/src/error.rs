@@ -82,7 +82,10 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 
 impl ServiceError {
     pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Client { code, message: message.into() }
+        Self::Client {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::client(ErrorCode::InvalidRequest, message)
@@ -107,7 +110,9 @@ impl ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self::client(ErrorCode::Conflict, format!("the {what} already exists")),
+            StoreError::Conflict(what) => {
+                Self::client(ErrorCode::Conflict, format!("the {what} already exists"))
+            }
             StoreError::NotFound(what) => Self::not_found(what),
             StoreError::LimitReached => Self::client(
                 ErrorCode::TokenLimitReached,

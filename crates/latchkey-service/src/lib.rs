@@ -42,13 +42,22 @@ pub struct Caller {
 
 impl Caller {
     pub fn operator() -> Self {
-        Self { actor: Actor::Operator, ip: None }
+        Self {
+            actor: Actor::Operator,
+            ip: None,
+        }
     }
     pub fn anonymous(ip: Option<IpAddr>) -> Self {
-        Self { actor: Actor::Anonymous, ip }
+        Self {
+            actor: Actor::Anonymous,
+            ip,
+        }
     }
     pub fn user(id: UserId, ip: Option<IpAddr>) -> Self {
-        Self { actor: Actor::User(id), ip }
+        Self {
+            actor: Actor::User(id),
+            ip,
+        }
     }
     pub fn user_id(&self) -> Option<&UserId> {
         match &self.actor {
@@ -63,7 +72,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        #[expect(clippy::disallowed_methods, reason = "the one place that reads the real clock")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the one place that reads the real clock"
+        )]
         time::OffsetDateTime::now_utc()
     }
 }

@@ -11,33 +11,60 @@ use crate::events::EventSpec;
 use crate::{Caller, Service};
 
 fn features(list: &[String]) -> ServiceResult<Vec<String>> {
-    list.iter().map(|f| feature_name(f).map_err(ServiceError::invalid)).collect()
+    list.iter()
+        .map(|f| feature_name(f).map_err(ServiceError::invalid))
+        .collect()
 }
 
 impl Service {
-    pub async fn create_org(&self, caller: &Caller, name: &str, feature_list: &[String]) -> ServiceResult<Org> {
+    pub async fn create_org(
+        &self,
+        caller: &Caller,
+        name: &str,
+        feature_list: &[String],
+    ) -> ServiceResult<Org> {
         let name = OrgName::parse(name).map_err(|e| ServiceError::invalid(e.to_string()))?;
         let features = features(feature_list)?;
         let id = OrgId::from_random(random_bytes()?);
-        let event = self.event(caller, EventSpec {
-            action: "org.created",
-            subject_kind: "organisation",
-            subject_id: id.as_str(),
-            user: None,
-            org: Some(&id),
-            outcome: "success",
-            details: Some(json!({ "name": name.as_str(), "features": features })),
-        })?;
-        let org = NewOrg { id, name: name.as_str().to_owned(), features, created_at: self.now() };
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "org.created",
+                subject_kind: "organisation",
+                subject_id: id.as_str(),
+                user: None,
+                org: Some(&id),
+                outcome: "success",
+                details: Some(json!({ "name": name.as_str(), "features": features })),
+            },
+        )?;
+        let org = NewOrg {
+            id,
+            name: name.as_str().to_owned(),
+            features,
+            created_at: self.now(),
+        };
         Ok(self.store.create_org(&org, &event).await?)
     }
 
     pub async fn find_org(&self, id: &str) -> ServiceResult<Org> {
-        let id: OrgId = id.parse().map_err(|_| ServiceError::not_found("organisation"))?;
-        self.store.find_org(&id).await?.ok_or_else(|| ServiceError::not_found("organisation"))
+        let id: OrgId = id
+            .parse()
+            .map_err(|_| ServiceError::not_found("organisation"))?;
+        self.store
+            .find_org(&id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("organisation"))
     }
 
-    pub async fn update_org(&self, caller: &Caller, id: &str, add: &[String], remove: &[String], api_tokens_enabled: Option<bool>) -> ServiceResult<Org> {
+    pub async fn update_org(
+        &self,
+        caller: &Caller,
+        id: &str,
+        add: &[String],
+        remove: &[String],
+        api_tokens_enabled: Option<bool>,
+    ) -> ServiceResult<Org> {
         let org = self.find_org(id).await?;
         let change = OrgChange {
             add_features: features(add)?,
@@ -45,19 +72,22 @@ impl Service {
             api_tokens_enabled,
             name: None,
         };
-        let event = self.event(caller, EventSpec {
-            action: "org.updated",
-            subject_kind: "organisation",
-            subject_id: org.id.as_str(),
-            user: None,
-            org: Some(&org.id),
-            outcome: "success",
-            details: Some(json!({
-                "add_features": change.add_features,
-                "remove_features": change.remove_features,
-                "api_tokens_enabled": api_tokens_enabled,
-            })),
-        })?;
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "org.updated",
+                subject_kind: "organisation",
+                subject_id: org.id.as_str(),
+                user: None,
+                org: Some(&org.id),
+                outcome: "success",
+                details: Some(json!({
+                    "add_features": change.add_features,
+                    "remove_features": change.remove_features,
+                    "api_tokens_enabled": api_tokens_enabled,
+                })),
+            },
+        )?;
         let org = self.store.update_org(&org.id, &change, &event).await?;
         self.cache.invalidate();
         Ok(org)
@@ -65,36 +95,59 @@ impl Service {
 
     /// Adds a member or changes their role. The change is seen by the very next request of any
     /// of the user's tokens.
-    pub async fn set_member(&self, caller: &Caller, org_id: &str, email: &str, role: Role) -> ServiceResult<()> {
+    pub async fn set_member(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        email: &str,
+        role: Role,
+    ) -> ServiceResult<()> {
         let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        let event = self.event(caller, EventSpec {
-            action: "member.set",
-            subject_kind: "user",
-            subject_id: user.id.as_str(),
-            user: Some(&user.id),
-            org: Some(&org.id),
-            outcome: "success",
-            details: Some(json!({ "role": role })),
-        })?;
-        self.store.upsert_membership(&org.id, &user.id, role, self.now(), &event).await?;
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "member.set",
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org: Some(&org.id),
+                outcome: "success",
+                details: Some(json!({ "role": role })),
+            },
+        )?;
+        self.store
+            .upsert_membership(&org.id, &user.id, role, self.now(), &event)
+            .await?;
         self.cache.invalidate();
         Ok(())
     }
 
-    pub async fn remove_member(&self, caller: &Caller, org_id: &str, email: &str) -> ServiceResult<()> {
+    pub async fn remove_member(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        email: &str,
+    ) -> ServiceResult<()> {
         let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        let event = self.event(caller, EventSpec {
-            action: "member.removed",
-            subject_kind: "user",
-            subject_id: user.id.as_str(),
-            user: Some(&user.id),
-            org: Some(&org.id),
-            outcome: "success",
-            details: None,
-        })?;
-        if !self.store.delete_membership(&org.id, &user.id, &event).await? {
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "member.removed",
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org: Some(&org.id),
+                outcome: "success",
+                details: None,
+            },
+        )?;
+        if !self
+            .store
+            .delete_membership(&org.id, &user.id, &event)
+            .await?
+        {
             return Err(ServiceError::not_found("membership"));
         }
         self.cache.invalidate();
@@ -109,12 +162,20 @@ impl Service {
     /// The organisation, if `user` is one of its admins: members and partners get `403`,
     /// outsiders `404` (an outsider must not learn that the organisation exists).
     pub async fn require_admin(&self, user: &UserId, org_id: &str) -> ServiceResult<Org> {
-        let id: OrgId = org_id.parse().map_err(|_| ServiceError::not_found("organisation"))?;
+        let id: OrgId = org_id
+            .parse()
+            .map_err(|_| ServiceError::not_found("organisation"))?;
         let accounts = self.store.list_user_accounts(user).await?;
         match accounts.iter().find(|a| a.org_id == id) {
             None => Err(ServiceError::not_found("organisation")),
-            Some(a) if !a.role.is_admin() => Err(ServiceError::forbidden("only an admin of this organisation may do this")),
-            Some(_) => self.store.find_org(&id).await?.ok_or_else(|| ServiceError::not_found("organisation")),
+            Some(a) if !a.role.is_admin() => Err(ServiceError::forbidden(
+                "only an admin of this organisation may do this",
+            )),
+            Some(_) => self
+                .store
+                .find_org(&id)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("organisation")),
         }
     }
 

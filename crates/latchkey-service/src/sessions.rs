@@ -26,42 +26,62 @@ pub struct NewSessionToken {
 }
 
 fn invalid_credentials() -> ServiceError {
-    ServiceError::client(ErrorCode::InvalidCredentials, "the email or password is not correct")
+    ServiceError::client(
+        ErrorCode::InvalidCredentials,
+        "the email or password is not correct",
+    )
 }
 
 /// True when the string has the session prefix (whatever else is wrong with it).
 pub fn looks_like_session(text: &str) -> bool {
-    text.split_once('_').is_some_and(|(p, _)| p == SESSION_PREFIX)
+    text.split_once('_')
+        .is_some_and(|(p, _)| p == SESSION_PREFIX)
 }
 
 impl Service {
     /// Signs in. Unknown email, wrong password and disabled account answer identically, and
     /// take the same time (a dummy hash is checked when there is no user).
-    pub async fn login(&self, ip: Option<std::net::IpAddr>, email: &str, password: &SecretString) -> ServiceResult<NewSessionToken> {
+    pub async fn login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        email: &str,
+        password: &SecretString,
+    ) -> ServiceResult<NewSessionToken> {
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,
         };
-        let ok = self.hasher.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let ok = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
         let user = match user {
             Some(user) if ok && !user.disabled => user,
             Some(user) => {
                 let caller = Caller::anonymous(ip);
-                let event = self.event(&caller, EventSpec {
-                    action: "session.login",
-                    subject_kind: "user",
-                    subject_id: user.id.as_str(),
-                    user: Some(&user.id),
-                    org: None,
-                    outcome: if user.disabled { "disabled" } else { "invalid_password" },
-                    details: None,
-                })?;
+                let event = self.event(
+                    &caller,
+                    EventSpec {
+                        action: "session.login",
+                        subject_kind: "user",
+                        subject_id: user.id.as_str(),
+                        user: Some(&user.id),
+                        org: None,
+                        outcome: if user.disabled {
+                            "disabled"
+                        } else {
+                            "invalid_password"
+                        },
+                        details: None,
+                    },
+                )?;
                 self.store.insert_event(&event).await?;
                 return Err(invalid_credentials());
             }
             None => return Err(invalid_credentials()),
         };
-        let prefix = Prefix::parse(SESSION_PREFIX).map_err(|_| ServiceError::Internal("session prefix".into()))?;
+        let prefix = Prefix::parse(SESSION_PREFIX)
+            .map_err(|_| ServiceError::Internal("session prefix".into()))?;
         let secret = TokenSecret::generate(&prefix, random_bytes()?);
         let now = self.now();
         let expires_at = now + self.settings.session_ttl.to_time();
@@ -73,44 +93,73 @@ impl Service {
             expires_at,
         };
         let caller = Caller::user(user.id.clone(), ip);
-        let event = self.event(&caller, EventSpec {
-            action: "session.login",
-            subject_kind: "session",
-            subject_id: &session.id,
-            user: Some(&user.id),
-            org: None,
-            outcome: "success",
-            details: None,
-        })?;
+        let event = self.event(
+            &caller,
+            EventSpec {
+                action: "session.login",
+                subject_kind: "session",
+                subject_id: &session.id,
+                user: Some(&user.id),
+                org: None,
+                outcome: "success",
+                details: None,
+            },
+        )?;
         self.store.create_session(&session, &event).await?;
-        Ok(NewSessionToken { secret, expires_at, user })
+        Ok(NewSessionToken {
+            secret,
+            expires_at,
+            user,
+        })
     }
 
     /// The user behind a session token, if the session is live and the user not disabled.
     pub async fn authenticate_session(&self, text: &str) -> ServiceResult<SessionUser> {
-        let unauthenticated = || ServiceError::client(ErrorCode::Unauthenticated, "sign in first: the session is missing, expired or ended");
+        let unauthenticated = || {
+            ServiceError::client(
+                ErrorCode::Unauthenticated,
+                "sign in first: the session is missing, expired or ended",
+            )
+        };
         let parsed = ParsedToken::parse(text).map_err(|_| unauthenticated())?;
         if parsed.prefix() != SESSION_PREFIX {
             return Err(unauthenticated());
         }
-        let session = self.store.find_session(&parsed.hash(), self.now()).await?.ok_or_else(unauthenticated)?;
-        let user = self.store.find_user(&session.user_id).await?.ok_or_else(unauthenticated)?;
+        let session = self
+            .store
+            .find_session(&parsed.hash(), self.now())
+            .await?
+            .ok_or_else(unauthenticated)?;
+        let user = self
+            .store
+            .find_user(&session.user_id)
+            .await?
+            .ok_or_else(unauthenticated)?;
         if user.disabled {
             return Err(unauthenticated());
         }
-        Ok(SessionUser { session_id: session.id, user })
+        Ok(SessionUser {
+            session_id: session.id,
+            user,
+        })
     }
 
     pub async fn logout(&self, caller: &Caller, session: &SessionUser) -> ServiceResult<()> {
-        let event = self.event(caller, EventSpec {
-            action: "session.logout",
-            subject_kind: "session",
-            subject_id: &session.session_id,
-            user: Some(&session.user.id),
-            org: None,
-            outcome: "success",
-            details: None,
-        })?;
-        Ok(self.store.delete_session(&session.session_id, &event).await?)
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "session.logout",
+                subject_kind: "session",
+                subject_id: &session.session_id,
+                user: Some(&session.user.id),
+                org: None,
+                outcome: "success",
+                details: None,
+            },
+        )?;
+        Ok(self
+            .store
+            .delete_session(&session.session_id, &event)
+            .await?)
     }
 }

@@ -11,76 +11,137 @@ use crate::events::EventSpec;
 use crate::{Caller, Service};
 
 impl Service {
-    pub async fn create_user(&self, caller: &Caller, email: &str, password: &SecretString, is_operator: bool) -> ServiceResult<User> {
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        email: &str,
+        password: &SecretString,
+        is_operator: bool,
+    ) -> ServiceResult<User> {
         let email = Email::parse(email).map_err(|e| ServiceError::invalid(e.to_string()))?;
         check_password_rules(password)?;
         if self.store.find_user_by_email(&email).await?.is_some() {
-            return Err(ServiceError::client(ErrorCode::Conflict, "a user with this email already exists"));
+            return Err(ServiceError::client(
+                ErrorCode::Conflict,
+                "a user with this email already exists",
+            ));
         }
         let id = UserId::from_random(random_bytes()?);
         let password_hash = self.hasher.hash(password).await?;
-        let event = self.event(caller, EventSpec {
-            action: "user.created",
-            subject_kind: "user",
-            subject_id: id.as_str(),
-            user: Some(&id),
-            org: None,
-            outcome: "success",
-            details: Some(json!({ "operator": is_operator })),
-        })?;
-        let user = NewUser { id, email, password_hash, is_operator, created_at: self.now() };
-        self.store.create_user(&user, &event).await.map_err(|e| match e {
-            latchkey_store::StoreError::Conflict(_) => ServiceError::client(ErrorCode::Conflict, "a user with this email already exists"),
-            other => other.into(),
-        })
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "user.created",
+                subject_kind: "user",
+                subject_id: id.as_str(),
+                user: Some(&id),
+                org: None,
+                outcome: "success",
+                details: Some(json!({ "operator": is_operator })),
+            },
+        )?;
+        let user = NewUser {
+            id,
+            email,
+            password_hash,
+            is_operator,
+            created_at: self.now(),
+        };
+        self.store
+            .create_user(&user, &event)
+            .await
+            .map_err(|e| match e {
+                latchkey_store::StoreError::Conflict(_) => ServiceError::client(
+                    ErrorCode::Conflict,
+                    "a user with this email already exists",
+                ),
+                other => other.into(),
+            })
     }
 
     pub async fn find_user_by_email(&self, email: &str) -> ServiceResult<User> {
         let email = Email::parse(email).map_err(|e| ServiceError::invalid(e.to_string()))?;
-        self.store.find_user_by_email(&email).await?.ok_or_else(|| ServiceError::not_found("user"))
+        self.store
+            .find_user_by_email(&email)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("user"))
     }
 
     /// Operator switches: `disabled` ends every session and refuses every token of the user at
     /// once; `api_tokens_enabled = false` refuses the user's tokens.
-    pub async fn update_user(&self, caller: &Caller, email: &str, disabled: Option<bool>, api_tokens_enabled: Option<bool>) -> ServiceResult<User> {
+    pub async fn update_user(
+        &self,
+        caller: &Caller,
+        email: &str,
+        disabled: Option<bool>,
+        api_tokens_enabled: Option<bool>,
+    ) -> ServiceResult<User> {
         let user = self.find_user_by_email(email).await?;
-        let event = self.event(caller, EventSpec {
-            action: "user.updated",
-            subject_kind: "user",
-            subject_id: user.id.as_str(),
-            user: Some(&user.id),
-            org: None,
-            outcome: "success",
-            details: Some(json!({ "disabled": disabled, "api_tokens_enabled": api_tokens_enabled })),
-        })?;
-        let change = UserChange { disabled, api_tokens_enabled, ..UserChange::default() };
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "user.updated",
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org: None,
+                outcome: "success",
+                details: Some(
+                    json!({ "disabled": disabled, "api_tokens_enabled": api_tokens_enabled }),
+                ),
+            },
+        )?;
+        let change = UserChange {
+            disabled,
+            api_tokens_enabled,
+            ..UserChange::default()
+        };
         let user = self.store.update_user(&user.id, &change, &event).await?;
         self.cache.invalidate();
         Ok(user)
     }
 
     /// Checks the password of a signed-in user (re-authentication before a sensitive action).
-    pub(crate) async fn check_password(&self, caller: &Caller, user: &User, password: &SecretString, action: &str) -> ServiceResult<()> {
-        if self.hasher.verify(password, Some(&user.password_hash)).await? {
+    pub(crate) async fn check_password(
+        &self,
+        caller: &Caller,
+        user: &User,
+        password: &SecretString,
+        action: &str,
+    ) -> ServiceResult<()> {
+        if self
+            .hasher
+            .verify(password, Some(&user.password_hash))
+            .await?
+        {
             return Ok(());
         }
-        let event = self.event(caller, EventSpec {
-            action,
-            subject_kind: "user",
-            subject_id: user.id.as_str(),
-            user: Some(&user.id),
-            org: None,
-            outcome: "invalid_password",
-            details: None,
-        })?;
+        let event = self.event(
+            caller,
+            EventSpec {
+                action,
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org: None,
+                outcome: "invalid_password",
+                details: None,
+            },
+        )?;
         self.store.insert_event(&event).await?;
-        Err(ServiceError::client(ErrorCode::InvalidPassword, "the password is not correct"))
+        Err(ServiceError::client(
+            ErrorCode::InvalidPassword,
+            "the password is not correct",
+        ))
     }
 }
 
 impl Service {
     /// A page of the audit log.
-    pub async fn list_events(&self, filter: &latchkey_store::EventFilter) -> ServiceResult<Vec<latchkey_store::Event>> {
+    pub async fn list_events(
+        &self,
+        filter: &latchkey_store::EventFilter,
+    ) -> ServiceResult<Vec<latchkey_store::Event>> {
         Ok(self.store.list_events(filter).await?)
     }
 }

@@ -53,11 +53,19 @@ impl Verified {
         if !self.owner_enabled {
             return Err(Refusal::Disabled);
         }
-        match TokenStatus::at(now, self.active_from, self.expires_at, self.revoked.then_some(now)) {
+        match TokenStatus::at(
+            now,
+            self.active_from,
+            self.expires_at,
+            self.revoked.then_some(now),
+        ) {
             TokenStatus::Active => Ok(()),
             TokenStatus::Revoked => Err(Refusal::Revoked),
             TokenStatus::Expired => Err(Refusal::Expired),
-            TokenStatus::Pending => Err(Refusal::Pending { active_from: self.active_from, now }),
+            TokenStatus::Pending => Err(Refusal::Pending {
+                active_from: self.active_from,
+                now,
+            }),
         }
     }
 
@@ -132,7 +140,8 @@ impl Service {
     #[tracing::instrument(skip_all, fields(token.id))]
     pub async fn verify_bearer(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
         // Shape and checksum first: a malformed string never reaches storage.
-        let parsed = ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+        let parsed =
+            ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
         if parsed.prefix() == SESSION_PREFIX || self.types.by_prefix(parsed.prefix()).is_none() {
             return Err(ServiceError::Refused(Refusal::Unknown));
         }
@@ -147,7 +156,8 @@ impl Service {
                     .await?
                     .ok_or(ServiceError::Refused(Refusal::Unknown))?;
                 let entry = Arc::new(self.load_verified(token).await?);
-                self.cache.insert_if_current(generation, hash, entry.clone());
+                self.cache
+                    .insert_if_current(generation, hash, entry.clone());
                 entry
             }
         };
@@ -160,17 +170,23 @@ impl Service {
 
     fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
         if entry.should_record(now.unix_timestamp(), ip_hash(ip))
-            && let Ok(mut pending) = self.usage.pending.lock() {
-                pending.insert(
-                    entry.token_id.clone(),
-                    TokenUsage { token_id: entry.token_id.clone(), at: now, ip: ip.to_string() },
-                );
-            }
+            && let Ok(mut pending) = self.usage.pending.lock()
+        {
+            pending.insert(
+                entry.token_id.clone(),
+                TokenUsage {
+                    token_id: entry.token_id.clone(),
+                    at: now,
+                    ip: ip.to_string(),
+                },
+            );
+        }
         if let Some(old) = &entry.ends_on_first_use
             && !entry.first_use_seen.swap(true, Ordering::AcqRel)
-                && let Ok(mut list) = self.usage.first_use.lock() {
-                    list.push(old.clone());
-                }
+            && let Ok(mut list) = self.usage.first_use.lock()
+        {
+            list.push(old.clone());
+        }
     }
 
     /// Reads the token's owner and what it reaches, and builds the cached answer.
@@ -180,7 +196,9 @@ impl Service {
             Owner::User(id) => {
                 let user = self.store.find_user(id).await?;
                 let accounts = self.store.list_user_accounts(id).await?;
-                let enabled = user.as_ref().is_some_and(|u| !u.disabled && u.api_tokens_enabled);
+                let enabled = user
+                    .as_ref()
+                    .is_some_and(|u| !u.disabled && u.api_tokens_enabled);
                 let principal = json!({
                     "kind": "user",
                     "id": id,
@@ -213,7 +231,8 @@ impl Service {
             "accounts": accounts,
             "scopes": token.scopes,
         });
-        let me_body = serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let me_body =
+            serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let last_ip = token
             .last_used_ip
             .as_deref()
@@ -223,7 +242,11 @@ impl Service {
             owner_enabled: owner_enabled && policy.is_some(),
             revoked: token.revoked_at.is_some(),
             first_use_seen: AtomicBool::new(token.last_used_at.is_some()),
-            last_use_at: AtomicI64::new(token.last_used_at.map_or(i64::MIN / 2, |t| t.unix_timestamp())),
+            last_use_at: AtomicI64::new(
+                token
+                    .last_used_at
+                    .map_or(i64::MIN / 2, |t| t.unix_timestamp()),
+            ),
             last_use_ip: AtomicU64::new(last_ip),
             me_body: Bytes::from(me_body),
             ends_on_first_use: token.ends_on_first_use,
@@ -266,9 +289,11 @@ impl Service {
 
     async fn end_rotated_token(&self, old: &TokenId) -> ServiceResult<()> {
         if let Some(token) = self.store.find_token(old).await?
-            && token.revoked_at.is_none() {
-                self.revoke_token(&Caller::operator(), &token, "rotation_first_use").await?;
-            }
+            && token.revoked_at.is_none()
+        {
+            self.revoke_token(&Caller::operator(), &token, "rotation_first_use")
+                .await?;
+        }
         Ok(())
     }
 

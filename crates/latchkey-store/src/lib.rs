@@ -43,15 +43,37 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &NewUser, event: &NewEvent) -> StoreResult<User>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
-    async fn update_user(&self, id: &UserId, change: &UserChange, event: &NewEvent) -> StoreResult<User>;
+    async fn update_user(
+        &self,
+        id: &UserId,
+        change: &UserChange,
+        event: &NewEvent,
+    ) -> StoreResult<User>;
 
     async fn create_org(&self, org: &NewOrg, event: &NewEvent) -> StoreResult<Org>;
     async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>>;
-    async fn update_org(&self, id: &OrgId, change: &OrgChange, event: &NewEvent) -> StoreResult<Org>;
+    async fn update_org(
+        &self,
+        id: &OrgId,
+        change: &OrgChange,
+        event: &NewEvent,
+    ) -> StoreResult<Org>;
     /// Adds the user to the organisation or changes their role.
-    async fn upsert_membership(&self, org: &OrgId, user: &UserId, role: Role, at: Timestamp, event: &NewEvent) -> StoreResult<()>;
+    async fn upsert_membership(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        role: Role,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
     /// Returns whether there was a membership to remove.
-    async fn delete_membership(&self, org: &OrgId, user: &UserId, event: &NewEvent) -> StoreResult<bool>;
+    async fn delete_membership(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
     /// The organisations a user belongs to, with their role, oldest membership first.
     async fn list_user_accounts(&self, user: &UserId) -> StoreResult<Vec<Account>>;
     async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>>;
@@ -64,15 +86,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts the token unless its owner already has `max_active` live (pending or active)
     /// tokens of its type at `now`; the count and the insert are one transaction.
-    async fn create_token_within_limit(&self, token: &NewToken, max_active: u32, now: Timestamp, event: &NewEvent) -> StoreResult<TokenRecord>;
+    async fn create_token_within_limit(
+        &self,
+        token: &NewToken,
+        max_active: u32,
+        now: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<TokenRecord>;
     /// Creates the replacement and moves the old token's expiry to `old_expires_at`, atomically.
-    async fn rotate_token(&self, old: &TokenId, old_expires_at: Timestamp, new: &NewToken, event: &NewEvent) -> StoreResult<TokenRecord>;
+    async fn rotate_token(
+        &self,
+        old: &TokenId,
+        old_expires_at: Timestamp,
+        new: &NewToken,
+        event: &NewEvent,
+    ) -> StoreResult<TokenRecord>;
     async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
     async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()>;
     /// Revokes a token that is not yet revoked; returns whether it did.
-    async fn revoke_token(&self, id: &TokenId, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
     /// Writes `last_used_at`/`last_used_ip` for a batch of tokens in one transaction.
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
     /// Inserts many tokens at once without limit checks or events: for seeding benchmarks.

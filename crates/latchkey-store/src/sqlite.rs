@@ -48,7 +48,10 @@ impl SqliteStore {
     }
 
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err("transaction"))
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err("transaction"))
     }
 
     pub async fn close(&self) {
@@ -80,7 +83,8 @@ fn ts(t: Timestamp) -> i64 {
 }
 
 fn from_ts(secs: i64) -> StoreResult<Timestamp> {
-    Timestamp::from_unix_timestamp(secs).map_err(|e| StoreError::Internal(format!("bad timestamp: {e}")))
+    Timestamp::from_unix_timestamp(secs)
+        .map_err(|e| StoreError::Internal(format!("bad timestamp: {e}")))
 }
 
 fn opt_ts(secs: Option<i64>) -> StoreResult<Option<Timestamp>> {
@@ -96,7 +100,8 @@ fn get<'r, T>(row: &'r SqliteRow, col: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
 {
-    row.try_get(col).map_err(|e| StoreError::Internal(e.to_string()))
+    row.try_get(col)
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
@@ -121,7 +126,10 @@ fn owner_from(kind: &str, id: &str) -> StoreResult<Owner> {
 }
 
 fn split_scopes(text: &str) -> Vec<String> {
-    text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    text.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
@@ -130,7 +138,10 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
     Ok(TokenRecord {
         id: parse(&get::<String>(row, "id")?, "token id")?,
         token_type: get(row, "token_type")?,
-        owner: owner_from(&get::<String>(row, "owner_kind")?, &get::<String>(row, "owner_id")?)?,
+        owner: owner_from(
+            &get::<String>(row, "owner_kind")?,
+            &get::<String>(row, "owner_id")?,
+        )?,
         name: get(row, "name")?,
         hint: get(row, "hint")?,
         scopes: split_scopes(&get::<String>(row, "scopes")?),
@@ -200,7 +211,10 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> St
     Ok(())
 }
 
-async fn token_in_tx(tx: &mut Transaction<'static, Sqlite>, id: &TokenId) -> StoreResult<TokenRecord> {
+async fn token_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &TokenId,
+) -> StoreResult<TokenRecord> {
     let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
         .bind(id.as_str())
         .fetch_optional(&mut **tx)
@@ -235,7 +249,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -291,7 +308,12 @@ impl Store for SqliteStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    async fn update_user(&self, id: &UserId, c: &UserChange, event: &NewEvent) -> StoreResult<User> {
+    async fn update_user(
+        &self,
+        id: &UserId,
+        c: &UserChange,
+        event: &NewEvent,
+    ) -> StoreResult<User> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE users SET disabled = COALESCE(?, disabled),
@@ -406,10 +428,19 @@ impl Store for SqliteStore {
         insert_event(&mut tx, event).await?;
         bump_epoch(&mut tx).await?;
         tx.commit().await.map_err(db_err("organisation"))?;
-        self.find_org(id).await?.ok_or(StoreError::NotFound("organisation"))
+        self.find_org(id)
+            .await?
+            .ok_or(StoreError::NotFound("organisation"))
     }
 
-    async fn upsert_membership(&self, org: &OrgId, user: &UserId, role: Role, at: Timestamp, event: &NewEvent) -> StoreResult<()> {
+    async fn upsert_membership(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        role: Role,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
@@ -422,7 +453,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound("user or organisation"),
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                StoreError::NotFound("user or organisation")
+            }
             _ => db_err("membership")(e),
         })?;
         insert_event(&mut tx, event).await?;
@@ -430,7 +463,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err("membership"))
     }
 
-    async fn delete_membership(&self, org: &OrgId, user: &UserId, event: &NewEvent) -> StoreResult<bool> {
+    async fn delete_membership(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM memberships WHERE org_id = ? AND user_id = ?")
             .bind(org.as_str())
@@ -552,7 +590,13 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err("session"))
     }
 
-    async fn create_token_within_limit(&self, t: &NewToken, max_active: u32, now: Timestamp, event: &NewEvent) -> StoreResult<TokenRecord> {
+    async fn create_token_within_limit(
+        &self,
+        t: &NewToken,
+        max_active: u32,
+        now: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<TokenRecord> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS live FROM tokens
@@ -577,7 +621,13 @@ impl Store for SqliteStore {
         Ok(record)
     }
 
-    async fn rotate_token(&self, old: &TokenId, old_expires_at: Timestamp, new: &NewToken, event: &NewEvent) -> StoreResult<TokenRecord> {
+    async fn rotate_token(
+        &self,
+        old: &TokenId,
+        old_expires_at: Timestamp,
+        new: &NewToken,
+        event: &NewEvent,
+    ) -> StoreResult<TokenRecord> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE tokens SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
@@ -648,14 +698,20 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err("token"))
     }
 
-    async fn revoke_token(&self, id: &TokenId, at: Timestamp, event: &NewEvent) -> StoreResult<bool> {
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(ts(at))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("token"))?;
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ts(at))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }

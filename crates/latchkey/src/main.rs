@@ -9,11 +9,17 @@ fn init_logging(cli: &Cli) {
     // The filter and format come from the configuration when it loads; a broken configuration
     // is reported by the command itself.
     let config = Config::load(cli.config.as_deref(), &Overrides::default()).ok();
-    let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = config.as_ref().map_or(default, |c| c.log.as_str());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(default));
     let json = config.is_some_and(|c| c.log_format == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -24,7 +30,10 @@ fn init_logging(cli: &Cli) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -12,22 +12,30 @@ use crate::extract::{ClientIp, bearer};
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
 
-pub async fn get_me(State(state): State<AppState>, ClientIp(ip): ClientIp, headers: HeaderMap) -> Response {
+pub async fn get_me(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     let Some(token) = bearer(&headers) else {
         return missing_bearer();
     };
     match state.service.verify_bearer(token, ip).await {
         Ok(verified) => {
             let mut response = (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 verified.me_body.clone(),
             )
                 .into_response();
             if let Some(expires_at) = verified.expires_at
                 && expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS)
-                    && let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at)) {
-                        response.headers_mut().insert("latchkey-token-expires", v);
-                    }
+                && let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at))
+            {
+                response.headers_mut().insert("latchkey-token-expires", v);
+            }
             response
         }
         Err(e) => ApiError(e).into_response(),

@@ -22,12 +22,22 @@ pub struct CreateSession {
 
 fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let text = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("latchkey_session=; Path=/; Max-Age=0"))
+    let text = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    );
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("latchkey_session=; Path=/; Max-Age=0"))
 }
 
-pub async fn create_session(State(state): State<AppState>, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<CreateSession>) -> ApiResult<Response> {
-    let session = state.service.login(Some(ip), &body.email, &body.password).await?;
+pub async fn create_session(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<CreateSession>,
+) -> ApiResult<Response> {
+    let session = state
+        .service
+        .login(Some(ip), &body.email, &body.password)
+        .await?;
     let max_age = (session.expires_at - state.service.now()).whole_seconds();
     let body = json!({
         "session_token": session.secret.expose(),
@@ -35,13 +45,24 @@ pub async fn create_session(State(state): State<AppState>, ClientIp(ip): ClientI
         "user": { "id": session.user.id, "email": session.user.email },
     });
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie(&state, session.secret.expose(), max_age));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(&state, session.secret.expose(), max_age),
+    );
     Ok(response)
 }
 
-pub async fn delete_current_session(State(state): State<AppState>, signed_in: SignedIn) -> ApiResult<Response> {
-    state.service.logout(&signed_in.caller, &signed_in.session).await?;
+pub async fn delete_current_session(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+) -> ApiResult<Response> {
+    state
+        .service
+        .logout(&signed_in.caller, &signed_in.session)
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie(&state, "", 0));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie(&state, "", 0));
     Ok(response)
 }

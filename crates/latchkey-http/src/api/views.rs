@@ -62,7 +62,11 @@ pub struct AccountView {
 
 impl AccountView {
     pub fn new(a: &Account) -> Self {
-        Self { id: a.org_id.to_string(), name: a.org_name.clone(), role: a.role }
+        Self {
+            id: a.org_id.to_string(),
+            name: a.org_name.clone(),
+            role: a.role,
+        }
     }
 }
 
@@ -90,7 +94,10 @@ impl EventView {
             org_id: e.org_id.clone(),
             ip: e.ip.clone(),
             outcome: e.outcome.clone(),
-            details: e.details.as_deref().and_then(|d| serde_json::from_str(d).ok()),
+            details: e
+                .details
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
         }
     }
 }
