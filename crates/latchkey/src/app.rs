@@ -18,12 +18,20 @@ use crate::config::Config;
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        let store = SqliteStore::connect(&url).await.context("cannot open the SQLite database")?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let store = SqliteStore::connect(&url)
+            .await
+            .context("cannot open the SQLite database")?;
         Ok(Arc::new(store))
     } else {
-        anyhow::bail!("unsupported database_url {url:?}: this build supports sqlite:// (PostgreSQL is coming)")
+        anyhow::bail!(
+            "unsupported database_url {url:?}: this build supports sqlite:// (PostgreSQL is coming)"
+        )
     }
 }
 
@@ -36,7 +44,8 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
             .password_hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
-    let service = Service::new(store, clock, config.token_types()?, settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service = Service::new(store, clock, config.token_types()?, settings)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(service))
 }
 
@@ -72,22 +81,33 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState { service: service.clone(), secure_cookies: config.public_url().starts_with("https://") };
+    let state = AppState {
+        service: service.clone(),
+        secure_cookies: config.public_url().starts_with("https://"),
+    };
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
     let mut server_rx = rx;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = server_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("server error")?;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("server error")?;
         background.await.context("background task failed")?;
         Ok(())
     });
-    Ok(Running { addr, service, shutdown, task })
+    Ok(Running {
+        addr,
+        service,
+        shutdown,
+        task,
+    })
 }
 
 /// `latchkey serve`: runs until SIGTERM or Ctrl-C.
@@ -139,21 +159,59 @@ async fn create_demo(service: &Service, config: &Config) -> anyhow::Result<()> {
 
     let caller = Caller::operator();
     if service.find_user_by_email(DEMO_OPERATOR).await.is_ok() {
-        println!("Demo data exists already (users {DEMO_OPERATOR} and {DEMO_USER}); their passwords were printed at the first --demo start.");
+        println!(
+            "Demo data exists already (users {DEMO_OPERATOR} and {DEMO_USER}); their passwords were printed at the first --demo start."
+        );
         return Ok(());
     }
     let random = |n| -> anyhow::Result<String> {
-        let bytes: [u8; 16] = latchkey_service::crypto::random_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes: [u8; 16] =
+            latchkey_service::crypto::random_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(bytes.iter().take(n).map(|b| format!("{b:02x}")).collect())
     };
     let operator_password = random(8)?;
     let user_password = random(8)?;
     let err = |e: latchkey_service::ServiceError| anyhow::anyhow!("demo: {e}");
-    service.create_user(&caller, DEMO_OPERATOR, &SecretString::from(operator_password.clone()), true).await.map_err(err)?;
-    service.create_user(&caller, DEMO_USER, &SecretString::from(user_password.clone()), false).await.map_err(err)?;
-    let org = service.create_org(&caller, "Demo Organisation", &["links".to_owned()]).await.map_err(err)?;
-    service.set_member(&caller, org.id.as_str(), DEMO_OPERATOR, latchkey_core::Role::Admin).await.map_err(err)?;
-    service.set_member(&caller, org.id.as_str(), DEMO_USER, latchkey_core::Role::Member).await.map_err(err)?;
+    service
+        .create_user(
+            &caller,
+            DEMO_OPERATOR,
+            &SecretString::from(operator_password.clone()),
+            true,
+        )
+        .await
+        .map_err(err)?;
+    service
+        .create_user(
+            &caller,
+            DEMO_USER,
+            &SecretString::from(user_password.clone()),
+            false,
+        )
+        .await
+        .map_err(err)?;
+    let org = service
+        .create_org(&caller, "Demo Organisation", &["links".to_owned()])
+        .await
+        .map_err(err)?;
+    service
+        .set_member(
+            &caller,
+            org.id.as_str(),
+            DEMO_OPERATOR,
+            latchkey_core::Role::Admin,
+        )
+        .await
+        .map_err(err)?;
+    service
+        .set_member(
+            &caller,
+            org.id.as_str(),
+            DEMO_USER,
+            latchkey_core::Role::Member,
+        )
+        .await
+        .map_err(err)?;
     let url = config.public_url();
     println!(
         "Demo data created.\n  operator: {DEMO_OPERATOR} / {operator_password} (admin of {org_id})\n  user:     {DEMO_USER} / {user_password} (member)\n\nSign in and create a personal token:\n  curl -s {url}/v1/sessions -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_USER}\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/user/tokens -H \"authorization: Bearer $SESSION\" -H 'content-type: application/json' -d '{{\"name\":\"my laptop\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/me -H \"authorization: Bearer $TOKEN\"",

@@ -16,7 +16,11 @@ use serde_json::{Value, json};
 use crate::config::{Config, EXAMPLE, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted API access tokens: personal tokens, organisation tokens, OAuth2, one fast verification path.")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted API access tokens: personal tokens, organisation tokens, OAuth2, one fast verification path."
+)]
 pub struct Cli {
     /// TOML configuration file (also LATCHKEY_CONFIG).
     #[arg(long, global = true, env = "LATCHKEY_CONFIG", value_name = "FILE")]
@@ -143,7 +147,8 @@ pub enum OrgCommand {
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
-    text.parse().map_err(|e: latchkey_core::role::RoleError| e.to_string())
+    text.parse()
+        .map_err(|e: latchkey_core::role::RoleError| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,7 +198,10 @@ pub enum BenchCommand {
 
 fn read_password() -> anyhow::Result<SecretString> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\n', '\r']).to_owned();
     if password.is_empty() {
         anyhow::bail!("no password on standard input");
@@ -234,25 +242,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
             crate::app::serve(config, args.demo).await
         }
-        Command::User(UserCommand::Create { email, password_stdin: _, operator }) => {
+        Command::User(UserCommand::Create {
+            email,
+            password_stdin: _,
+            operator,
+        }) => {
             let password = read_password()?;
             let service = operator_service(&config()?).await?;
-            let user = service.create_user(&caller, &email, &password, operator).await.map_err(service_err)?;
-            output(json_mode, json!({ "id": user.id, "email": user.email, "operator": user.is_operator }), user.id.to_string());
-            Ok(())
-        }
-        Command::User(UserCommand::Update { email, disabled, api_tokens }) => {
-            let service = operator_service(&config()?).await?;
-            let user = service.update_user(&caller, &email, disabled, api_tokens.map(OnOff::enabled)).await.map_err(service_err)?;
+            let user = service
+                .create_user(&caller, &email, &password, operator)
+                .await
+                .map_err(service_err)?;
             output(
                 json_mode,
-                json!({ "id": user.id, "email": user.email, "disabled": user.disabled, "api_tokens_enabled": user.api_tokens_enabled }),
-                format!("{} disabled={} api_tokens={}", user.email, user.disabled, if user.api_tokens_enabled { "on" } else { "off" }),
+                json!({ "id": user.id, "email": user.email, "operator": user.is_operator }),
+                user.id.to_string(),
             );
             Ok(())
         }
-        Command::Org(cmd) => run_org(cmd, &*operator_service(&config()?).await?, &caller, json_mode).await,
-        Command::Token(cmd) => run_token(cmd, &*operator_service(&config()?).await?, &caller, json_mode).await,
+        Command::User(UserCommand::Update {
+            email,
+            disabled,
+            api_tokens,
+        }) => {
+            let service = operator_service(&config()?).await?;
+            let user = service
+                .update_user(&caller, &email, disabled, api_tokens.map(OnOff::enabled))
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": user.id, "email": user.email, "disabled": user.disabled, "api_tokens_enabled": user.api_tokens_enabled }),
+                format!(
+                    "{} disabled={} api_tokens={}",
+                    user.email,
+                    user.disabled,
+                    if user.api_tokens_enabled { "on" } else { "off" }
+                ),
+            );
+            Ok(())
+        }
+        Command::Org(cmd) => {
+            run_org(
+                cmd,
+                &*operator_service(&config()?).await?,
+                &caller,
+                json_mode,
+            )
+            .await
+        }
+        Command::Token(cmd) => {
+            run_token(
+                cmd,
+                &*operator_service(&config()?).await?,
+                &caller,
+                json_mode,
+            )
+            .await
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{EXAMPLE}");
             Ok(())
@@ -260,82 +307,163 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Types) => {
             let types = config()?.token_types()?;
             for t in types.iter() {
-                let lifetime = t.lifetime.map_or_else(|| "none".to_owned(), |d| d.to_string());
+                let lifetime = t
+                    .lifetime
+                    .map_or_else(|| "none".to_owned(), |d| d.to_string());
                 println!(
                     "{:<10} owner={:?} format={:?} prefix={} max_active={} activation_delay={} lifetime={lifetime} reveal={:?} feature={}",
-                    t.name, t.owner, t.format, t.prefix, t.max_active, t.activation_delay, t.reveal,
+                    t.name,
+                    t.owner,
+                    t.format,
+                    t.prefix,
+                    t.max_active,
+                    t.activation_delay,
+                    t.reveal,
                     t.requires_feature.as_deref().unwrap_or("-")
                 );
             }
             Ok(())
         }
-        Command::Bench(BenchCommand::Seed { email, token_type, count, out }) => {
+        Command::Bench(BenchCommand::Seed {
+            email,
+            token_type,
+            count,
+            out,
+        }) => {
             let service = operator_service(&config()?).await?;
             let user = match service.find_user_by_email(&email).await {
                 Ok(user) => user,
                 Err(_) => {
-                    let password: [u8; 16] = latchkey_service::crypto::random_bytes().map_err(service_err)?;
+                    let password: [u8; 16] =
+                        latchkey_service::crypto::random_bytes().map_err(service_err)?;
                     let password: String = password.iter().map(|b| format!("{b:02x}")).collect();
-                    service.create_user(&caller, &email, &SecretString::from(password), false).await.map_err(service_err)?
+                    service
+                        .create_user(&caller, &email, &SecretString::from(password), false)
+                        .await
+                        .map_err(service_err)?
                 }
             };
-            let secrets = service.seed_tokens_for_benchmark(&user, &token_type, count).await.map_err(service_err)?;
+            let secrets = service
+                .seed_tokens_for_benchmark(&user, &token_type, count)
+                .await
+                .map_err(service_err)?;
             let mut text = String::with_capacity(secrets.len() * 60);
             for s in &secrets {
                 text.push_str(s.expose());
                 text.push('\n');
             }
-            std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            std::fs::write(&out, text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
             println!("{} tokens written to {}", secrets.len(), out.display());
             Ok(())
         }
     }
 }
 
-async fn run_org(cmd: OrgCommand, service: &Service, caller: &Caller, json_mode: bool) -> anyhow::Result<()> {
+async fn run_org(
+    cmd: OrgCommand,
+    service: &Service,
+    caller: &Caller,
+    json_mode: bool,
+) -> anyhow::Result<()> {
     match cmd {
         OrgCommand::Create { name, features } => {
-            let org = service.create_org(caller, &name, &features).await.map_err(service_err)?;
-            output(json_mode, json!({ "id": org.id, "name": org.name, "features": org.features }), org.id.to_string());
-        }
-        OrgCommand::Update { org, features, remove_features, api_tokens } => {
             let org = service
-                .update_org(caller, &org, &features, &remove_features, api_tokens.map(OnOff::enabled))
+                .create_org(caller, &name, &features)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": org.id, "name": org.name, "features": org.features }),
+                org.id.to_string(),
+            );
+        }
+        OrgCommand::Update {
+            org,
+            features,
+            remove_features,
+            api_tokens,
+        } => {
+            let org = service
+                .update_org(
+                    caller,
+                    &org,
+                    &features,
+                    &remove_features,
+                    api_tokens.map(OnOff::enabled),
+                )
                 .await
                 .map_err(service_err)?;
             output(
                 json_mode,
                 json!({ "id": org.id, "name": org.name, "features": org.features, "api_tokens_enabled": org.api_tokens_enabled }),
-                format!("{} features=[{}] api_tokens={}", org.id, org.features.join(","), if org.api_tokens_enabled { "on" } else { "off" }),
+                format!(
+                    "{} features=[{}] api_tokens={}",
+                    org.id,
+                    org.features.join(","),
+                    if org.api_tokens_enabled { "on" } else { "off" }
+                ),
             );
         }
         OrgCommand::AddMember { org, email, role } => {
-            service.set_member(caller, &org, &email, role).await.map_err(service_err)?;
-            output(json_mode, json!({ "org": org, "email": email, "role": role }), format!("{email} is now {role} of {org}"));
+            service
+                .set_member(caller, &org, &email, role)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "org": org, "email": email, "role": role }),
+                format!("{email} is now {role} of {org}"),
+            );
         }
         OrgCommand::RemoveMember { org, email } => {
-            service.remove_member(caller, &org, &email).await.map_err(service_err)?;
-            output(json_mode, json!({ "org": org, "email": email, "removed": true }), format!("{email} removed from {org}"));
+            service
+                .remove_member(caller, &org, &email)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "org": org, "email": email, "removed": true }),
+                format!("{email} removed from {org}"),
+            );
         }
     }
     Ok(())
 }
 
-async fn run_token(cmd: TokenCommand, service: &Service, caller: &Caller, json_mode: bool) -> anyhow::Result<()> {
+async fn run_token(
+    cmd: TokenCommand,
+    service: &Service,
+    caller: &Caller,
+    json_mode: bool,
+) -> anyhow::Result<()> {
     match cmd {
-        TokenCommand::List { user, org, token_type, limit } => {
+        TokenCommand::List {
+            user,
+            org,
+            token_type,
+            limit,
+        } => {
             let owner = match (user, org) {
                 (Some(email), _) => {
-                    let user = service.find_user_by_email(&email).await.map_err(service_err)?;
+                    let user = service
+                        .find_user_by_email(&email)
+                        .await
+                        .map_err(service_err)?;
                     Some(Owner::User(user.id))
                 }
                 (None, Some(org)) => {
-                    let id: OrgId = org.parse().map_err(|_| anyhow::anyhow!("not an organisation id: {org}"))?;
+                    let id: OrgId = org
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("not an organisation id: {org}"))?;
                     Some(Owner::Organisation(id))
                 }
                 (None, None) => None,
             };
-            let tokens = service.list_tokens(owner, token_type, limit).await.map_err(service_err)?;
+            let tokens = service
+                .list_tokens(owner, token_type, limit)
+                .await
+                .map_err(service_err)?;
             if json_mode {
                 let list: Vec<Value> = tokens
                     .iter()
@@ -351,16 +479,31 @@ async fn run_token(cmd: TokenCommand, service: &Service, caller: &Caller, json_m
                 println!("{}", Value::Array(list));
             } else {
                 for t in &tokens {
-                    println!("{}  {:<9} {:<8} {:<14} {}  {}", t.id, t.token_type, service.status_of(t).as_str(), t.hint, t.owner.id(), t.name);
+                    println!(
+                        "{}  {:<9} {:<8} {:<14} {}  {}",
+                        t.id,
+                        t.token_type,
+                        service.status_of(t).as_str(),
+                        t.hint,
+                        t.owner.id(),
+                        t.name
+                    );
                 }
             }
         }
         TokenCommand::Revoke { id } => {
-            let revoked = service.revoke_token_by_id(caller, &id).await.map_err(service_err)?;
+            let revoked = service
+                .revoke_token_by_id(caller, &id)
+                .await
+                .map_err(service_err)?;
             output(
                 json_mode,
                 json!({ "id": id, "revoked": revoked }),
-                if revoked { format!("{id} revoked") } else { format!("{id} was already revoked") },
+                if revoked {
+                    format!("{id} revoked")
+                } else {
+                    format!("{id} was already revoked")
+                },
             );
         }
     }

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use latchkey_core::PolicyDuration;
-use latchkey_core::policy::{OwnerKind, Reveal, TokenTypeConfig};
 use latchkey_core::TokenTypes;
+use latchkey_core::policy::{OwnerKind, Reveal, TokenTypeConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,7 +131,8 @@ impl Config {
     }
 
     pub fn token_types(&self) -> anyhow::Result<TokenTypes> {
-        TokenTypes::from_config(&self.token_types).map_err(|e| anyhow::anyhow!("invalid token type: {e}"))
+        TokenTypes::from_config(&self.token_types)
+            .map_err(|e| anyhow::anyhow!("invalid token type: {e}"))
     }
 
     pub fn public_url(&self) -> String {
@@ -203,11 +204,19 @@ mod tests {
             jail.set_env("LATCHKEY_PUBLIC_URL", "http://env.example");
             jail.set_env("LATCHKEY_DATA_DIR", "/from/env");
             jail.set_env("LATCHKEY_TOKEN_TYPES__API__ACTIVATION_DELAY", "2s");
-            let overrides = Overrides { data_dir: Some("/from/flag".into()), ..Overrides::default() };
-            let config = Config::load(Some(Path::new("latchkey.toml")), &overrides).map_err(|e| e.to_string())?;
+            let overrides = Overrides {
+                data_dir: Some("/from/flag".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("latchkey.toml")), &overrides)
+                .map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 1111, "file beats default");
             assert_eq!(config.public_url(), "http://env.example", "env beats file");
-            assert_eq!(config.data_dir, PathBuf::from("/from/flag"), "flag beats env");
+            assert_eq!(
+                config.data_dir,
+                PathBuf::from("/from/flag"),
+                "flag beats env"
+            );
             let types = config.token_types().map_err(|e| e.to_string())?;
             let api = types.get("api").ok_or("no api type")?;
             assert_eq!(api.max_active, 3);
@@ -235,7 +244,8 @@ mod tests {
     fn the_example_parses() {
         Jail::expect_with(|jail| {
             jail.create_file("example.toml", EXAMPLE)?;
-            let config = Config::load(Some(Path::new("example.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            let config = Config::load(Some(Path::new("example.toml")), &Overrides::default())
+                .map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 8080);
             Ok(())
         });
