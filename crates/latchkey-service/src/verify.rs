@@ -137,7 +137,7 @@ pub(crate) struct UsageRecorder {
 
 impl Service {
     /// Verifies a bearer token string from a request made from `ip`.
-    #[tracing::instrument(skip_all, fields(token.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(token.id))]
     pub async fn verify_bearer(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
         // Shape and checksum first: a malformed string never reaches storage.
         let parsed =
