@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use latchkey_service::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -26,7 +26,10 @@ use crate::error::error_response;
 const MAX_BODY: usize = 256 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    with_layers(routes().with_state(state))
+}
+
+fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
@@ -34,7 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", post(sessions::create_session))
         .route(
             "/v1/sessions/current",
-            axum::routing::delete(sessions::delete_current_session),
+            delete(sessions::delete_current_session),
         )
         .route(
             "/v1/user/tokens",
@@ -58,9 +61,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/user/events", get(user_tokens::list_user_events))
         .route("/v1/orgs", get(orgs::list_orgs))
+        .route(
+            "/v1/orgs/{org}/members",
+            get(orgs::list_members).post(orgs::add_member),
+        )
+        .route(
+            "/v1/orgs/{org}/members/{user}",
+            patch(orgs::update_member).delete(orgs::remove_member),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+}
+
+/// The middleware every route runs behind, outermost last.
+fn with_layers(router: Router) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
@@ -130,5 +146,55 @@ impl MakeRequestId for CountingRequestId {
         HeaderValue::from_str(&format!("{}-{n}", self.prefix))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_generic_500_and_the_server_keeps_serving() {
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        async fn fine() -> &'static str {
+            "fine"
+        }
+        let app = with_layers(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(fine)),
+        );
+        let req = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .unwrap_or_default()
+        };
+        let res = app
+            .clone()
+            .oneshot(req("/boom"))
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(
+            !body.to_string().contains("handler bug"),
+            "the panic message must not leak: {body}"
+        );
+        let res = app
+            .oneshot(req("/fine"))
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(res.status(), StatusCode::OK);
     }
 }

@@ -104,23 +104,9 @@ impl Service {
     ) -> ServiceResult<()> {
         let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        let event = self.event(
-            caller,
-            EventSpec {
-                action: "member.set",
-                subject_kind: "user",
-                subject_id: user.id.as_str(),
-                user: Some(&user.id),
-                org: Some(&org.id),
-                outcome: "success",
-                details: Some(json!({ "role": role })),
-            },
-        )?;
-        self.store
-            .upsert_membership(&org.id, &user.id, role, self.now(), &event)
-            .await?;
-        self.cache.invalidate();
-        Ok(())
+        self.change_role(caller, &org, &user.id, role)
+            .await
+            .map(|_| ())
     }
 
     pub async fn remove_member(
@@ -186,5 +172,104 @@ impl Service {
 
     pub async fn list_orgs(&self) -> ServiceResult<Vec<Org>> {
         Ok(self.store.list_orgs().await?)
+    }
+}
+
+impl Service {
+    /// An admin adds someone (by email) to their organisation, or changes their role.
+    pub async fn add_member_as_admin(
+        &self,
+        caller: &Caller,
+        admin: &UserId,
+        org_id: &str,
+        email: &str,
+        role: Role,
+    ) -> ServiceResult<Member> {
+        let org = self.require_admin(admin, org_id).await?;
+        let user = self.find_user_by_email(email).await?;
+        self.change_role(caller, &org, &user.id, role).await
+    }
+
+    /// An admin changes a member's role. An organisation always keeps at least one admin.
+    pub async fn update_member_as_admin(
+        &self,
+        caller: &Caller,
+        admin: &UserId,
+        org_id: &str,
+        user_id: &str,
+        role: Role,
+    ) -> ServiceResult<Member> {
+        let org = self.require_admin(admin, org_id).await?;
+        let member = self.member(&org, user_id).await?;
+        if member.role.is_admin() && !role.is_admin() {
+            self.keep_an_admin(&org, &member.user_id).await?;
+        }
+        self.change_role(caller, &org, &member.user_id, role).await
+    }
+
+    /// An admin removes a member (themselves included, unless they are the last admin).
+    pub async fn remove_member_as_admin(
+        &self,
+        caller: &Caller,
+        admin: &UserId,
+        org_id: &str,
+        user_id: &str,
+    ) -> ServiceResult<()> {
+        let org = self.require_admin(admin, org_id).await?;
+        let member = self.member(&org, user_id).await?;
+        if member.role.is_admin() {
+            self.keep_an_admin(&org, &member.user_id).await?;
+        }
+        self.remove_member(caller, org.id.as_str(), member.email.as_str())
+            .await
+    }
+
+    async fn member(&self, org: &Org, user_id: &str) -> ServiceResult<Member> {
+        let members = self.store.list_org_members(&org.id).await?;
+        members
+            .into_iter()
+            .find(|m| m.user_id.as_str() == user_id)
+            .ok_or_else(|| ServiceError::not_found("member"))
+    }
+
+    async fn keep_an_admin(&self, org: &Org, leaving: &UserId) -> ServiceResult<()> {
+        let members = self.store.list_org_members(&org.id).await?;
+        if members
+            .iter()
+            .any(|m| m.role.is_admin() && &m.user_id != leaving)
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::client(
+                crate::error::ErrorCode::Conflict,
+                "an organisation keeps at least one admin: make someone else admin first",
+            ))
+        }
+    }
+
+    async fn change_role(
+        &self,
+        caller: &Caller,
+        org: &Org,
+        user: &UserId,
+        role: Role,
+    ) -> ServiceResult<Member> {
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "member.set",
+                subject_kind: "user",
+                subject_id: user.as_str(),
+                user: Some(user),
+                org: Some(&org.id),
+                outcome: "success",
+                details: Some(json!({ "role": role })),
+            },
+        )?;
+        self.store
+            .upsert_membership(&org.id, user, role, self.now(), &event)
+            .await?;
+        self.cache.invalidate();
+        self.member(org, user.as_str()).await
     }
 }
