@@ -88,6 +88,7 @@ impl OnOff {
 pub enum UserCommand {
     /// Create a user; the password is read from the first line of standard input.
     Create {
+        /// The user's email address (their sign-in name).
         #[arg(long)]
         email: String,
         /// Read the password from standard input (required: passwords never go in arguments).
@@ -99,10 +100,13 @@ pub enum UserCommand {
     },
     /// Disable a user or switch their personal tokens off (effective at once).
     Update {
+        /// The user to change.
         #[arg(long)]
         email: String,
+        /// Disable the user: ends their sessions and refuses their tokens.
         #[arg(long, value_name = "true|false")]
         disabled: Option<bool>,
+        /// Switch the user's personal tokens on or off.
         #[arg(long, value_enum)]
         api_tokens: Option<OnOff>,
     },
@@ -112,35 +116,46 @@ pub enum UserCommand {
 pub enum OrgCommand {
     /// Create an organisation; prints its id.
     Create {
+        /// The organisation's name.
         #[arg(long)]
         name: String,
+        /// Enable a feature (plan option such as `links`); repeat for several.
         #[arg(long = "feature", value_name = "F")]
         features: Vec<String>,
     },
     /// Change an organisation's features or switch its tokens off (effective at once).
     Update {
+        /// The organisation id (org_…).
         #[arg(long)]
         org: String,
+        /// Enable a feature; repeat for several.
         #[arg(long = "feature", value_name = "F")]
         features: Vec<String>,
+        /// Disable a feature (tokens of types that need it stop working); repeat for several.
         #[arg(long = "remove-feature", value_name = "F")]
         remove_features: Vec<String>,
+        /// Switch all of the organisation's tokens on or off.
         #[arg(long, value_enum)]
         api_tokens: Option<OnOff>,
     },
     /// Add a member (or change their role).
     AddMember {
+        /// The organisation id (org_…).
         #[arg(long)]
         org: String,
+        /// The user's email.
         #[arg(long)]
         email: String,
+        /// admin, member or partner.
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
     /// Remove a member.
     RemoveMember {
+        /// The organisation id (org_…).
         #[arg(long)]
         org: String,
+        /// The user's email.
         #[arg(long)]
         email: String,
     },
@@ -161,8 +176,10 @@ pub enum TokenCommand {
         /// Only this organisation's tokens.
         #[arg(long)]
         org: Option<String>,
+        /// Only tokens of this type.
         #[arg(long = "type")]
         token_type: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
