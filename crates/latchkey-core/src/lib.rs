@@ -9,6 +9,7 @@ pub mod base62;
 pub mod clock;
 pub mod duration;
 pub mod ids;
+pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod role;
