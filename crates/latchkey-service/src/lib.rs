@@ -8,6 +8,7 @@
 pub mod crypto;
 pub mod error;
 mod events;
+pub mod limits;
 pub mod orgs;
 pub mod sessions;
 pub mod tokens;
@@ -31,6 +32,7 @@ pub struct ServiceSettings {
     pub session_ttl: PolicyDuration,
     /// How many Argon2 hashes may run at once (defaults to the number of cores).
     pub password_hash_concurrency: usize,
+    pub limits: limits::LimitSettings,
 }
 
 /// Who is asking, and from where: recorded in audit events.
@@ -88,6 +90,7 @@ pub struct Service {
     hasher: crypto::PasswordHasher,
     cache: verify::VerifyCache,
     usage: verify::UsageRecorder,
+    limits: limits::Limiters,
 }
 
 impl Service {
@@ -98,6 +101,7 @@ impl Service {
         settings: ServiceSettings,
     ) -> ServiceResult<Self> {
         let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
+        let limiters = limits::Limiters::new(settings.limits);
         Ok(Self {
             store,
             clock,
@@ -106,6 +110,7 @@ impl Service {
             hasher,
             cache: verify::VerifyCache::default(),
             usage: verify::UsageRecorder::default(),
+            limits: limiters,
         })
     }
 

@@ -47,6 +47,8 @@ impl Service {
         email: &str,
         password: &SecretString,
     ) -> ServiceResult<NewSessionToken> {
+        let account = email.trim().to_lowercase();
+        self.limits.login_attempt(ip, &account, self.now())?;
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -55,6 +57,11 @@ impl Service {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
+        self.limits.login_result(
+            &account,
+            ok && user.as_ref().is_some_and(|u| !u.disabled),
+            self.now(),
+        );
         let user = match user {
             Some(user) if ok && !user.disabled => user,
             Some(user) => {

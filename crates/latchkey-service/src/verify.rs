@@ -139,6 +139,15 @@ impl Service {
     /// Verifies a bearer token string from a request made from `ip`.
     #[tracing::instrument(level = "debug", skip_all, fields(token.id))]
     pub async fn verify_bearer(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
+        self.limits.check_token_ip(ip, self.now())?;
+        let result = self.verify_bearer_inner(text, ip).await;
+        if let Err(ServiceError::Refused(_)) = &result {
+            self.limits.bad_token(ip, self.now());
+        }
+        result
+    }
+
+    async fn verify_bearer_inner(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
         // Shape and checksum first: a malformed string never reaches storage.
         let parsed =
             ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;

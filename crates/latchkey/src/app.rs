@@ -43,6 +43,7 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
         password_hash_concurrency: config
             .password_hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        limits: config.limits.settings(),
     };
     let service = Service::new(store, clock, config.token_types()?, settings)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -33,7 +33,61 @@ pub struct Config {
     /// Argon2 hashes at once (default: the number of cores).
     pub password_hash_concurrency: Option<usize>,
     pub oauth: OAuthConfig,
+    pub limits: LimitsConfig,
     pub token_types: BTreeMap<String, TokenTypeConfig>,
+}
+
+/// Abuse limits (SECURITY.md). Per instance, in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sign-in attempts per address per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Failed sign-ins per account that cost nothing, per `login_failure_window`.
+    pub login_free_failures: u32,
+    pub login_failure_window: PolicyDuration,
+    /// The longest wait the per-account back-off imposes.
+    pub login_max_delay: PolicyDuration,
+    /// Refused bearer tokens per address per minute before the address is blocked.
+    pub invalid_tokens_per_ip_per_minute: u32,
+    pub invalid_token_block: PolicyDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            login_per_ip_per_minute: 30,
+            login_free_failures: 5,
+            login_failure_window: PolicyDuration::from_secs(900),
+            login_max_delay: PolicyDuration::from_secs(900),
+            invalid_tokens_per_ip_per_minute: 60,
+            invalid_token_block: PolicyDuration::from_secs(300),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn settings(&self) -> latchkey_service::limits::LimitSettings {
+        use latchkey_core::limits::{BackoffPolicy, WindowLimit};
+        let minute = PolicyDuration::from_secs(60);
+        latchkey_service::limits::LimitSettings {
+            login_per_ip: WindowLimit {
+                max: self.login_per_ip_per_minute,
+                window: minute,
+                block: PolicyDuration::ZERO,
+            },
+            login_failures: BackoffPolicy {
+                free: self.login_free_failures,
+                window: self.login_failure_window,
+                max_delay: self.login_max_delay,
+            },
+            invalid_tokens_per_ip: WindowLimit {
+                max: self.invalid_tokens_per_ip_per_minute,
+                window: minute,
+                block: self.invalid_token_block,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +124,7 @@ impl Default for Config {
             session_ttl: PolicyDuration::from_secs(12 * 3_600),
             password_hash_concurrency: None,
             oauth: OAuthConfig::default(),
+            limits: LimitsConfig::default(),
             token_types: BTreeMap::new(),
         }
     }
@@ -168,6 +223,14 @@ session_ttl = "12h"
 access_token_ttl = "900s"
 code_ttl = "60s"
 refresh_token_ttl = "30d"
+
+[limits]
+login_per_ip_per_minute = 30
+login_free_failures = 5                  # then 1 s, 2 s, 4 s, ... per account
+login_failure_window = "15m"
+login_max_delay = "15m"
+invalid_tokens_per_ip_per_minute = 60    # refused bearer tokens, then the address waits
+invalid_token_block = "5m"
 
 # Override a built-in token type (personal, api, s2s, links) or define a new one.
 # [token_types.personal]

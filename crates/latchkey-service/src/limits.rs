@@ -1,0 +1,115 @@
+//! The abuse limits of SECURITY.md, kept in memory per instance and timed by the service clock.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use latchkey_core::limits::{Backoff, BackoffPolicy, WindowCounter, WindowLimit};
+use latchkey_core::{PolicyDuration, Timestamp};
+
+use crate::error::{ServiceError, ServiceResult};
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    /// Sign-in attempts per address.
+    pub login_per_ip: WindowLimit,
+    /// Back-off per account after failed sign-ins.
+    pub login_failures: BackoffPolicy,
+    /// Refused bearer tokens per address, then a block.
+    pub invalid_tokens_per_ip: WindowLimit,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            login_per_ip: WindowLimit {
+                max: 30,
+                window: PolicyDuration::from_secs(60),
+                block: PolicyDuration::ZERO,
+            },
+            login_failures: BackoffPolicy {
+                free: 5,
+                window: PolicyDuration::from_secs(900),
+                max_delay: PolicyDuration::from_secs(900),
+            },
+            invalid_tokens_per_ip: WindowLimit {
+                max: 60,
+                window: PolicyDuration::from_secs(60),
+                block: PolicyDuration::from_secs(300),
+            },
+        }
+    }
+}
+
+pub(crate) struct Limiters {
+    login_ip: Mutex<WindowCounter<IpAddr>>,
+    login_account: Mutex<Backoff<String>>,
+    bad_tokens: Mutex<WindowCounter<IpAddr>>,
+    /// Skips the lock on the verification path while no address has ever been refused.
+    any_bad_token: AtomicBool,
+}
+
+fn limited(retry_after_secs: u64) -> ServiceError {
+    ServiceError::RateLimited { retry_after_secs }
+}
+
+impl Limiters {
+    pub(crate) fn new(s: LimitSettings) -> Self {
+        Self {
+            login_ip: Mutex::new(WindowCounter::new(s.login_per_ip)),
+            login_account: Mutex::new(Backoff::new(s.login_failures)),
+            bad_tokens: Mutex::new(WindowCounter::new(s.invalid_tokens_per_ip)),
+            any_bad_token: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a sign-in attempt; refuses it while the address or the account must wait.
+    pub(crate) fn login_attempt(
+        &self,
+        ip: Option<IpAddr>,
+        account: &str,
+        now: Timestamp,
+    ) -> ServiceResult<()> {
+        if let (Some(ip), Ok(mut c)) = (ip, self.login_ip.lock()) {
+            if let Some(wait) = c.hit(&ip, now) {
+                return Err(limited(wait));
+            }
+        }
+        if let Ok(b) = self.login_account.lock() {
+            if let Some(wait) = b.wait(&account.to_owned(), now) {
+                return Err(limited(wait));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn login_result(&self, account: &str, ok: bool, now: Timestamp) {
+        if let Ok(mut b) = self.login_account.lock() {
+            if ok {
+                b.success(&account.to_owned());
+            } else {
+                b.failure(&account.to_owned(), now);
+            }
+        }
+    }
+
+    /// Refuses an address that sent too many bad tokens lately.
+    pub(crate) fn check_token_ip(&self, ip: IpAddr, now: Timestamp) -> ServiceResult<()> {
+        if !self.any_bad_token.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.bad_tokens.lock() {
+            Ok(c) => c
+                .blocked(&ip, now)
+                .map_or(Ok(()), |wait| Err(limited(wait))),
+            Err(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn bad_token(&self, ip: IpAddr, now: Timestamp) {
+        self.any_bad_token.store(true, Ordering::Relaxed);
+        if let Ok(mut c) = self.bad_tokens.lock() {
+            let _ = c.hit(&ip, now);
+        }
+    }
+}
