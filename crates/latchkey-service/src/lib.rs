@@ -8,7 +8,9 @@
 pub mod crypto;
 pub mod error;
 mod events;
+pub mod keys;
 pub mod limits;
+pub mod master_key;
 pub mod orgs;
 pub mod sessions;
 pub mod tokens;
