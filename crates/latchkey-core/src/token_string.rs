@@ -106,6 +106,19 @@ impl TokenSecret {
             base62::encode_u32(crc32fast::hash(head.as_bytes()), CHECK_CHARS).unwrap_or_default();
         Self(head + &check)
     }
+    /// A signed JWT issued by Latchkey for a `format = "jwt"` type: it is its own secret, and it
+    /// is stored and looked up by its SHA-256 like an opaque token.
+    pub fn from_signed_jwt(jwt: String) -> Self {
+        Self(jwt)
+    }
+    /// The secret read back from its sealed form (reveal).
+    pub fn from_revealed(text: String) -> Self {
+        Self(text)
+    }
+    /// The SHA-256 of any presented string (a JWT, whose signature was checked first).
+    pub fn hash_of(text: &str) -> TokenHash {
+        TokenHash::of(text)
+    }
     /// The clear text, for the one response that shows it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -115,7 +128,11 @@ impl TokenSecret {
     }
     /// `lkp_…Ab3d`: enough to recognise a token in a list, useless to an attacker.
     pub fn hint(&self) -> String {
-        let prefix = self.0.split('_').next().unwrap_or_default();
+        let prefix = if self.0.starts_with("eyJ") {
+            "jwt"
+        } else {
+            self.0.split('_').next().unwrap_or_default()
+        };
         let tail = self
             .0
             .get(self.0.len().saturating_sub(4)..)

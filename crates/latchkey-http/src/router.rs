@@ -19,7 +19,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
-use crate::api::{health, me, orgs, sessions, user_tokens};
+use crate::api::{events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known};
 use crate::error::error_response;
 
 /// Request bodies above this are refused with `413` (SECURITY.md).
@@ -33,8 +33,13 @@ fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
+        .route("/.well-known/jwks.json", get(well_known::get_jwks))
+        // Bearer API token, verified by the handler (the hot path).
         .route("/v1/me", get(me::get_me))
+        // Open to anyone, rate-limited per address.
+        .route("/v1/leaks", post(leaks::report_leaks))
         .route("/v1/sessions", post(sessions::create_session))
+        // Everything below needs a session (the `SignedIn` extractor).
         .route(
             "/v1/sessions/current",
             delete(sessions::delete_current_session),
@@ -44,8 +49,12 @@ fn routes() -> Router<AppState> {
             get(user_tokens::list_user_tokens).post(user_tokens::create_user_token),
         )
         .route(
+            "/v1/user/tokens/revoke-all",
+            post(user_tokens::revoke_all_user_tokens),
+        )
+        .route(
             "/v1/user/tokens/{id}",
-            get(user_tokens::get_user_token).patch(user_tokens::rename_user_token),
+            get(user_tokens::get_user_token).patch(user_tokens::update_user_token),
         )
         .route(
             "/v1/user/tokens/{id}/rotate",
@@ -59,7 +68,7 @@ fn routes() -> Router<AppState> {
             "/v1/user/tokens/{id}/reveal",
             post(user_tokens::reveal_user_token),
         )
-        .route("/v1/user/events", get(user_tokens::list_user_events))
+        .route("/v1/user/events", get(events::list_user_events))
         .route("/v1/orgs", get(orgs::list_orgs))
         .route(
             "/v1/orgs/{org}/members",
@@ -69,6 +78,29 @@ fn routes() -> Router<AppState> {
             "/v1/orgs/{org}/members/{user}",
             patch(orgs::update_member).delete(orgs::remove_member),
         )
+        .route(
+            "/v1/orgs/{org}/tokens",
+            get(org_tokens::list_org_tokens).post(org_tokens::create_org_token),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens/revoke-all",
+            post(org_tokens::revoke_all_org_tokens),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens/{id}",
+            get(org_tokens::get_org_token)
+                .patch(org_tokens::update_org_token)
+                .delete(org_tokens::delete_org_token),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens/{id}/rotate",
+            post(org_tokens::rotate_org_token),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens/{id}/reveal",
+            post(org_tokens::reveal_org_token),
+        )
+        .route("/v1/orgs/{org}/events", get(events::list_org_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -86,7 +118,7 @@ fn with_layers(router: Router) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(
             request_id,
@@ -97,6 +129,18 @@ fn with_layers(router: Router) -> Router {
             header::COOKIE,
         ]))
         .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// The request span: method, path and version. Not the query string: a client that sends a
+/// token there (refused: tokens are read from the `Authorization` header only) must not have it
+/// written to the log.
+fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        version = ?request.version(),
+    )
 }
 
 async fn not_found() -> Response {

@@ -11,6 +11,7 @@ mod events;
 pub mod keys;
 pub mod limits;
 pub mod master_key;
+pub mod org_tokens;
 pub mod orgs;
 pub mod sessions;
 pub mod tokens;
@@ -35,6 +36,13 @@ pub struct ServiceSettings {
     /// How many Argon2 hashes may run at once (defaults to the number of cores).
     pub password_hash_concurrency: usize,
     pub limits: limits::LimitSettings,
+    /// The algorithm new signing keys use.
+    pub signing_alg: keys::SigningAlg,
+    /// How long a new key is published before it signs (`latchkey keys rotate`).
+    pub key_publish_ahead: PolicyDuration,
+    /// The longest-lived JWT signed without a stored token (OAuth access tokens): a retired key
+    /// stays published this long.
+    pub access_token_ttl: PolicyDuration,
 }
 
 /// Who is asking, and from where: recorded in audit events.
@@ -93,14 +101,18 @@ pub struct Service {
     cache: verify::VerifyCache,
     usage: verify::UsageRecorder,
     limits: limits::Limiters,
+    master_key: master_key::MasterKey,
+    keys: keys::KeyRing,
 }
 
 impl Service {
+    /// A service over `store`. Call [`Service::init`] before serving.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         types: TokenTypes,
         settings: ServiceSettings,
+        master_key: master_key::MasterKey,
     ) -> ServiceResult<Self> {
         let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
         let limiters = limits::Limiters::new(settings.limits);
@@ -113,7 +125,15 @@ impl Service {
             cache: verify::VerifyCache::default(),
             usage: verify::UsageRecorder::default(),
             limits: limiters,
+            master_key,
+            keys: keys::KeyRing::default(),
         })
+    }
+
+    /// Loads the signing keys, creating the first one on first start.
+    pub async fn init(&self) -> ServiceResult<()> {
+        self.load_signing_keys().await?;
+        self.ensure_signing_key().await
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -17,6 +17,8 @@ pub struct LimitSettings {
     pub login_failures: BackoffPolicy,
     /// Refused bearer tokens per address, then a block.
     pub invalid_tokens_per_ip: WindowLimit,
+    /// Leak reports per address.
+    pub leak_reports_per_ip: WindowLimit,
 }
 
 impl Default for LimitSettings {
@@ -37,6 +39,11 @@ impl Default for LimitSettings {
                 window: PolicyDuration::from_secs(60),
                 block: PolicyDuration::from_secs(300),
             },
+            leak_reports_per_ip: WindowLimit {
+                max: 60,
+                window: PolicyDuration::from_secs(3_600),
+                block: PolicyDuration::ZERO,
+            },
         }
     }
 }
@@ -45,6 +52,7 @@ pub(crate) struct Limiters {
     login_ip: Mutex<WindowCounter<IpAddr>>,
     login_account: Mutex<Backoff<String>>,
     bad_tokens: Mutex<WindowCounter<IpAddr>>,
+    leaks: Mutex<WindowCounter<IpAddr>>,
     /// Skips the lock on the verification path while no address has ever been refused.
     any_bad_token: AtomicBool,
 }
@@ -59,6 +67,7 @@ impl Limiters {
             login_ip: Mutex::new(WindowCounter::new(s.login_per_ip)),
             login_account: Mutex::new(Backoff::new(s.login_failures)),
             bad_tokens: Mutex::new(WindowCounter::new(s.invalid_tokens_per_ip)),
+            leaks: Mutex::new(WindowCounter::new(s.leak_reports_per_ip)),
             any_bad_token: AtomicBool::new(false),
         }
     }
@@ -70,15 +79,15 @@ impl Limiters {
         account: &str,
         now: Timestamp,
     ) -> ServiceResult<()> {
-        if let (Some(ip), Ok(mut c)) = (ip, self.login_ip.lock()) {
-            if let Some(wait) = c.hit(&ip, now) {
-                return Err(limited(wait));
-            }
+        if let (Some(ip), Ok(mut c)) = (ip, self.login_ip.lock())
+            && let Some(wait) = c.hit(&ip, now)
+        {
+            return Err(limited(wait));
         }
-        if let Ok(b) = self.login_account.lock() {
-            if let Some(wait) = b.wait(&account.to_owned(), now) {
-                return Err(limited(wait));
-            }
+        if let Ok(b) = self.login_account.lock()
+            && let Some(wait) = b.wait(&account.to_owned(), now)
+        {
+            return Err(limited(wait));
         }
         Ok(())
     }
@@ -110,6 +119,13 @@ impl Limiters {
         self.any_bad_token.store(true, Ordering::Relaxed);
         if let Ok(mut c) = self.bad_tokens.lock() {
             let _ = c.hit(&ip, now);
+        }
+    }
+
+    pub(crate) fn leak_report(&self, ip: IpAddr, now: Timestamp) -> ServiceResult<()> {
+        match self.leaks.lock() {
+            Ok(mut c) => c.hit(&ip, now).map_or(Ok(()), |wait| Err(limited(wait))),
+            Err(_) => Ok(()),
         }
     }
 }

@@ -44,7 +44,37 @@ impl Service {
             features,
             created_at: self.now(),
         };
-        Ok(self.store.create_org(&org, &event).await?)
+        // SPEC 2.1: a new organisation gets an active `api` token named "Default".
+        let first = match self
+            .types
+            .get("api")
+            .filter(|p| p.owner == latchkey_core::policy::OwnerKind::Organisation)
+        {
+            Some(policy)
+                if policy
+                    .requires_feature
+                    .as_ref()
+                    .is_none_or(|f| org.features.contains(f)) =>
+            {
+                let request = crate::tokens::NewTokenRequest {
+                    policy,
+                    owner: latchkey_store::Owner::Organisation(org.id.clone()),
+                    name: latchkey_core::TokenName::parse("Default")
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                    expires_in_days: None,
+                    allowed_ips: Vec::new(),
+                    idempotency_key: None,
+                    skip_activation_delay: true,
+                };
+                let (token, _secret, token_event) = self.prepare_token(caller, &request)?;
+                Some((token, token_event))
+            }
+            _ => None,
+        };
+        Ok(self
+            .store
+            .create_org(&org, &event, first.as_ref().map(|(t, e)| (t, e)))
+            .await?)
     }
 
     pub async fn find_org(&self, id: &str) -> ServiceResult<Org> {

@@ -15,9 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use ipnet::IpNet;
 use latchkey_core::policy::SESSION_PREFIX;
 use latchkey_core::token_string::ParsedToken;
-use latchkey_core::{Refusal, Timestamp, TokenId, TokenStatus};
+use latchkey_core::{Refusal, Timestamp, TokenId, TokenSecret, TokenStatus};
+
+use crate::keys::looks_like_jwt;
 use latchkey_store::{Owner, TokenRecord, TokenUsage};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -40,6 +43,8 @@ pub struct Verified {
     pub expires_at: Option<Timestamp>,
     revoked: bool,
     owner_enabled: bool,
+    /// Addresses the token may be used from; empty means any.
+    pub allowed_ips: Vec<IpNet>,
     /// The `/v1/me` answer, serialised once.
     pub me_body: Bytes,
     ends_on_first_use: Option<TokenId>,
@@ -148,33 +153,89 @@ impl Service {
     }
 
     async fn verify_bearer_inner(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
-        // Shape and checksum first: a malformed string never reaches storage.
-        let parsed =
-            ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
-        if parsed.prefix() == SESSION_PREFIX || self.types.by_prefix(parsed.prefix()).is_none() {
-            return Err(ServiceError::Refused(Refusal::Unknown));
-        }
-        let hash = *parsed.hash().as_bytes();
-        let entry = match self.cache.get(&hash) {
+        // The string's own proof first (checksum, or signature on a cache miss): a malformed or
+        // forged token never reaches storage.
+        let is_jwt = looks_like_jwt(text);
+        let hash = if is_jwt {
+            TokenSecret::hash_of(text)
+        } else {
+            let parsed =
+                ParsedToken::parse(text).map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+            if parsed.prefix() == SESSION_PREFIX || self.types.by_prefix(parsed.prefix()).is_none()
+            {
+                return Err(ServiceError::Refused(Refusal::Unknown));
+            }
+            parsed.hash()
+        };
+        let entry = match self.cache.get(hash.as_bytes()) {
             Some(entry) => entry,
             None => {
+                if is_jwt {
+                    let (claims, _kid) = self
+                        .keys
+                        .verify::<serde_json::Value>(text, &["JWT"])
+                        .map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+                    if claims["iss"].as_str() != Some(self.settings.public_url.as_str()) {
+                        return Err(ServiceError::Refused(Refusal::Malformed));
+                    }
+                }
                 let generation = self.cache.generation.load(Ordering::Acquire);
                 let token = self
                     .store
-                    .find_token_by_hash(&parsed.hash())
+                    .find_token_by_hash(&hash)
                     .await?
                     .ok_or(ServiceError::Refused(Refusal::Unknown))?;
                 let entry = Arc::new(self.load_verified(token).await?);
                 self.cache
-                    .insert_if_current(generation, hash, entry.clone());
+                    .insert_if_current(generation, *hash.as_bytes(), entry.clone());
                 entry
             }
         };
         tracing::Span::current().record("token.id", entry.token_id.as_str());
         let now = self.now();
         entry.check(now).map_err(ServiceError::Refused)?;
+        if !entry.allowed_ips.is_empty() && !entry.allowed_ips.iter().any(|net| net.contains(&ip)) {
+            self.note_refused_address(&entry, ip, now).await;
+            return Err(ServiceError::Refused(Refusal::IpNotAllowed));
+        }
         self.note_use(&entry, now, ip);
         Ok(entry)
+    }
+
+    /// The first refusal from an address is written to the owner's audit log (and, with
+    /// notifications, mailed): once per address, not once per request.
+    async fn note_refused_address(&self, entry: &Verified, ip: IpAddr, now: Timestamp) {
+        let first = match self
+            .store
+            .record_token_address(&entry.token_id, &format!("refused:{ip}"), now)
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a refused address");
+                return;
+            }
+        };
+        if !first {
+            return;
+        }
+        let event = self.event(
+            &Caller::anonymous(Some(ip)),
+            crate::events::EventSpec {
+                action: "token.ip_refused",
+                subject_kind: "token",
+                subject_id: entry.token_id.as_str(),
+                user: crate::tokens::owner_user(&entry.owner),
+                org: crate::tokens::owner_org(&entry.owner),
+                outcome: "ip_not_allowed",
+                details: Some(json!({ "ip": ip.to_string() })),
+            },
+        );
+        if let Ok(event) = event
+            && let Err(e) = self.store.insert_event(&event).await
+        {
+            tracing::warn!(error = %e, "could not write the refused-address event");
+        }
     }
 
     fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
@@ -258,6 +319,13 @@ impl Service {
             ),
             last_use_ip: AtomicU64::new(last_ip),
             me_body: Bytes::from(me_body),
+            // A stored allowlist that does not parse fails closed (an error), never open.
+            allowed_ips: crate::tokens::parse_allowed_ips(&token.allowed_ips).map_err(|_| {
+                ServiceError::Internal(format!(
+                    "token {}: stored allowed_ips do not parse",
+                    token.id
+                ))
+            })?,
             ends_on_first_use: token.ends_on_first_use,
             token_id: token.id,
             token_type: token.token_type,
@@ -320,6 +388,10 @@ impl Service {
         };
         if changed {
             self.cache.invalidate();
+            // Another process may have rotated the signing keys.
+            if let Err(e) = self.load_signing_keys().await {
+                tracing::warn!(error = %e, "could not reload the signing keys");
+            }
         }
     }
 }

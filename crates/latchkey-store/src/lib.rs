@@ -50,7 +50,13 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<User>;
 
-    async fn create_org(&self, org: &NewOrg, event: &NewEvent) -> StoreResult<Org>;
+    /// Creates the organisation, and its first token if given, in one transaction.
+    async fn create_org(
+        &self,
+        org: &NewOrg,
+        event: &NewEvent,
+        first_token: Option<(&NewToken, &NewEvent)>,
+    ) -> StoreResult<Org>;
     async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>>;
     async fn update_org(
         &self,
@@ -85,14 +91,17 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()>;
 
     /// Inserts the token unless its owner already has `max_active` live (pending or active)
-    /// tokens of its type at `now`; the count and the insert are one transaction.
+    /// tokens of its type at `now`; the count and the insert are one transaction. With an
+    /// idempotency key already used in its scope, nothing is created and the token of the first
+    /// request is returned as `Replayed`.
     async fn create_token_within_limit(
         &self,
         token: &NewToken,
         max_active: u32,
         now: Timestamp,
         event: &NewEvent,
-    ) -> StoreResult<TokenRecord>;
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateOutcome>;
     /// Creates the replacement and moves the old token's expiry to `old_expires_at`, atomically.
     async fn rotate_token(
         &self,
@@ -105,6 +114,30 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
     async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()>;
+    async fn set_token_allowed_ips(
+        &self,
+        id: &TokenId,
+        cidrs: &[String],
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    /// The sealed secret of a revealable token.
+    async fn find_token_secret(&self, id: &TokenId) -> StoreResult<Option<Vec<u8>>>;
+    /// The kill switch: revokes every live token of `owner` (of one type, if given) in one
+    /// transaction and returns their ids.
+    async fn revoke_owner_tokens(
+        &self,
+        owner: &Owner,
+        token_type: Option<&str>,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<Vec<TokenId>>;
+    /// Remembers that a token was presented from `ip`; true the first time.
+    async fn record_token_address(
+        &self,
+        id: &TokenId,
+        ip: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
     /// Revokes a token that is not yet revoked; returns whether it did.
     async fn revoke_token(
         &self,
@@ -116,6 +149,17 @@ pub trait Store: Send + Sync + 'static {
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
     /// Inserts many tokens at once without limit checks or events: for seeding benchmarks.
     async fn insert_tokens_unchecked(&self, tokens: &[NewToken]) -> StoreResult<()>;
+
+    async fn list_signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;
+    /// Adds a key; with `retire_others_at`, every other unretired key stops signing then.
+    async fn insert_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        retire_others_at: Option<Timestamp>,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    /// Key ids that signed tokens still live at `now` (they stay published).
+    async fn live_signing_kids(&self, now: Timestamp) -> StoreResult<Vec<String>>;
 
     /// An event that records something that changed nothing (a refused attempt).
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;

@@ -124,6 +124,12 @@ pub struct NewToken {
     pub expires_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
     pub ends_on_first_use: Option<TokenId>,
+    /// AEAD ciphertext of the secret (types with reveal = "reauth" only).
+    pub secret_ciphertext: Option<Vec<u8>>,
+    /// CIDRs the token may be used from; empty means anywhere.
+    pub allowed_ips: Vec<String>,
+    /// The key that signed a JWT-format token.
+    pub signing_kid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +148,9 @@ pub struct TokenRecord {
     pub last_used_ip: Option<String>,
     pub rotated_from: Option<TokenId>,
     pub ends_on_first_use: Option<TokenId>,
+    pub allowed_ips: Vec<String>,
+    pub is_revealable: bool,
+    pub signing_kid: Option<String>,
 }
 
 impl TokenRecord {
@@ -226,4 +235,30 @@ pub struct EventFilter {
     /// Only events older than this sequence number (the page cursor).
     pub before_seq: Option<i64>,
     pub limit: u32,
+}
+
+/// An `Idempotency-Key` and the scope it is unique in (the caller and the collection).
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+}
+
+/// What a create did: made the token, or found the one a previous request with the same
+/// idempotency key made.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    Created(TokenRecord),
+    Replayed(TokenRecord),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 DER sealed under the master key.
+    pub private_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub use_from: Timestamp,
+    pub retired_at: Option<Timestamp>,
 }

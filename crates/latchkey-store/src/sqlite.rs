@@ -153,6 +153,9 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
         last_used_ip: get(row, "last_used_ip")?,
         rotated_from: rotated.map(|t| parse(&t, "token id")).transpose()?,
         ends_on_first_use: ends.map(|t| parse(&t, "token id")).transpose()?,
+        allowed_ips: split_scopes(&get::<Option<String>>(row, "allowed_ips")?.unwrap_or_default()),
+        is_revealable: get::<Option<Vec<u8>>>(row, "secret_ciphertext")?.is_some(),
+        signing_kid: get(row, "signing_kid")?,
     })
 }
 
@@ -189,8 +192,9 @@ async fn bump_epoch(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
 async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tokens (id, token_hash, token_type, owner_kind, owner_id, name, hint, scopes,
-                             created_at, active_from, expires_at, rotated_from, ends_on_first_use)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             created_at, active_from, expires_at, rotated_from, ends_on_first_use,
+                             secret_ciphertext, allowed_ips, signing_kid)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(t.id.as_str())
     .bind(t.token_hash.as_bytes().as_slice())
@@ -205,6 +209,9 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> St
     .bind(t.expires_at.map(ts))
     .bind(t.rotated_from.as_ref().map(TokenId::as_str))
     .bind(t.ends_on_first_use.as_ref().map(TokenId::as_str))
+    .bind(t.secret_ciphertext.as_deref())
+    .bind((!t.allowed_ips.is_empty()).then(|| t.allowed_ips.join(" ")))
+    .bind(&t.signing_kid)
     .execute(&mut **tx)
     .await
     .map_err(db_err("token"))?;
@@ -352,7 +359,12 @@ impl Store for SqliteStore {
         user_from_row(&row)
     }
 
-    async fn create_org(&self, o: &NewOrg, event: &NewEvent) -> StoreResult<Org> {
+    async fn create_org(
+        &self,
+        o: &NewOrg,
+        event: &NewEvent,
+        first_token: Option<(&NewToken, &NewEvent)>,
+    ) -> StoreResult<Org> {
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
             .bind(o.id.as_str())
@@ -370,6 +382,10 @@ impl Store for SqliteStore {
                 .map_err(db_err("feature"))?;
         }
         insert_event(&mut tx, event).await?;
+        if let Some((token, token_event)) = first_token {
+            insert_token(&mut tx, token).await?;
+            insert_event(&mut tx, token_event).await?;
+        }
         tx.commit().await.map_err(db_err("organisation"))?;
         let mut features = o.features.clone();
         features.sort();
@@ -488,7 +504,7 @@ impl Store for SqliteStore {
     async fn list_user_accounts(&self, user: &UserId) -> StoreResult<Vec<Account>> {
         let rows = sqlx::query(
             "SELECT o.id, o.name, o.api_tokens_enabled, m.role FROM memberships m
-             JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? ORDER BY m.created_at, o.id",
+             JOIN orgs o ON o.id = m.org_id WHERE m.user_id = ? ORDER BY m.created_at, m.rowid",
         )
         .bind(user.as_str())
         .fetch_all(&self.pool)
@@ -509,7 +525,7 @@ impl Store for SqliteStore {
     async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>> {
         let rows = sqlx::query(
             "SELECT u.id, u.email, m.role, m.created_at FROM memberships m
-             JOIN users u ON u.id = m.user_id WHERE m.org_id = ? ORDER BY m.created_at, u.email",
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = ? ORDER BY m.created_at, m.rowid",
         )
         .bind(org.as_str())
         .fetch_all(&self.pool)
@@ -596,8 +612,22 @@ impl Store for SqliteStore {
         max_active: u32,
         now: Timestamp,
         event: &NewEvent,
-    ) -> StoreResult<TokenRecord> {
+        idempotency: Option<&IdempotencyKey>,
+    ) -> StoreResult<CreateOutcome> {
         let mut tx = self.write_tx().await?;
+        if let Some(k) = idempotency {
+            let earlier =
+                sqlx::query("SELECT token_id FROM idempotency_keys WHERE scope = ? AND key = ?")
+                    .bind(&k.scope)
+                    .bind(&k.key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err("idempotency key"))?;
+            if let Some(row) = earlier {
+                let id: TokenId = parse(&get::<String>(&row, "token_id")?, "token id")?;
+                return Ok(CreateOutcome::Replayed(token_in_tx(&mut tx, &id).await?));
+            }
+        }
         let row = sqlx::query(
             "SELECT COUNT(*) AS live FROM tokens
              WHERE owner_kind = ? AND owner_id = ? AND token_type = ?
@@ -615,10 +645,20 @@ impl Store for SqliteStore {
             return Err(StoreError::LimitReached);
         }
         insert_token(&mut tx, t).await?;
+        if let Some(k) = idempotency {
+            sqlx::query("INSERT INTO idempotency_keys (scope, key, token_id, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&k.scope)
+                .bind(&k.key)
+                .bind(t.id.as_str())
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("idempotency key"))?;
+        }
         insert_event(&mut tx, event).await?;
         let record = token_in_tx(&mut tx, &t.id).await?;
         tx.commit().await.map_err(db_err("token"))?;
-        Ok(record)
+        Ok(CreateOutcome::Created(record))
     }
 
     async fn rotate_token(
@@ -696,6 +736,159 @@ impl Store for SqliteStore {
         }
         insert_event(&mut tx, event).await?;
         tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn set_token_allowed_ips(
+        &self,
+        id: &TokenId,
+        cidrs: &[String],
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE tokens SET allowed_ips = ? WHERE id = ?")
+            .bind((!cidrs.is_empty()).then(|| cidrs.join(" ")))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("token"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("token"));
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn find_token_secret(&self, id: &TokenId) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT secret_ciphertext FROM tokens WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("token"))?;
+        match row {
+            Some(row) => get(&row, "secret_ciphertext"),
+            None => Ok(None),
+        }
+    }
+
+    async fn revoke_owner_tokens(
+        &self,
+        owner: &Owner,
+        token_type: Option<&str>,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<Vec<TokenId>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?1
+             WHERE owner_kind = ?2 AND owner_id = ?3 AND (?4 IS NULL OR token_type = ?4)
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)
+             RETURNING id",
+        )
+        .bind(ts(at))
+        .bind(owner.kind())
+        .bind(owner.id())
+        .bind(token_type)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
+        let ids = rows
+            .iter()
+            .map(|r| parse(&get::<String>(r, "id")?, "token id"))
+            .collect::<StoreResult<Vec<TokenId>>>()?;
+        let mut event = event.clone();
+        // The ids revoked are known only here, inside the transaction: add them to the event.
+        let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+        event.details = Some(format!(
+            "{{\"count\":{},\"tokens\":[{}],\"type\":{}}}",
+            ids.len(),
+            list.join(","),
+            token_type.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\""))
+        ));
+        insert_event(&mut tx, &event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("token"))?;
+        Ok(ids)
+    }
+
+    async fn record_token_address(
+        &self,
+        id: &TokenId,
+        ip: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO token_addresses (token_id, ip, first_seen) VALUES (?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(ip)
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("token address"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY use_from DESC, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("signing key"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSigningKey {
+                    kid: get(r, "kid")?,
+                    alg: get(r, "alg")?,
+                    private_key: get(r, "private_key")?,
+                    created_at: from_ts(get(r, "created_at")?)?,
+                    use_from: from_ts(get(r, "use_from")?)?,
+                    retired_at: opt_ts(get(r, "retired_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        retire_others_at: Option<Timestamp>,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        if let Some(at) = retire_others_at {
+            sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+                .bind(ts(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("signing key"))?;
+        }
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at, use_from, retired_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(key.private_key.as_slice())
+        .bind(ts(key.created_at))
+        .bind(ts(key.use_from))
+        .bind(key.retired_at.map(ts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("signing key"))?;
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("signing key"))
+    }
+
+    async fn live_signing_kids(&self, now: Timestamp) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT signing_kid FROM tokens
+             WHERE signing_kid IS NOT NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("token"))?;
+        rows.iter().map(|r| get(r, "signing_kid")).collect()
     }
 
     async fn revoke_token(

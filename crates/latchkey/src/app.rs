@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use latchkey_core::Clock;
 use latchkey_http::AppState;
+use latchkey_service::master_key::MasterKey;
 use latchkey_service::{Service, ServiceSettings, SystemClock};
 use latchkey_store::Store;
 use latchkey_store::sqlite::SqliteStore;
@@ -44,10 +45,55 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
             .password_hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         limits: config.limits.settings(),
+        signing_alg: config.signing_alg()?,
+        key_publish_ahead: config.oauth.key_publish_ahead,
+        access_token_ttl: config.oauth.access_token_ttl,
     };
-    let service = Service::new(store, clock, config.token_types()?, settings)
+    let master_key = load_or_create_master_key(&config.master_key_file())?;
+    let service = Service::new(store, clock, config.token_types()?, settings, master_key)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    service
+        .init()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the signing keys: {e}"))?;
     Ok(Arc::new(service))
+}
+
+/// Reads the master key file, creating it (mode 0600) on first start. Share it between
+/// instances; lose it and revealable secrets and signing keys cannot be read back.
+fn load_or_create_master_key(path: &std::path::Path) -> anyhow::Result<MasterKey> {
+    if !path.exists() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let text = MasterKey::generate_hex().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                use std::io::Write as _;
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| {
+                        format!("cannot write the master key file {}", path.display())
+                    })?;
+                tracing::info!(path = %path.display(), "created a new master key file");
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot create the master key file {}", path.display())
+                });
+            }
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the master key file {}", path.display()))?;
+    MasterKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A server that is listening. Dropping it does not stop it: call [`Running::shutdown`].

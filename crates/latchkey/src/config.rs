@@ -10,7 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use latchkey_core::PolicyDuration;
 use latchkey_core::TokenTypes;
-use latchkey_core::policy::{OwnerKind, Reveal, TokenTypeConfig};
+use latchkey_core::policy::TokenTypeConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +51,8 @@ pub struct LimitsConfig {
     /// Refused bearer tokens per address per minute before the address is blocked.
     pub invalid_tokens_per_ip_per_minute: u32,
     pub invalid_token_block: PolicyDuration,
+    /// Leak reports per address per hour.
+    pub leak_reports_per_ip_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -62,6 +64,7 @@ impl Default for LimitsConfig {
             login_max_delay: PolicyDuration::from_secs(900),
             invalid_tokens_per_ip_per_minute: 60,
             invalid_token_block: PolicyDuration::from_secs(300),
+            leak_reports_per_ip_per_hour: 60,
         }
     }
 }
@@ -86,6 +89,11 @@ impl LimitsConfig {
                 window: minute,
                 block: self.invalid_token_block,
             },
+            leak_reports_per_ip: WindowLimit {
+                max: self.leak_reports_per_ip_per_hour,
+                window: PolicyDuration::from_secs(3_600),
+                block: PolicyDuration::ZERO,
+            },
         }
     }
 }
@@ -96,7 +104,10 @@ pub struct OAuthConfig {
     pub access_token_ttl: PolicyDuration,
     pub code_ttl: PolicyDuration,
     pub refresh_token_ttl: PolicyDuration,
+    /// `ES256` (default), `RS256` or `EdDSA`: the algorithm of new signing keys.
     pub signing_alg: String,
+    /// A key made by `latchkey keys rotate` is published this long before it signs.
+    pub key_publish_ahead: PolicyDuration,
 }
 
 impl Default for OAuthConfig {
@@ -106,6 +117,7 @@ impl Default for OAuthConfig {
             code_ttl: PolicyDuration::from_secs(60),
             refresh_token_ttl: PolicyDuration::from_days(30),
             signing_alg: "ES256".to_owned(),
+            key_publish_ahead: PolicyDuration::from_secs(600),
         }
     }
 }
@@ -163,15 +175,8 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        let types = self.token_types()?;
-        for t in types.iter() {
-            if t.owner == OwnerKind::User && t.reveal == Reveal::Reauth {
-                anyhow::bail!(
-                    "token type {:?}: reveal = \"reauth\" is not yet available for user-owned types (use \"once\")",
-                    t.name
-                );
-            }
-        }
+        self.token_types()?;
+        self.signing_alg()?;
         if self.session_ttl.is_zero() {
             anyhow::bail!("session_ttl must be longer than 0s");
         }
@@ -188,6 +193,20 @@ impl Config {
     pub fn token_types(&self) -> anyhow::Result<TokenTypes> {
         TokenTypes::from_config(&self.token_types)
             .map_err(|e| anyhow::anyhow!("invalid token type: {e}"))
+    }
+
+    pub fn signing_alg(&self) -> anyhow::Result<latchkey_service::keys::SigningAlg> {
+        self.oauth
+            .signing_alg
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("oauth.{e}"))
+    }
+
+    /// The master key file (default: `master.key` in the data directory).
+    pub fn master_key_file(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     pub fn public_url(&self) -> String {
@@ -223,6 +242,8 @@ session_ttl = "12h"
 access_token_ttl = "900s"
 code_ttl = "60s"
 refresh_token_ttl = "30d"
+signing_alg = "ES256"                    # or "RS256", "EdDSA"
+key_publish_ahead = "10m"                # `latchkey keys rotate`: published this long before use
 
 [limits]
 login_per_ip_per_minute = 30
@@ -231,6 +252,7 @@ login_failure_window = "15m"
 login_max_delay = "15m"
 invalid_tokens_per_ip_per_minute = 60    # refused bearer tokens, then the address waits
 invalid_token_block = "5m"
+leak_reports_per_ip_per_hour = 60
 
 # Override a built-in token type (personal, api, s2s, links) or define a new one.
 # [token_types.personal]
@@ -247,6 +269,10 @@ invalid_token_block = "5m"
 "#;
 
 #[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail fixes the closure's error type"
+)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -296,7 +322,7 @@ mod tests {
             assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
             jail.create_file("bad2.toml", "session_ttl = \"soon\"\n")?;
             assert!(Config::load(Some(Path::new("bad2.toml")), &Overrides::default()).is_err());
-            jail.create_file("bad3.toml", "[token_types.personal]\nreveal = \"reauth\"\n")?;
+            jail.create_file("bad3.toml", "[oauth]\nsigning_alg = \"HS256\"\n")?;
             assert!(Config::load(Some(Path::new("bad3.toml")), &Overrides::default()).is_err());
             assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
             Ok(())

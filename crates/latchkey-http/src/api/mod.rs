@@ -1,8 +1,13 @@
 //! The JSON API under `/v1`, one module per resource.
 
+pub mod events;
 pub mod health;
+pub mod leaks;
 pub mod me;
+pub mod org_tokens;
 pub mod orgs;
 pub mod sessions;
+pub mod tokens;
 pub mod user_tokens;
 pub mod views;
+pub mod well_known;

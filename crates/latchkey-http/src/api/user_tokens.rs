@@ -1,18 +1,19 @@
-//! Personal tokens: `/v1/user/tokens…`, and the user's audit log `/v1/user/events`.
+//! Personal tokens: `/v1/user/tokens…`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use latchkey_core::Grace;
-use latchkey_service::tokens::{CreatePersonalToken, CreatedToken};
-use latchkey_store::{EventFilter, EventScope};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use latchkey_service::tokens::CreatePersonalToken;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::api::views::{AccountView, EventView, TokenView};
+use crate::api::tokens::{
+    PasswordBody, RotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
+};
+use crate::api::views::{AccountView, TokenView};
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, JsonOrEmpty, SignedIn};
 
@@ -23,39 +24,8 @@ pub struct CreateBody {
     #[serde(rename = "type")]
     token_type: Option<String>,
     expires_in_days: Option<u32>,
+    allowed_ips: Option<Vec<String>>,
     password: SecretString,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenameBody {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordBody {
-    password: SecretString,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    #[serde(default)]
-    grace: Grace,
-}
-
-/// `201` with the record and, this once, the secret.
-pub fn created(state: &AppState, token: &CreatedToken) -> Response {
-    let mut body = serde_json::to_value(TokenView::new(&token.record, state.service.now()))
-        .unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut body {
-        map.insert(
-            "secret".into(),
-            Value::String(token.secret.expose().to_owned()),
-        );
-    }
-    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 pub async fn list_user_tokens(
@@ -72,19 +42,26 @@ pub async fn list_user_tokens(
 pub async fn create_user_token(
     State(state): State<AppState>,
     me: SignedIn,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<Response> {
     let request = CreatePersonalToken {
         name: body.name,
         token_type: body.token_type,
         expires_in_days: body.expires_in_days,
+        allowed_ips: body.allowed_ips,
         password: body.password,
     };
-    let token = state
+    let outcome = state
         .service
-        .create_personal_token(&me.caller, &me.session.user, request)
+        .create_personal_token(
+            &me.caller,
+            &me.session.user,
+            request,
+            idempotency_key(&headers),
+        )
         .await?;
-    Ok(created(&state, &token))
+    Ok(created_or_replayed(&state, &outcome))
 }
 
 /// One token, with the organisations and roles it reaches right now (SPEC 2.4).
@@ -96,10 +73,8 @@ pub async fn get_user_token(
     let token = state.service.personal_token(&me.session.user, &id).await?;
     let status = state.service.status_of(&token);
     let accounts = if status.is_live() && me.session.user.api_tokens_enabled {
-        state
-            .service
-            .list_accounts(&me.session.user.id)
-            .await?
+        let accounts = state.service.list_accounts(&me.session.user.id).await?;
+        accounts
             .iter()
             .filter(|a| a.api_tokens_enabled)
             .map(AccountView::new)
@@ -118,15 +93,21 @@ pub async fn get_user_token(
     Ok(Json(body))
 }
 
-pub async fn rename_user_token(
+pub async fn update_user_token(
     State(state): State<AppState>,
     me: SignedIn,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<RenameBody>,
+    JsonBody(body): JsonBody<UpdateBody>,
 ) -> ApiResult<Json<TokenView>> {
     let token = state
         .service
-        .rename_personal_token(&me.caller, &me.session.user, &id, &body.name)
+        .update_personal_token(
+            &me.caller,
+            &me.session.user,
+            &id,
+            body.name.as_deref(),
+            body.allowed_ips.as_deref(),
+        )
         .await?;
     Ok(Json(TokenView::new(&token, state.service.now())))
 }
@@ -137,10 +118,9 @@ pub async fn rotate_user_token(
     Path(id): Path<String>,
     JsonOrEmpty(body): JsonOrEmpty<RotateBody>,
 ) -> ApiResult<Response> {
-    let grace = body.grace;
     let token = state
         .service
-        .rotate_personal_token(&me.caller, &me.session.user, &id, grace)
+        .rotate_personal_token(&me.caller, &me.session.user, &id, body.grace)
         .await?;
     Ok(created(&state, &token))
 }
@@ -171,39 +151,15 @@ pub async fn reveal_user_token(
     Ok(Json(json!({ "id": id, "secret": secret.expose() })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    before: Option<i64>,
-    limit: Option<u32>,
-}
-
-/// The signed-in user's audit log, newest first; `?before=<cursor>` pages back, and the
-/// `Link: <…>; rel="next"` header gives the next page.
-pub async fn list_user_events(
+/// `POST /v1/user/tokens/revoke-all {password}`: every personal token, at once.
+pub async fn revoke_all_user_tokens(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(page): Query<PageQuery>,
-) -> ApiResult<Response> {
-    let limit = page.limit.unwrap_or(50).clamp(1, 200);
-    let filter = EventFilter {
-        scope: EventScope::User(me.session.user.id.clone()),
-        before_seq: page.before,
-        limit,
-    };
-    let events = state.service.list_events(&filter).await?;
-    let views: Vec<EventView> = events.iter().map(EventView::new).collect();
-    let mut response = Json(views).into_response();
-    if events.len() == limit as usize
-        && let Some(last) = events.last()
-    {
-        let link = format!(
-            "</v1/user/events?before={}&limit={limit}>; rel=\"next\"",
-            last.seq
-        );
-        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(axum::http::header::LINK, v);
-        }
-    }
-    Ok(response)
+    JsonBody(body): JsonBody<PasswordBody>,
+) -> ApiResult<Json<Value>> {
+    let ids = state
+        .service
+        .revoke_all_personal_tokens(&me.caller, &me.session.user, &body.password)
+        .await?;
+    Ok(Json(json!({ "revoked": ids.len(), "tokens": ids })))
 }

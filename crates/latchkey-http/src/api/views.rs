@@ -30,6 +30,7 @@ pub struct TokenView {
     pub last_used_ip: Option<String>,
     pub hint: String,
     pub scopes: Vec<String>,
+    pub allowed_ips: Vec<String>,
     pub rotated_from: Option<String>,
 }
 
@@ -48,6 +49,7 @@ impl TokenView {
             last_used_ip: t.last_used_ip.clone(),
             hint: t.hint.clone(),
             scopes: t.scopes.clone(),
+            allowed_ips: t.allowed_ips.clone(),
             rotated_from: t.rotated_from.as_ref().map(ToString::to_string),
         }
     }

@@ -1,1 +1,598 @@
-//! (tests to come)
+//! The operator CLI (SPEC 7), driven as a separate process against its own data directory, and
+//! the real `latchkey serve` process: start, revocation from the CLI, graceful stop on SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey::config::Config;
+use latchkey_core::Refusal;
+use latchkey_service::tokens::CreatePersonalToken;
+use latchkey_service::{Caller, ServiceError, SystemClock};
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::helpers::{Binary, PASSWORD};
+
+fn json_out(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+#[tokio::test]
+async fn user_create_reads_the_password_from_stdin_and_prints_the_id() {
+    let bin = Binary::fresh();
+    let id = bin.create_user("ada@example.com", PASSWORD).await;
+    assert!(id.starts_with("usr_") && id.len() == 4 + 22, "{id:?}");
+
+    let ran = bin
+        .run(
+            &[
+                "--json",
+                "user",
+                "create",
+                "--email",
+                "bob@example.com",
+                "--password-stdin",
+            ],
+            Some("another long password\n"),
+        )
+        .await
+        .ok();
+    let out = json_out(&ran.stdout);
+    assert!(
+        out["id"].as_str().is_some_and(|i| i.starts_with("usr_")),
+        "{out}"
+    );
+    assert_eq!(out["email"], "bob@example.com");
+    assert_eq!(out["operator"], false);
+    assert_ne!(out["id"], id.as_str());
+
+    // The flag is global: it works after the subcommand too.
+    let ran = bin
+        .run(
+            &[
+                "user",
+                "create",
+                "--email",
+                "op@example.com",
+                "--password-stdin",
+                "--operator",
+                "--json",
+            ],
+            Some("operator password 1"),
+        )
+        .await
+        .ok();
+    assert_eq!(json_out(&ran.stdout)["operator"], true);
+
+    // The password went nowhere but the hash.
+    assert!(
+        !ran.stdout.contains("operator password 1") && !ran.stderr.contains("operator password 1")
+    );
+}
+
+#[tokio::test]
+async fn org_commands_manage_features_switches_and_members() {
+    let bin = Binary::fresh();
+    bin.create_user("admin@example.com", PASSWORD).await;
+
+    let ran = bin
+        .run(
+            &["org", "create", "--name", "Acme Ads", "--feature", "links"],
+            None,
+        )
+        .await
+        .ok();
+    let org = ran.stdout.trim().to_owned();
+    assert!(org.starts_with("org_") && org.len() == 4 + 22, "{org:?}");
+
+    let ran = bin
+        .run(
+            &[
+                "--json",
+                "org",
+                "update",
+                "--org",
+                &org,
+                "--remove-feature",
+                "links",
+                "--api-tokens",
+                "off",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let out = json_out(&ran.stdout);
+    assert_eq!(out["id"], org.as_str());
+    assert_eq!(out["features"], json!([]));
+    assert_eq!(out["api_tokens_enabled"], false);
+
+    let ran = bin
+        .run(
+            &[
+                "org",
+                "update",
+                "--org",
+                &org,
+                "--feature",
+                "links",
+                "--api-tokens",
+                "on",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains("features=[links]") && ran.stdout.contains("api_tokens=on"),
+        "{}",
+        ran.stdout
+    );
+
+    let ran = bin
+        .run(
+            &[
+                "org",
+                "add-member",
+                "--org",
+                &org,
+                "--email",
+                "admin@example.com",
+                "--role",
+                "admin",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains("admin@example.com is now admin"),
+        "{}",
+        ran.stdout
+    );
+    let ran = bin
+        .run(
+            &[
+                "--json",
+                "org",
+                "add-member",
+                "--org",
+                &org,
+                "--email",
+                "admin@example.com",
+                "--role",
+                "partner",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(json_out(&ran.stdout)["role"], "partner");
+
+    bin.run(
+        &[
+            "org",
+            "remove-member",
+            "--org",
+            &org,
+            "--email",
+            "admin@example.com",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    bin.run(
+        &[
+            "org",
+            "remove-member",
+            "--org",
+            &org,
+            "--email",
+            "admin@example.com",
+        ],
+        None,
+    )
+    .await
+    .fails_with("no such membership");
+}
+
+#[tokio::test]
+async fn user_update_switches_a_user_off() {
+    let bin = Binary::fresh();
+    bin.create_user("carol@example.com", PASSWORD).await;
+    let ran = bin
+        .run(
+            &[
+                "user",
+                "update",
+                "--email",
+                "carol@example.com",
+                "--disabled",
+                "true",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(
+        ran.stdout.trim(),
+        "carol@example.com disabled=true api_tokens=on"
+    );
+    let ran = bin
+        .run(
+            &[
+                "--json",
+                "user",
+                "update",
+                "--email",
+                "carol@example.com",
+                "--disabled",
+                "false",
+                "--api-tokens",
+                "off",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let out = json_out(&ran.stdout);
+    assert_eq!(out["disabled"], false);
+    assert_eq!(out["api_tokens_enabled"], false);
+}
+
+#[tokio::test]
+async fn token_list_and_revoke_act_on_the_shared_database() {
+    let bin = Binary::fresh();
+    bin.create_user("dave@example.com", PASSWORD).await;
+
+    // A token made through the service, as the API would, on the same database.
+    let config = Config {
+        data_dir: bin.dir.path().join("data"),
+        password_hash_concurrency: Some(1),
+        ..Config::default()
+    };
+    let service = latchkey::app::build_service(&config, Arc::new(SystemClock))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let user = service
+        .find_user_by_email("dave@example.com")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = CreatePersonalToken {
+        name: "laptop".into(),
+        token_type: None,
+        expires_in_days: None,
+        password: SecretString::from(PASSWORD),
+    };
+    let created = service
+        .create_personal_token(&Caller::operator(), &user, request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = created.record.id.to_string();
+    let secret = created.secret.expose().to_owned();
+
+    let ran = bin.run(&["--json", "token", "list"], None).await.ok();
+    assert!(!ran.stdout.contains(&secret), "token list printed a secret");
+    let list = json_out(&ran.stdout);
+    let listed = list
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["id"] == id.as_str()))
+        .cloned();
+    let listed = listed.unwrap_or_else(|| panic!("{id} not in {list}"));
+    assert_eq!(listed["status"], "active");
+    assert_eq!(listed["type"], "personal");
+    assert_eq!(
+        listed["owner"],
+        json!({ "kind": "user", "id": user.id.to_string() })
+    );
+    assert_eq!(listed["hint"], created.record.hint.as_str());
+
+    let ran = bin
+        .run(
+            &["--json", "token", "list", "--user", "dave@example.com"],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(json_out(&ran.stdout).as_array().map(Vec::len), Some(1));
+    let ran = bin.run(&["token", "list"], None).await.ok();
+    assert!(
+        ran.stdout.contains(&id) && !ran.stdout.contains(&secret),
+        "{}",
+        ran.stdout
+    );
+
+    let ran = bin.run(&["token", "revoke", &id], None).await.ok();
+    assert_eq!(ran.stdout.trim(), format!("{id} revoked"));
+    let ran = bin.run(&["token", "revoke", &id], None).await.ok();
+    assert_eq!(ran.stdout.trim(), format!("{id} was already revoked"));
+    let ran = bin.run(&["--json", "token", "list"], None).await.ok();
+    assert_eq!(json_out(&ran.stdout)[0]["status"], "revoked");
+
+    match service
+        .verify_bearer(
+            &secret,
+            "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+    {
+        Err(ServiceError::Refused(Refusal::Revoked)) => {}
+        other => panic!("the revoked token was not refused as revoked: {other:?}"),
+    }
+    bin.run(&["token", "revoke", "tok_0000000000000000000000"], None)
+        .await
+        .fails_with("no such token");
+    bin.run(&["token", "revoke", "nonsense"], None)
+        .await
+        .fails_with("no such token");
+}
+
+#[tokio::test]
+async fn bad_input_fails_cleanly() {
+    let bin = Binary::fresh();
+    bin.create_user("erin@example.com", PASSWORD).await;
+    let org = bin
+        .run(&["org", "create", "--name", "Erin Co"], None)
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+
+    bin.run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "erin@example.com",
+            "--password-stdin",
+        ],
+        Some("yet another password\n"),
+    )
+    .await
+    .fails_with("already exists");
+    bin.run(
+        &[
+            "org",
+            "add-member",
+            "--org",
+            &org,
+            "--email",
+            "erin@example.com",
+            "--role",
+            "boss",
+        ],
+        None,
+    )
+    .await
+    .fails_with("admin, member or partner");
+    bin.run(
+        &[
+            "org",
+            "add-member",
+            "--org",
+            &org,
+            "--email",
+            "nobody@example.com",
+            "--role",
+            "admin",
+        ],
+        None,
+    )
+    .await
+    .fails_with("no such user");
+    bin.run(
+        &[
+            "org",
+            "add-member",
+            "--org",
+            "org_0000000000000000000000",
+            "--email",
+            "erin@example.com",
+            "--role",
+            "admin",
+        ],
+        None,
+    )
+    .await
+    .fails_with("no such organisation");
+    bin.run(
+        &[
+            "user",
+            "update",
+            "--email",
+            "nobody@example.com",
+            "--disabled",
+            "true",
+        ],
+        None,
+    )
+    .await
+    .fails_with("no such user");
+    bin.run(
+        &[
+            "user",
+            "update",
+            "--email",
+            "erin@example.com",
+            "--disabled",
+            "maybe",
+        ],
+        None,
+    )
+    .await
+    .fails_with("maybe");
+    bin.run(
+        &["org", "update", "--org", &org, "--api-tokens", "sometimes"],
+        None,
+    )
+    .await
+    .fails_with("sometimes");
+    bin.run(
+        &[
+            "org",
+            "create",
+            "--name",
+            "Bad",
+            "--feature",
+            "Not A Feature",
+        ],
+        None,
+    )
+    .await
+    .fails_with("feature");
+    bin.run(&["org", "create", "--name", ""], None)
+        .await
+        .fails_with("name");
+    bin.run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "frank@example.com",
+            "--password-stdin",
+        ],
+        Some(""),
+    )
+    .await
+    .fails_with("no password");
+    bin.run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "frank@example.com",
+            "--password-stdin",
+        ],
+        Some("short\n"),
+    )
+    .await
+    .fails_with("8 to 1024");
+    bin.run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "not an email",
+            "--password-stdin",
+        ],
+        Some("long enough password\n"),
+    )
+    .await
+    .fails_with("email");
+    // Passwords never go in arguments.
+    bin.run(&["user", "create", "--email", "frank@example.com"], None)
+        .await
+        .fails_with("--password-stdin");
+    bin.run(&["frobnicate"], None)
+        .await
+        .fails_with("frobnicate");
+
+    // A configuration file that does not exist is named.
+    let mut cmd = tokio::process::Command::new(crate::helpers::BINARY);
+    cmd.args(["--config", "/nonexistent/latchkey.toml", "token", "list"]);
+    let out = cmd.output().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/latchkey.toml"));
+}
+
+#[tokio::test]
+async fn every_subcommand_has_help() {
+    let bin = Binary::fresh();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["user"],
+        &["user", "create"],
+        &["user", "update"],
+        &["org"],
+        &["org", "create"],
+        &["org", "update"],
+        &["org", "add-member"],
+        &["org", "remove-member"],
+        &["token"],
+        &["token", "list"],
+        &["token", "revoke"],
+        &["config"],
+        &["config", "example"],
+        &["config", "types"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let ran = bin.run(&args, None).await.ok();
+        assert!(ran.stdout.contains("Usage:"), "{args:?}: {}", ran.stdout);
+    }
+}
+
+#[tokio::test]
+async fn the_server_obeys_a_revocation_made_by_the_cli_and_stops_on_sigterm() {
+    let bin = Binary::fresh();
+    bin.create_user("gina@example.com", PASSWORD).await;
+    let server = bin.serve(&[], None, None).await;
+
+    server
+        .call(Method::GET, "/readyz", None, None)
+        .await
+        .expect(200);
+    let res = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "gina@example.com", "password": PASSWORD })),
+        )
+        .await
+        .expect(201);
+    let session = res.str("session_token");
+    let res = server
+        .call(
+            Method::POST,
+            "/v1/user/tokens",
+            Some(&session),
+            Some(json!({ "name": "laptop", "password": PASSWORD })),
+        )
+        .await
+        .expect(201);
+    let id = res.str("id");
+    let secret = res.str("secret");
+    // Used, hence cached by the server.
+    server
+        .call(Method::GET, "/v1/me", Some(&secret), None)
+        .await
+        .expect(200);
+    server
+        .call(Method::GET, "/v1/me", Some(&secret), None)
+        .await
+        .expect(200);
+
+    bin.run(&["token", "revoke", &id], None).await.ok();
+    let revoked_at = Instant::now();
+    let refused_after = loop {
+        let res = server
+            .call(Method::GET, "/v1/me", Some(&secret), None)
+            .await;
+        if res.status.as_u16() == 401 {
+            crate::helpers::assert_refused(&res, "revoked");
+            break revoked_at.elapsed();
+        }
+        assert_eq!(res.status.as_u16(), 200, "{}", res.text);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "the server still accepts a token revoked 2 s ago"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        refused_after <= Duration::from_secs(1),
+        "the revocation took {refused_after:?} to be obeyed"
+    );
+
+    let status = server.terminate().await;
+    assert!(
+        status.success(),
+        "latchkey serve exited with {status} on SIGTERM"
+    );
+}

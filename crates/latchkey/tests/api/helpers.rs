@@ -29,7 +29,10 @@ impl TestClock {
 
 impl Clock for TestClock {
     fn now(&self) -> Timestamp {
-        self.0.lock().map(|t| *t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
 }
 
@@ -57,7 +60,9 @@ impl TestAppBuilder {
     pub async fn start(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("addr: {e}")),
+            listen: "127.0.0.1:0"
+                .parse()
+                .unwrap_or_else(|e| panic!("addr: {e}")),
             data_dir: dir.path().join("data"),
             token_types: self.types,
             password_hash_concurrency: Some(2),
@@ -65,9 +70,18 @@ impl TestAppBuilder {
         };
         let start_at = time::macros::datetime!(2026-06-01 12:00:00 UTC);
         let clock = Arc::new(TestClock(Mutex::new(start_at)));
-        let running = start(&config, clock.clone()).await.unwrap_or_else(|e| panic!("start: {e:#}"));
+        let running = start(&config, clock.clone())
+            .await
+            .unwrap_or_else(|e| panic!("start: {e:#}"));
         let url = format!("http://{}", running.addr);
-        TestApp { url, clock, client: reqwest::Client::new(), dir, config, running: Some(running) }
+        TestApp {
+            url,
+            clock,
+            client: reqwest::Client::new(),
+            dir,
+            config,
+            running: Some(running),
+        }
     }
 }
 
@@ -83,15 +97,26 @@ impl Resp {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
     pub fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_else(|| panic!("no string field {field} in {}", self.text)).to_owned()
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string field {field} in {}", self.text))
+            .to_owned()
     }
 }
 
@@ -117,12 +142,20 @@ impl TestApp {
 
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
-            r.shutdown().await.unwrap_or_else(|e| panic!("shutdown: {e:#}"));
+            r.shutdown()
+                .await
+                .unwrap_or_else(|e| panic!("shutdown: {e:#}"));
         }
     }
 
     /// Any request; `auth` is a bearer credential.
-    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.client.request(method, format!("{}{}", self.url, path));
         if let Some(auth) = auth {
             req = req.bearer_auth(auth);
@@ -130,7 +163,10 @@ impl TestApp {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req.send().await.unwrap_or_else(|e| panic!("request to {path}: {e}"));
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {path}: {e}"));
         Self::read(res).await
     }
 
@@ -139,7 +175,12 @@ impl TestApp {
         let headers = res.headers().clone();
         let text = res.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, headers, body, text }
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn get(&self, path: &str, auth: &str) -> Resp {
@@ -153,7 +194,12 @@ impl TestApp {
     pub async fn user(&self, email: &str) -> String {
         let user = self
             .service()
-            .create_user(&Caller::operator(), email, &SecretString::from(PASSWORD), false)
+            .create_user(
+                &Caller::operator(),
+                email,
+                &SecretString::from(PASSWORD),
+                false,
+            )
             .await
             .unwrap_or_else(|e| panic!("create user: {e}"));
         user.id.to_string()
@@ -178,7 +224,12 @@ impl TestApp {
     /// Signs in and returns the session token.
     pub async fn login(&self, email: &str) -> String {
         let res = self
-            .call(Method::POST, "/v1/sessions", None, Some(json!({ "email": email, "password": PASSWORD })))
+            .call(
+                Method::POST,
+                "/v1/sessions",
+                None,
+                Some(json!({ "email": email, "password": PASSWORD })),
+            )
             .await
             .expect(201);
         res.str("session_token")
@@ -194,7 +245,11 @@ impl TestApp {
     /// Creates a personal token: (token id, secret).
     pub async fn personal_token(&self, session: &str, name: &str) -> (String, String) {
         let res = self
-            .post("/v1/user/tokens", session, json!({ "name": name, "password": PASSWORD }))
+            .post(
+                "/v1/user/tokens",
+                session,
+                json!({ "name": name, "password": PASSWORD }),
+            )
             .await
             .expect(201);
         (res.str("id"), res.str("secret"))
@@ -206,5 +261,390 @@ impl Drop for TestApp {
         if let Some(r) = self.running.take() {
             let _ = r.shutdown_handle().send(true);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Additions for the token, /v1/me, error, CLI and log suites.
+
+/// RFC 3339 with whole seconds, as the API writes timestamps.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("format: {e}"))
+}
+
+/// Parses an RFC 3339 timestamp the API wrote.
+pub fn parse_time(text: &str) -> Timestamp {
+    Timestamp::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("not RFC 3339: {text:?}: {e}"))
+}
+
+/// Asserts the RFC 6750 refusal: `401 invalid_token`, the envelope, and a `WWW-Authenticate`
+/// challenge whose `error_description` starts with `reason`. Returns the description.
+#[track_caller]
+pub fn assert_refused(res: &Resp, reason: &str) -> String {
+    assert_eq!(
+        res.status.as_u16(),
+        401,
+        "expected a refusal ({reason}); body: {}",
+        res.text
+    );
+    assert_eq!(res.code(), "invalid_token", "{}", res.text);
+    assert!(res.body["error"]["message"].is_string(), "{}", res.text);
+    let challenge = res
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("no WWW-Authenticate on a refusal: {}", res.text));
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let marker = "error_description=\"";
+    let start = challenge
+        .find(marker)
+        .unwrap_or_else(|| panic!("no error_description in {challenge}"))
+        + marker.len();
+    let description = challenge[start..].trim_end_matches('"').to_owned();
+    assert!(
+        description.starts_with(reason),
+        "expected the reason {reason:?} in {challenge}"
+    );
+    description
+}
+
+/// Asserts the error envelope `{"error": {"code", "message"}}` with this status and code.
+#[track_caller]
+pub fn assert_error(res: &Resp, status: u16, code: &str) {
+    assert_eq!(res.status.as_u16(), status, "body: {}", res.text);
+    assert_eq!(res.code(), code, "body: {}", res.text);
+    let message = res.body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {}", res.text));
+    assert!(!message.is_empty());
+}
+
+impl TestApp {
+    /// The clock's current time (whole seconds, as the server stores it).
+    pub fn now(&self) -> Timestamp {
+        latchkey_core::clock::to_second(self.clock.now())
+    }
+
+    /// `GET /v1/me` with a bearer token.
+    pub async fn me(&self, token: &str) -> Resp {
+        self.get("/v1/me", token).await
+    }
+
+    /// Any request with raw header values and a raw body (no JSON encoding, no content type
+    /// unless given).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, Vec<u8>)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        for (name, value) in headers {
+            let value = reqwest::header::HeaderValue::from_bytes(value)
+                .unwrap_or_else(|e| panic!("header {name}: {e}"));
+            req = req.header(*name, value);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {path}: {e}"));
+        Self::read(res).await
+    }
+
+    /// Sends `request` as-is over a fresh TCP connection and returns the status code of the
+    /// answer (for bytes no HTTP client would send, such as NUL in a header), or 0 when the
+    /// server hangs up without answering.
+    pub async fn raw_tcp(&self, request: &[u8]) -> u16 {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        stream
+            .write_all(request)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("no answer to {:?}", String::from_utf8_lossy(request))
+                    });
+            match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        if head.is_empty() {
+            return 0;
+        }
+        let line = String::from_utf8_lossy(&head).into_owned();
+        line.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "not an HTTP answer: {line:?} to {:?}",
+                    String::from_utf8_lossy(request)
+                )
+            })
+    }
+
+    /// Creates a personal token with extra fields in the request: the whole response.
+    pub async fn create_token(&self, session: &str, body: Value) -> Resp {
+        self.post("/v1/user/tokens", session, body).await
+    }
+
+    /// A signed-in user with one personal token: (user id, session, token id, secret).
+    pub async fn user_with_token(&self, email: &str) -> (String, String, String, String) {
+        let (user, session) = self.signed_in(email).await;
+        let (id, secret) = self.personal_token(&session, "laptop").await;
+        (user, session, id, secret)
+    }
+
+    /// The signed-in user's tokens, by id.
+    pub async fn tokens(&self, session: &str) -> Vec<Value> {
+        let res = self.get("/v1/user/tokens", session).await.expect(200);
+        res.body
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("not a list: {}", res.text))
+    }
+
+    /// One of the signed-in user's tokens, from the list.
+    pub async fn listed(&self, session: &str, id: &str) -> Value {
+        self.tokens(session)
+            .await
+            .into_iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("token {id} is not listed"))
+    }
+}
+
+/// The real `latchkey` binary, with a configuration file pointing at its own data directory.
+pub struct Binary {
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+/// What a finished command printed.
+pub struct Ran {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "command failed ({}): stdout {:?} stderr {:?}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+
+    /// A refused command: non-zero, a message on stderr, no panic.
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert!(
+            !self.status.success(),
+            "the command should have failed: stdout {:?}",
+            self.stdout
+        );
+        assert_ne!(
+            self.status.code(),
+            Some(101),
+            "exit code 101 is a panic: {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} on stderr, got {:?}",
+            self.stderr
+        );
+        self
+    }
+}
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_latchkey");
+
+impl Binary {
+    /// A fresh data directory and a configuration file pointing at it.
+    pub fn fresh() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = dir.path().join("latchkey.toml");
+        let data_dir = dir.path().join("data");
+        let text = format!(
+            "data_dir = {:?}\npassword_hash_concurrency = 2\n",
+            data_dir.display().to_string()
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        Self { dir, config }
+    }
+
+    /// A command with `--config` set and no `LATCHKEY_*` surprises from the environment.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(BINARY);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LATCHKEY_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg("--config").arg(&self.config);
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `latchkey --config FILE ARGS…` with `stdin` on standard input.
+    pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> Ran {
+        use tokio::io::AsyncWriteExt as _;
+        let mut cmd = self.command();
+        cmd.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BINARY}: {e}"));
+        if let Some(mut pipe) = child.stdin.take() {
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("stdin: {e}"));
+            }
+            drop(pipe);
+        }
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("latchkey {args:?} did not finish in 60 s"))
+                .unwrap_or_else(|e| panic!("wait: {e}"));
+        Ran {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `user create` with the password on standard input: the new user's id.
+    pub async fn create_user(&self, email: &str, password: &str) -> String {
+        let ran = self
+            .run(
+                &["user", "create", "--email", email, "--password-stdin"],
+                Some(&format!("{password}\n")),
+            )
+            .await
+            .ok();
+        ran.stdout.trim().to_owned()
+    }
+
+    /// Starts `latchkey serve` on a free port, with extra environment variables and standard
+    /// output and error sent to `stdout`/`stderr` (or discarded), and waits until `/healthz`
+    /// answers.
+    pub async fn serve(
+        &self,
+        env: &[(&str, &str)],
+        stdout: Option<std::fs::File>,
+        stderr: Option<std::fs::File>,
+    ) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("free port: {e}"));
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = self.command();
+        cmd.args(["serve", "--listen", &listen])
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
+            .stderr(stderr.map_or_else(std::process::Stdio::null, std::process::Stdio::from));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BINARY} serve: {e}"));
+        let server = Server {
+            url: format!("http://{listen}"),
+            child,
+            client: reqwest::Client::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let health = server
+                .client
+                .get(format!("{}/healthz", server.url))
+                .send()
+                .await;
+            if health.is_ok_and(|res| res.status().is_success()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "latchkey serve did not answer /healthz within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        server
+    }
+}
+
+/// A `latchkey serve` child process; killed if the test ends without stopping it.
+pub struct Server {
+    pub url: String,
+    pub child: tokio::process::Child,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(auth) = auth {
+            req = req.bearer_auth(auth);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {path}: {e}"));
+        TestApp::read(res).await
+    }
+
+    /// Sends SIGTERM and returns the exit status (within 20 s).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self
+            .child
+            .id()
+            .unwrap_or_else(|| panic!("the server has exited already"));
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the server did not stop within 20 s of SIGTERM"))
+            .unwrap_or_else(|e| panic!("wait: {e}"))
     }
 }

@@ -1,10 +1,15 @@
 //! The API test suite: every test starts the real server in-process on `127.0.0.1:0` with a
-//! fresh SQLite file and a clock the test moves by hand, and talks to it over HTTP.
+//! fresh SQLite file and a clock the test moves by hand, and talks to it over HTTP. The `cli`
+//! and `logs` modules drive the real binary instead.
+
+// Tests may panic: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
 mod cli;
 mod errors;
+mod logs;
 mod me;
 mod personal_tokens;
 mod sessions;

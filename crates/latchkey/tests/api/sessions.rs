@@ -8,7 +8,12 @@ async fn login_sets_a_session_and_a_cookie_and_logout_ends_it() {
     let app = TestApp::spawn().await;
     app.user("ada@example.com").await;
     let res = app
-        .call(Method::POST, "/v1/sessions", None, Some(json!({ "email": "ada@example.com", "password": PASSWORD })))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "ada@example.com", "password": PASSWORD })),
+        )
         .await
         .expect(201);
     let session = res.str("session_token");
@@ -16,10 +21,15 @@ async fn login_sets_a_session_and_a_cookie_and_logout_ends_it() {
     assert!(res.body["expires_at"].is_string());
     let cookie = res.header("set-cookie").unwrap_or_default();
     assert!(cookie.contains("latchkey_session="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
 
     app.get("/v1/user/tokens", &session).await.expect(200);
-    app.call(Method::DELETE, "/v1/sessions/current", Some(&session), None).await.expect(204);
+    app.call(Method::DELETE, "/v1/sessions/current", Some(&session), None)
+        .await
+        .expect(204);
     let res = app.get("/v1/user/tokens", &session).await.expect(401);
     assert_eq!(res.code(), "unauthenticated");
 }
@@ -43,11 +53,21 @@ async fn wrong_password_and_unknown_user_answer_identically() {
     let app = TestApp::spawn().await;
     app.user("known@example.com").await;
     let wrong = app
-        .call(Method::POST, "/v1/sessions", None, Some(json!({ "email": "known@example.com", "password": "not the password" })))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "known@example.com", "password": "not the password" })),
+        )
         .await
         .expect(401);
     let unknown = app
-        .call(Method::POST, "/v1/sessions", None, Some(json!({ "email": "nobody@example.com", "password": "not the password" })))
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "nobody@example.com", "password": "not the password" })),
+        )
         .await
         .expect(401);
     assert_eq!(wrong.text, unknown.text);
@@ -63,7 +83,10 @@ async fn management_endpoints_refuse_api_tokens() {
         let res = app.get(path, &secret).await.expect(403);
         assert_eq!(res.code(), "session_required", "{path}");
     }
-    let res = app.call(Method::GET, "/v1/user/tokens", None, None).await.expect(401);
+    let res = app
+        .call(Method::GET, "/v1/user/tokens", None, None)
+        .await
+        .expect(401);
     assert_eq!(res.code(), "unauthenticated");
 }
 
@@ -80,11 +103,21 @@ async fn disabling_a_user_ends_their_sessions() {
     let app = TestApp::spawn().await;
     let (_, session) = app.signed_in("gone@example.com").await;
     app.service()
-        .update_user(&latchkey_service::Caller::operator(), "gone@example.com", Some(true), None)
+        .update_user(
+            &latchkey_service::Caller::operator(),
+            "gone@example.com",
+            Some(true),
+            None,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     app.get("/v1/user/tokens", &session).await.expect(401);
-    app.call(Method::POST, "/v1/sessions", None, Some(json!({ "email": "gone@example.com", "password": PASSWORD })))
-        .await
-        .expect(401);
+    app.call(
+        Method::POST,
+        "/v1/sessions",
+        None,
+        Some(json!({ "email": "gone@example.com", "password": PASSWORD })),
+    )
+    .await
+    .expect(401);
 }

@@ -1,0 +1,69 @@
+//! What personal and organisation token endpoints share: request bodies and the answers to a
+//! create.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::Grace;
+use latchkey_service::tokens::{Created, CreatedToken};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::api::views::TokenView;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    pub name: Option<String>,
+    pub allowed_ips: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    pub password: SecretString,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    pub grace: Grace,
+}
+
+/// The `Idempotency-Key` header, if any.
+pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// `201` with the record and, this once, the secret.
+pub fn created(state: &AppState, token: &CreatedToken) -> Response {
+    let mut body = serde_json::to_value(TokenView::new(&token.record, state.service.now()))
+        .unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "secret".into(),
+            Value::String(token.secret.expose().to_owned()),
+        );
+    }
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// `201` for a new token; for a retry with the same `Idempotency-Key`, `200` with the first
+/// token's record (not its secret) and `Idempotent-Replayed: true`.
+pub fn created_or_replayed(state: &AppState, outcome: &Created) -> Response {
+    match outcome {
+        Created::New(token) => created(state, token),
+        Created::Replayed(record) => {
+            let mut response = Json(TokenView::new(record, state.service.now())).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    }
+}
