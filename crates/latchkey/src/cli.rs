@@ -45,6 +45,9 @@ pub enum Command {
     /// List and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Signing keys (JWT-format tokens, OAuth2 access tokens).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -110,6 +113,21 @@ pub enum UserCommand {
         #[arg(long, value_enum)]
         api_tokens: Option<OnOff>,
     },
+    /// The kill switch: revoke every token of the user at once.
+    RevokeAll {
+        /// The user whose tokens to revoke.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key: published at once, used after `oauth.key_publish_ahead`; the
+    /// old keys stay published while anything they signed can still be valid.
+    Rotate,
+    /// List the signing keys.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +167,15 @@ pub enum OrgCommand {
         /// admin, member or partner.
         #[arg(long, value_parser = parse_role)]
         role: Role,
+    },
+    /// The kill switch: revoke every token of the organisation (of one type, if given).
+    RevokeAll {
+        /// The organisation id (org_…).
+        #[arg(long)]
+        org: String,
+        /// Only tokens of this type.
+        #[arg(long = "type")]
+        token_type: Option<String>,
     },
     /// Remove a member.
     RemoveMember {
@@ -239,6 +266,14 @@ fn output(json_mode: bool, value: Value, text: String) {
     }
 }
 
+fn print_revoked(json_mode: bool, ids: &[latchkey_core::TokenId]) {
+    output(
+        json_mode,
+        json!({ "revoked": ids.len(), "tokens": ids }),
+        format!("{} tokens revoked", ids.len()),
+    );
+}
+
 async fn operator_service(config: &Config) -> anyhow::Result<Arc<Service>> {
     crate::app::build_service(config, Arc::new(SystemClock)).await
 }
@@ -297,6 +332,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if user.api_tokens_enabled { "on" } else { "off" }
                 ),
             );
+            Ok(())
+        }
+        Command::User(UserCommand::RevokeAll { email }) => {
+            let service = operator_service(&config()?).await?;
+            let ids = service
+                .revoke_all_user_tokens(&caller, &email)
+                .await
+                .map_err(service_err)?;
+            print_revoked(json_mode, &ids);
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let service = operator_service(&config()?).await?;
+            let kid = service
+                .rotate_signing_key(&caller)
+                .await
+                .map_err(service_err)?;
+            let key = service.signing_keys().into_iter().find(|k| k.kid == kid);
+            let use_from = key.map(|k| k.use_from.unix_timestamp()).unwrap_or_default();
+            output(
+                json_mode,
+                json!({ "kid": kid, "use_from": use_from }),
+                format!("new signing key {kid}: published now, signs from Unix time {use_from}"),
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List) => {
+            let service = operator_service(&config()?).await?;
+            let keys: Vec<Value> = service
+                .signing_keys()
+                .iter()
+                .map(|k| {
+                    json!({
+                        "kid": k.kid, "alg": k.alg.as_str(), "use_from": k.use_from.unix_timestamp(),
+                        "retired_at": k.retired_at.map(|r| r.unix_timestamp()),
+                    })
+                })
+                .collect();
+            if json_mode {
+                println!("{}", Value::Array(keys));
+            } else {
+                for k in &keys {
+                    println!(
+                        "{}  {}  use_from={}  retired_at={}",
+                        k["kid"], k["alg"], k["use_from"], k["retired_at"]
+                    );
+                }
+            }
             Ok(())
         }
         Command::Org(cmd) => {
@@ -432,6 +515,13 @@ async fn run_org(
                 json!({ "org": org, "email": email, "role": role }),
                 format!("{email} is now {role} of {org}"),
             );
+        }
+        OrgCommand::RevokeAll { org, token_type } => {
+            let ids = service
+                .revoke_all_org_tokens_as_operator(caller, &org, token_type.as_deref())
+                .await
+                .map_err(service_err)?;
+            print_revoked(json_mode, &ids);
         }
         OrgCommand::RemoveMember { org, email } => {
             service
