@@ -264,12 +264,16 @@ async fn token_list_and_revoke_act_on_the_shared_database() {
         name: "laptop".into(),
         token_type: None,
         expires_in_days: None,
+        allowed_ips: None,
         password: SecretString::from(PASSWORD),
     };
-    let created = service
-        .create_personal_token(&Caller::operator(), &user, request)
+    let created = match service
+        .create_personal_token(&Caller::operator(), &user, request, None)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    {
+        Ok(latchkey_service::tokens::Created::New(created)) => created,
+        other => panic!("not created: {other:?}"),
+    };
     let id = created.record.id.to_string();
     let secret = created.secret.expose().to_owned();
 
