@@ -49,9 +49,15 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct TestAppBuilder {
     types: BTreeMap<String, TokenTypeConfig>,
+    limits: Option<latchkey::config::LimitsConfig>,
 }
 
 impl TestAppBuilder {
+    pub fn limits(mut self, limits: latchkey::config::LimitsConfig) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     pub fn token_type(mut self, name: &str, config: TokenTypeConfig) -> Self {
         self.types.insert(name.to_owned(), config);
         self
@@ -65,6 +71,7 @@ impl TestAppBuilder {
                 .unwrap_or_else(|e| panic!("addr: {e}")),
             data_dir: dir.path().join("data"),
             token_types: self.types,
+            limits: self.limits.unwrap_or_default(),
             password_hash_concurrency: Some(2),
             ..Config::default()
         };

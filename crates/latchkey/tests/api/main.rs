@@ -9,7 +9,10 @@ mod helpers;
 
 mod cli;
 mod errors;
+mod keys;
+mod limits;
 mod logs;
 mod me;
+mod orgs;
 mod personal_tokens;
 mod sessions;
