@@ -110,6 +110,7 @@ fn with_layers(router: Router) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(limit_header_size))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
@@ -141,6 +142,27 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
         path = %request.uri().path(),
         version = ?request.version(),
     )
+}
+
+/// Request headers above this are refused with `431` (SECURITY.md).
+const MAX_HEADERS: usize = 16 * 1024;
+
+async fn limit_header_size(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > MAX_HEADERS {
+        return error_response(
+            ErrorCode::HeadersTooLarge,
+            "the request headers are too large (at most 16 KiB)",
+        );
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> Response {
@@ -240,5 +262,37 @@ mod tests {
             .await
             .unwrap_or_else(|e| match e {});
         assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn oversized_headers_are_refused_with_431() {
+        async fn fine() -> &'static str {
+            "fine"
+        }
+        let app = with_layers(Router::new().route("/fine", get(fine)));
+        let big = "x".repeat(17 * 1024);
+        let req = Request::builder()
+            .uri("/fine")
+            .header("x-big", big)
+            .body(Body::empty())
+            .unwrap_or_default();
+        let res = app
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let ok = Request::builder()
+            .uri("/fine")
+            .header("x-small", "y")
+            .body(Body::empty())
+            .unwrap_or_default();
+        assert_eq!(
+            app.oneshot(ok)
+                .await
+                .unwrap_or_else(|e| match e {})
+                .status(),
+            StatusCode::OK
+        );
     }
 }
