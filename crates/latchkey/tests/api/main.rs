@@ -8,6 +8,7 @@
 mod helpers;
 
 mod cli;
+mod crash;
 mod errors;
 mod keys;
 mod limits;
