@@ -94,6 +94,8 @@ prefixed_id!(OrgId, "org", "organisation");
 prefixed_id!(TokenId, "tok", "token");
 prefixed_id!(SessionId, "ses", "session");
 prefixed_id!(EventId, "evt", "event");
+prefixed_id!(ClientId, "cli", "OAuth client");
+prefixed_id!(SecretId, "sec", "client secret");
 
 #[cfg(test)]
 mod tests {

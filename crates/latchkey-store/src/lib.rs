@@ -103,6 +103,7 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<&IdempotencyKey>,
     ) -> StoreResult<CreateOutcome>;
     /// Creates the replacement and moves the old token's expiry to `old_expires_at`, atomically.
+    /// A token already rotated once is refused (`Conflict`): it has its successor.
     async fn rotate_token(
         &self,
         old: &TokenId,
@@ -160,6 +161,51 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Key ids that signed tokens still live at `now` (they stay published).
     async fn live_signing_kids(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+
+    /// Creates a client and, for a confidential one, its first secret, in one transaction.
+    async fn create_client(
+        &self,
+        client: &OAuthClient,
+        secret: Option<&NewClientSecret>,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>>;
+    async fn list_clients(&self, org: &OrgId) -> StoreResult<Vec<OAuthClient>>;
+    async fn update_client(
+        &self,
+        id: &str,
+        change: &ClientChange,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    /// Deletes a client (the record stays, marked deleted) and revokes its secrets.
+    async fn delete_client(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
+    /// Adds a secret unless the client already has `max_active` unrevoked ones.
+    async fn add_client_secret_within_limit(
+        &self,
+        secret: &NewClientSecret,
+        max_active: u32,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    async fn revoke_client_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
+    async fn list_client_secrets(&self, client_id: &str) -> StoreResult<Vec<ClientSecretRecord>>;
+    /// The unrevoked secret with this hash, if any.
+    async fn find_client_secret(&self, hash: &TokenHash)
+    -> StoreResult<Option<ClientSecretRecord>>;
+    /// Puts a JWT access token on the deny-list until it expires.
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: Timestamp,
+        event: Option<&NewEvent>,
+    ) -> StoreResult<()>;
+    /// The deny-list at `now` (expired entries are dropped as a side effect).
+    async fn list_revoked_access_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>>;
 
     /// An event that records something that changed nothing (a refused attempt).
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;

@@ -262,3 +262,45 @@ pub struct StoredSigningKey {
     pub use_from: Timestamp,
     pub retired_at: Option<Timestamp>,
 }
+
+/// An OAuth2 client ("app") of an organisation.
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub id: String,
+    pub org_id: OrgId,
+    pub name: String,
+    pub grant_types: Vec<String>,
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub is_confidential: bool,
+    pub can_introspect: bool,
+    pub created_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientChange {
+    pub name: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub can_introspect: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewClientSecret {
+    pub id: String,
+    pub client_id: String,
+    pub secret_hash: TokenHash,
+    pub hint: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSecretRecord {
+    pub id: String,
+    pub client_id: String,
+    pub hint: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}

@@ -253,6 +253,53 @@ impl SqliteStore {
     }
 }
 
+fn client_from_row(row: &SqliteRow) -> StoreResult<OAuthClient> {
+    let lines = |text: String| {
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    Ok(OAuthClient {
+        id: get(row, "id")?,
+        org_id: parse(&get::<String>(row, "org_id")?, "org id")?,
+        name: get(row, "name")?,
+        grant_types: split_scopes(&get::<String>(row, "grant_types")?),
+        redirect_uris: lines(get(row, "redirect_uris")?),
+        scopes: split_scopes(&get::<String>(row, "scopes")?),
+        is_confidential: get(row, "is_confidential")?,
+        can_introspect: get(row, "can_introspect")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+        deleted_at: opt_ts(get(row, "deleted_at")?)?,
+    })
+}
+
+fn secret_from_row(row: &SqliteRow) -> StoreResult<ClientSecretRecord> {
+    Ok(ClientSecretRecord {
+        id: get(row, "id")?,
+        client_id: get(row, "client_id")?,
+        hint: get(row, "hint")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+        revoked_at: opt_ts(get(row, "revoked_at")?)?,
+    })
+}
+
+async fn insert_client_secret(
+    tx: &mut Transaction<'static, Sqlite>,
+    s: &NewClientSecret,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO client_secrets (id, client_id, secret_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&s.id)
+        .bind(&s.client_id)
+        .bind(s.secret_hash.as_bytes().as_slice())
+        .bind(&s.hint)
+        .bind(ts(s.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("client secret"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -669,6 +716,23 @@ impl Store for SqliteStore {
         event: &NewEvent,
     ) -> StoreResult<TokenRecord> {
         let mut tx = self.write_tx().await?;
+        // A token is replaced once: a second rotation (a double click, a retry) would leave two
+        // successors and the owner above `max_active` for good once the grace period ends.
+        // The successor has the old token's owner and type: the owner index finds it.
+        let successor = sqlx::query(
+            "SELECT 1 FROM tokens
+             WHERE owner_kind = ? AND owner_id = ? AND token_type = ? AND rotated_from = ?",
+        )
+        .bind(new.owner.kind())
+        .bind(new.owner.id())
+        .bind(&new.token_type)
+        .bind(old.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
+        if successor.is_some() {
+            return Err(StoreError::Conflict("successor of this token"));
+        }
         let done = sqlx::query(
             "UPDATE tokens SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?1 THEN ?1 ELSE expires_at END
              WHERE id = ?2 AND revoked_at IS NULL",
@@ -937,6 +1001,208 @@ impl Store for SqliteStore {
             insert_token(&mut tx, t).await?;
         }
         tx.commit().await.map_err(db_err("token"))
+    }
+
+    async fn create_client(
+        &self,
+        c: &OAuthClient,
+        secret: Option<&NewClientSecret>,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO oauth_clients (id, org_id, name, grant_types, redirect_uris, scopes, is_confidential, can_introspect, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(c.org_id.as_str())
+        .bind(&c.name)
+        .bind(c.grant_types.join(" "))
+        .bind(c.redirect_uris.join("\n"))
+        .bind(c.scopes.join(" "))
+        .bind(c.is_confidential)
+        .bind(c.can_introspect)
+        .bind(ts(c.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("client"))?;
+        if let Some(secret) = secret {
+            insert_client_secret(&mut tx, secret).await?;
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("client"))
+    }
+
+    async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>> {
+        let row = sqlx::query("SELECT * FROM oauth_clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("client"))?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self, org: &OrgId) -> StoreResult<Vec<OAuthClient>> {
+        let rows = sqlx::query("SELECT * FROM oauth_clients WHERE org_id = ? AND deleted_at IS NULL ORDER BY created_at, rowid")
+            .bind(org.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("client"))?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn update_client(&self, id: &str, c: &ClientChange, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE oauth_clients SET name = COALESCE(?, name), grant_types = COALESCE(?, grant_types),
+                    redirect_uris = COALESCE(?, redirect_uris), scopes = COALESCE(?, scopes),
+                    can_introspect = COALESCE(?, can_introspect)
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(&c.name)
+        .bind(c.grant_types.as_ref().map(|g| g.join(" ")))
+        .bind(c.redirect_uris.as_ref().map(|r| r.join("\n")))
+        .bind(c.scopes.as_ref().map(|s| s.join(" ")))
+        .bind(c.can_introspect)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("client"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("client"));
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("client"))
+    }
+
+    async fn delete_client(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE oauth_clients SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("client"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE client_secrets SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("client secret"))?;
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("client"))?;
+        Ok(true)
+    }
+
+    async fn add_client_secret_within_limit(
+        &self,
+        s: &NewClientSecret,
+        max_active: u32,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT COUNT(*) AS live FROM client_secrets WHERE client_id = ? AND revoked_at IS NULL")
+            .bind(&s.client_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("client secret"))?;
+        if get::<i64>(&row, "live")? >= i64::from(max_active) {
+            return Err(StoreError::LimitReached);
+        }
+        insert_client_secret(&mut tx, s).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("client secret"))
+    }
+
+    async fn revoke_client_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE client_secrets SET revoked_at = ? WHERE id = ? AND client_id = ? AND revoked_at IS NULL")
+            .bind(ts(at))
+            .bind(secret_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("client secret"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("client secret"))?;
+        Ok(true)
+    }
+
+    async fn list_client_secrets(&self, client_id: &str) -> StoreResult<Vec<ClientSecretRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM client_secrets WHERE client_id = ? ORDER BY created_at, rowid",
+        )
+        .bind(client_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("client secret"))?;
+        rows.iter().map(secret_from_row).collect()
+    }
+
+    async fn find_client_secret(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<ClientSecretRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM client_secrets WHERE secret_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("client secret"))?;
+        row.as_ref().map(secret_from_row).transpose()
+    }
+
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: Timestamp,
+        event: Option<&NewEvent>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)")
+            .bind(jti)
+            .bind(ts(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("revoked access token"))?;
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("revoked access token"))
+    }
+
+    async fn list_revoked_access_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>> {
+        sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= ?")
+            .bind(ts(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("revoked access token"))?;
+        let rows = sqlx::query("SELECT jti FROM revoked_access_tokens")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("revoked access token"))?;
+        rows.iter().map(|r| get(r, "jti")).collect()
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {

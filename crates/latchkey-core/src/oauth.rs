@@ -1,0 +1,256 @@
+//! OAuth2 rules that need no I/O: the RFC 6749 §5.2 error codes and their statuses, grant types,
+//! scope lists, redirect URIs, and the duplicate-free reading of a form body.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// RFC 6749 §5.2 (and RFC 7009 §2.2.1) error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    UnsupportedTokenType,
+    AccessDenied,
+}
+
+impl OAuthErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::AccessDenied => "access_denied",
+        }
+    }
+    /// 401 for a failed client authentication, 400 for everything else (§5.2).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidClient => 401,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An OAuth error with a description for the developer (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: OAuthErrorCode,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GrantType {
+    ClientCredentials,
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "client_credentials" => Some(Self::ClientCredentials),
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// A scope token (RFC 6749 §3.3): printable ASCII without space, `"` or `\`.
+pub fn is_scope_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// A space-separated scope list, deduplicated, in first-seen order.
+pub fn parse_scope_list(text: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in text.split(' ').filter(|s| !s.is_empty()) {
+        if !is_scope_token(s) {
+            return Err(format!("{s:?} is not a valid scope"));
+        }
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// A redirect URI a client may register: absolute, `https` (or `http` on loopback), no fragment
+/// (RFC 6749 §3.1.2). Compared later by exact string equality.
+pub fn check_redirect_uri(text: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("redirect URI {text:?}: {why}"));
+    if text.len() > 2_000 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must be a URL without spaces, at most 2000 characters");
+    }
+    if text.contains('#') {
+        return bad("must not contain a fragment");
+    }
+    let rest = if let Some(rest) = text.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = text.strip_prefix("http://") {
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+            return bad("plain http is allowed only for localhost");
+        }
+        rest
+    } else {
+        return bad("must start with https:// (or http://localhost)");
+    };
+    if rest.split(['/', '?']).next().unwrap_or_default().is_empty() {
+        return bad("has no host");
+    }
+    Ok(())
+}
+
+/// Reads an `application/x-www-form-urlencoded` body. Parameters sent twice are refused
+/// (RFC 6749 §3.2: "parameters MUST NOT be included more than once"); empty values count as
+/// absent.
+pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let mut map = BTreeMap::new();
+    for (k, v) in form_pairs(body)? {
+        if map.contains_key(&k) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidRequest,
+                format!("the parameter {k:?} is repeated"),
+            ));
+        }
+        map.insert(k, v);
+    }
+    map.retain(|_, v| !v.is_empty());
+    Ok(map)
+}
+
+fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| OAuthError::new(OAuthErrorCode::InvalidRequest, "the body is not UTF-8"))?;
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Result<String, OAuthError> {
+    let bad = || {
+        OAuthError::new(
+            OAuthErrorCode::InvalidRequest,
+            "the body is not valid form encoding",
+        )
+    };
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rstest::rstest;
+
+    #[test]
+    fn forms_decode_and_refuse_duplicates() {
+        let form =
+            parse_form(b"grant_type=client_credentials&scope=a+b%20c&empty=").unwrap_or_default();
+        assert_eq!(
+            form.get("grant_type").map(String::as_str),
+            Some("client_credentials")
+        );
+        assert_eq!(form.get("scope").map(String::as_str), Some("a b c"));
+        assert!(!form.contains_key("empty"), "empty parameters are absent");
+        let dup = parse_form(b"a=1&a=2");
+        assert_eq!(dup.map_err(|e| e.code), Err(OAuthErrorCode::InvalidRequest));
+        assert!(parse_form(b"a=%zz").is_err());
+        assert!(parse_form(b"a=%f").is_err());
+        assert!(parse_form(&[0xff, b'=', b'1']).is_err());
+    }
+
+    #[rstest]
+    #[case("https://app.example/cb", true)]
+    #[case("https://app.example/cb?x=1", true)]
+    #[case("http://localhost:8080/cb", true)]
+    #[case("http://127.0.0.1/cb", true)]
+    #[case("http://app.example/cb", false)]
+    #[case("https://app.example/cb#frag", false)]
+    #[case("ftp://x/y", false)]
+    #[case("https:///nohost", false)]
+    #[case("https://a b", false)]
+    fn redirect_uris(#[case] uri: &str, #[case] ok: bool) {
+        assert_eq!(check_redirect_uri(uri).is_ok(), ok, "{uri}");
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            parse_scope_list("read  write read"),
+            Ok(vec!["read".to_owned(), "write".to_owned()])
+        );
+        assert!(parse_scope_list("bad\"quote").is_err());
+        assert_eq!(parse_scope_list(""), Ok(vec![]));
+    }
+
+    #[test]
+    fn statuses_follow_rfc_6749() {
+        assert_eq!(OAuthErrorCode::InvalidClient.status(), 401);
+        assert_eq!(OAuthErrorCode::InvalidGrant.status(), 400);
+        assert_eq!(GrantType::parse("password"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn form_parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_form(&body);
+        }
+    }
+}
