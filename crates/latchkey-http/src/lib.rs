@@ -7,6 +7,7 @@
 mod api;
 mod error;
 mod extract;
+mod oauth2;
 mod router;
 
 use std::sync::Arc;

@@ -19,8 +19,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
-use crate::api::{events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known};
+use crate::api::{
+    clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known,
+};
 use crate::error::error_response;
+use crate::oauth2;
 
 /// Request bodies above this are refused with `413` (SECURITY.md).
 const MAX_BODY: usize = 256 * 1024;
@@ -101,6 +104,30 @@ fn routes() -> Router<AppState> {
             post(org_tokens::reveal_org_token),
         )
         .route("/v1/orgs/{org}/events", get(events::list_org_events))
+        .route(
+            "/v1/orgs/{org}/clients",
+            get(clients::list_clients).post(clients::create_client),
+        )
+        .route(
+            "/v1/orgs/{org}/clients/{id}",
+            patch(clients::update_client).delete(clients::delete_client),
+        )
+        .route(
+            "/v1/orgs/{org}/clients/{id}/secrets",
+            post(clients::add_client_secret),
+        )
+        .route(
+            "/v1/orgs/{org}/clients/{id}/secrets/{secret_id}",
+            delete(clients::delete_client_secret),
+        )
+        // OAuth2 (SPEC 3): form bodies, RFC 6749 errors, client authentication in the service.
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth2::metadata::get_metadata),
+        )
+        .route("/oauth2/token", post(oauth2::token::post_token))
+        .route("/oauth2/introspect", post(oauth2::token::post_introspect))
+        .route("/oauth2/revoke", post(oauth2::token::post_revoke))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

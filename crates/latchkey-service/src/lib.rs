@@ -11,6 +11,7 @@ mod events;
 pub mod keys;
 pub mod limits;
 pub mod master_key;
+pub mod oauth;
 pub mod org_tokens;
 pub mod orgs;
 pub mod sessions;
@@ -103,6 +104,7 @@ pub struct Service {
     limits: limits::Limiters,
     master_key: master_key::MasterKey,
     keys: keys::KeyRing,
+    deny_list: oauth::access_tokens::DenyList,
 }
 
 impl Service {
@@ -127,12 +129,14 @@ impl Service {
             limits: limiters,
             master_key,
             keys: keys::KeyRing::default(),
+            deny_list: oauth::access_tokens::DenyList::default(),
         })
     }
 
     /// Loads the signing keys, creating the first one on first start.
     pub async fn init(&self) -> ServiceResult<()> {
         self.load_signing_keys().await?;
+        self.load_deny_list().await?;
         self.ensure_signing_key().await
     }
 

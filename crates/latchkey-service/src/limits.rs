@@ -19,6 +19,8 @@ pub struct LimitSettings {
     pub invalid_tokens_per_ip: WindowLimit,
     /// Leak reports per address.
     pub leak_reports_per_ip: WindowLimit,
+    /// Failed client authentications per client at the OAuth endpoints.
+    pub client_auth_failures: WindowLimit,
 }
 
 impl Default for LimitSettings {
@@ -44,6 +46,11 @@ impl Default for LimitSettings {
                 window: PolicyDuration::from_secs(3_600),
                 block: PolicyDuration::ZERO,
             },
+            client_auth_failures: WindowLimit {
+                max: 10,
+                window: PolicyDuration::from_secs(60),
+                block: PolicyDuration::from_secs(60),
+            },
         }
     }
 }
@@ -53,6 +60,7 @@ pub(crate) struct Limiters {
     login_account: Mutex<Backoff<String>>,
     bad_tokens: Mutex<WindowCounter<IpAddr>>,
     leaks: Mutex<WindowCounter<IpAddr>>,
+    client_auth: Mutex<WindowCounter<String>>,
     /// Skips the lock on the verification path while no address has ever been refused.
     any_bad_token: AtomicBool,
 }
@@ -68,6 +76,7 @@ impl Limiters {
             login_account: Mutex::new(Backoff::new(s.login_failures)),
             bad_tokens: Mutex::new(WindowCounter::new(s.invalid_tokens_per_ip)),
             leaks: Mutex::new(WindowCounter::new(s.leak_reports_per_ip)),
+            client_auth: Mutex::new(WindowCounter::new(s.client_auth_failures)),
             any_bad_token: AtomicBool::new(false),
         }
     }
@@ -127,5 +136,15 @@ impl Limiters {
             Ok(mut c) => c.hit(&ip, now).map_or(Ok(()), |wait| Err(limited(wait))),
             Err(_) => Ok(()),
         }
+    }
+
+    /// Counts a failed client authentication; the wait, once over the limit. A correct secret
+    /// is never refused (at 256 bits the back-off is not what stops guessing; it stops floods),
+    /// so a flood of bad guesses cannot lock a client out.
+    pub(crate) fn client_auth_failure(&self, client_id: &str, now: Timestamp) -> Option<u64> {
+        self.client_auth
+            .lock()
+            .ok()
+            .and_then(|mut c| c.hit(&client_id.to_owned(), now))
     }
 }

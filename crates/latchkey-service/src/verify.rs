@@ -21,6 +21,16 @@ use latchkey_core::token_string::ParsedToken;
 use latchkey_core::{Refusal, Timestamp, TokenId, TokenSecret, TokenStatus};
 
 use crate::keys::looks_like_jwt;
+
+/// True when a JWT's header says `typ: at+jwt` (RFC 9068), without checking anything else.
+fn is_access_token(jwt: &str) -> bool {
+    jsonwebtoken::decode_header(jwt)
+        .ok()
+        .and_then(|h| h.typ)
+        .is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        })
+}
 use latchkey_store::{Owner, TokenRecord, TokenUsage};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -47,6 +57,10 @@ pub struct Verified {
     pub allowed_ips: Vec<IpNet>,
     /// The `/v1/me` answer, serialised once.
     pub me_body: Bytes,
+    /// RFC 7662 fields (without `active`) for introspection.
+    pub introspection: serde_json::Map<String, serde_json::Value>,
+    /// A stored token (uses are recorded); `false` for JWT access tokens.
+    stored: bool,
     ends_on_first_use: Option<TokenId>,
     first_use_seen: AtomicBool,
     last_use_at: AtomicI64,
@@ -97,6 +111,8 @@ fn ip_hash(ip: IpAddr) -> u64 {
 pub(crate) struct VerifyCache {
     generation: AtomicU64,
     entries: RwLock<HashMap<[u8; 32], Arc<Verified>>>,
+    /// Authenticated OAuth clients by the SHA-256 of their secret.
+    clients: RwLock<HashMap<[u8; 32], Arc<crate::oauth::token_endpoint::AuthenticatedClient>>>,
     epoch_seen: Mutex<Option<i64>>,
 }
 
@@ -117,19 +133,50 @@ impl VerifyCache {
         }
     }
 
-    /// Drops every entry; lookups in flight will not re-insert what they read before.
-    pub(crate) fn invalidate(&self) {
-        match self.entries.write() {
-            Ok(mut map) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
+    pub(crate) fn current_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn get_client(
+        &self,
+        hash: &[u8; 32],
+    ) -> Option<Arc<crate::oauth::token_endpoint::AuthenticatedClient>> {
+        self.clients.read().ok()?.get(hash).cloned()
+    }
+
+    pub(crate) fn insert_client_if_current(
+        &self,
+        generation: u64,
+        hash: [u8; 32],
+        client: Arc<crate::oauth::token_endpoint::AuthenticatedClient>,
+    ) {
+        // Lock order: entries, then clients (as in `invalidate`).
+        if let (Ok(_entries), Ok(mut map)) = (self.entries.write(), self.clients.write()) {
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            if map.len() >= MAX_CACHED {
                 map.clear();
             }
-            Err(poisoned) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                poisoned.into_inner().clear();
-                self.entries.clear_poison();
-            }
+            map.insert(hash, client);
         }
+    }
+
+    /// Drops every entry; lookups in flight will not re-insert what they read before.
+    pub(crate) fn invalidate(&self) {
+        // Lock order: entries, then clients (as in `insert_client_if_current`). The generation
+        // moves while the entries lock is held, so no lookup that read it before can insert.
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| {
+            self.entries.clear_poison();
+            poisoned.into_inner()
+        });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+        let mut clients = self.clients.write().unwrap_or_else(|poisoned| {
+            self.clients.clear_poison();
+            poisoned.into_inner()
+        });
+        clients.clear();
     }
 }
 
@@ -153,6 +200,21 @@ impl Service {
     }
 
     async fn verify_bearer_inner(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
+        let entry = self.lookup_token(text).await?;
+        tracing::Span::current().record("token.id", entry.token_id.as_str());
+        let now = self.now();
+        entry.check(now).map_err(ServiceError::Refused)?;
+        if !entry.allowed_ips.is_empty() && !entry.allowed_ips.iter().any(|net| net.contains(&ip)) {
+            self.note_refused_address(&entry, ip, now).await;
+            return Err(ServiceError::Refused(Refusal::IpNotAllowed));
+        }
+        self.note_use(&entry, now, ip);
+        Ok(entry)
+    }
+
+    /// What a presented string is, from the cache or from storage: not yet checked against the
+    /// clock or the caller's address.
+    pub(crate) async fn lookup_token(&self, text: &str) -> ServiceResult<Arc<Verified>> {
         // The string's own proof first (checksum, or signature on a cache miss): a malformed or
         // forged token never reaches storage.
         let is_jwt = looks_like_jwt(text);
@@ -167,39 +229,114 @@ impl Service {
             }
             parsed.hash()
         };
-        let entry = match self.cache.get(hash.as_bytes()) {
-            Some(entry) => entry,
-            None => {
-                if is_jwt {
-                    let (claims, _kid) = self
-                        .keys
-                        .verify::<serde_json::Value>(text, &["JWT"])
-                        .map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
-                    if claims["iss"].as_str() != Some(self.settings.public_url.as_str()) {
-                        return Err(ServiceError::Refused(Refusal::Malformed));
-                    }
-                }
-                let generation = self.cache.generation.load(Ordering::Acquire);
-                let token = self
-                    .store
-                    .find_token_by_hash(&hash)
-                    .await?
-                    .ok_or(ServiceError::Refused(Refusal::Unknown))?;
-                let entry = Arc::new(self.load_verified(token).await?);
-                self.cache
-                    .insert_if_current(generation, *hash.as_bytes(), entry.clone());
-                entry
-            }
-        };
-        tracing::Span::current().record("token.id", entry.token_id.as_str());
-        let now = self.now();
-        entry.check(now).map_err(ServiceError::Refused)?;
-        if !entry.allowed_ips.is_empty() && !entry.allowed_ips.iter().any(|net| net.contains(&ip)) {
-            self.note_refused_address(&entry, ip, now).await;
-            return Err(ServiceError::Refused(Refusal::IpNotAllowed));
+        if let Some(entry) = self.cache.get(hash.as_bytes()) {
+            return Ok(entry);
         }
-        self.note_use(&entry, now, ip);
+        let generation = self.cache.generation.load(Ordering::Acquire);
+        let entry = if is_jwt && is_access_token(text) {
+            let claims = self
+                .check_access_token(text, self.clock.now())
+                .map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+            self.load_access_token(claims).await?
+        } else {
+            if is_jwt {
+                let (claims, _kid) = self
+                    .keys
+                    .verify::<serde_json::Value>(text, &["JWT"])
+                    .map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
+                if claims["iss"].as_str() != Some(self.settings.public_url.as_str()) {
+                    return Err(ServiceError::Refused(Refusal::Malformed));
+                }
+            }
+            let token = self
+                .store
+                .find_token_by_hash(&hash)
+                .await?
+                .ok_or(ServiceError::Refused(Refusal::Unknown))?;
+            self.load_verified(token).await?
+        };
+        let entry = Arc::new(entry);
+        self.cache
+            .insert_if_current(generation, *hash.as_bytes(), entry.clone());
         Ok(entry)
+    }
+
+    /// RFC 7662: the fields of an active token, or `None` when it would be refused now.
+    pub(crate) async fn introspect_token(
+        &self,
+        text: &str,
+    ) -> ServiceResult<Option<Arc<Verified>>> {
+        match self.lookup_token(text).await {
+            Ok(entry) if entry.check(self.now()).is_ok() => Ok(Some(entry)),
+            Ok(_) | Err(ServiceError::Refused(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An access token's answer: a client-credentials token acts as the client's organisation.
+    async fn load_access_token(
+        &self,
+        claims: crate::oauth::access_tokens::AccessClaims,
+    ) -> ServiceResult<Verified> {
+        let malformed = || ServiceError::Refused(Refusal::Malformed);
+        let jti: TokenId = claims.jti.parse().map_err(|_| malformed())?;
+        let client = self.store.find_client(&claims.client_id).await?;
+        let client_live = client.as_ref().is_some_and(|c| c.deleted_at.is_none());
+        let org_id = client
+            .as_ref()
+            .map(|c| c.org_id.clone())
+            .ok_or_else(malformed)?;
+        let org = self.store.find_org(&org_id).await?;
+        let org_name = org.as_ref().map(|o| o.name.clone());
+        let principal = json!({
+            "kind": "client",
+            "id": claims.client_id,
+            "name": client.as_ref().map(|c| c.name.clone()),
+            "organisation": org_id,
+        });
+        let accounts = json!([{ "id": org_id, "name": org_name, "role": "organisation" }]);
+        let expires_at = Timestamp::from_unix_timestamp(claims.exp).map_err(|_| malformed())?;
+        let issued_at = Timestamp::from_unix_timestamp(claims.iat).map_err(|_| malformed())?;
+        let scopes: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        let body = json!({
+            "principal": principal,
+            "token": { "id": jti, "type": "access_token", "expires_at": expires_at.format(&Rfc3339).ok() },
+            "accounts": accounts,
+            "scopes": scopes,
+        });
+        let me_body =
+            serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut introspection = serde_json::Map::new();
+        introspection.insert("scope".into(), json!(claims.scope));
+        introspection.insert("client_id".into(), json!(claims.client_id));
+        introspection.insert("token_type".into(), json!("Bearer"));
+        introspection.insert("sub".into(), json!(claims.sub));
+        introspection.insert("aud".into(), claims.aud.clone());
+        introspection.insert("iss".into(), json!(claims.iss));
+        introspection.insert("iat".into(), json!(claims.iat));
+        introspection.insert("exp".into(), json!(claims.exp));
+        introspection.insert("jti".into(), json!(claims.jti));
+        introspection.insert("principal".into(), principal);
+        introspection.insert("accounts".into(), accounts);
+        Ok(Verified {
+            revoked: self.is_denied(&claims.jti) || !client_live,
+            owner_enabled: org.is_some_and(|o| o.api_tokens_enabled),
+            first_use_seen: AtomicBool::new(true),
+            last_use_at: AtomicI64::new(0),
+            last_use_ip: AtomicU64::new(0),
+            me_body: Bytes::from(me_body),
+            introspection,
+            stored: false,
+            allowed_ips: Vec::new(),
+            ends_on_first_use: None,
+            token_id: jti,
+            token_type: "access_token".to_owned(),
+            owner: Owner::Organisation(org_id),
+            // Clock skew between servers: accept a token issued up to the leeway "early".
+            active_from: issued_at
+                - time::Duration::seconds(crate::oauth::access_tokens::LEEWAY_SECS),
+            expires_at: Some(expires_at),
+        })
     }
 
     /// The first refusal from an address is written to the owner's audit log (and, with
@@ -239,6 +376,9 @@ impl Service {
     }
 
     fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
+        if !entry.stored {
+            return;
+        }
         if entry.should_record(now.unix_timestamp(), ip_hash(ip))
             && let Ok(mut pending) = self.usage.pending.lock()
         {
@@ -303,6 +443,19 @@ impl Service {
         });
         let me_body =
             serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut introspection = serde_json::Map::new();
+        introspection.insert("scope".into(), json!(token.scopes.join(" ")));
+        introspection.insert("token_type".into(), json!(token.token_type));
+        introspection.insert("sub".into(), json!(token.owner.id()));
+        introspection.insert("iat".into(), json!(token.created_at.unix_timestamp()));
+        introspection.insert("nbf".into(), json!(token.active_from.unix_timestamp()));
+        if let Some(exp) = token.expires_at {
+            introspection.insert("exp".into(), json!(exp.unix_timestamp()));
+        }
+        introspection.insert("iss".into(), json!(self.settings.public_url));
+        introspection.insert("jti".into(), json!(token.id));
+        introspection.insert("principal".into(), body["principal"].clone());
+        introspection.insert("accounts".into(), body["accounts"].clone());
         let last_ip = token
             .last_used_ip
             .as_deref()
@@ -319,6 +472,8 @@ impl Service {
             ),
             last_use_ip: AtomicU64::new(last_ip),
             me_body: Bytes::from(me_body),
+            introspection,
+            stored: true,
             // A stored allowlist that does not parse fails closed (an error), never open.
             allowed_ips: crate::tokens::parse_allowed_ips(&token.allowed_ips).map_err(|_| {
                 ServiceError::Internal(format!(
@@ -391,6 +546,9 @@ impl Service {
             // Another process may have rotated the signing keys.
             if let Err(e) = self.load_signing_keys().await {
                 tracing::warn!(error = %e, "could not reload the signing keys");
+            }
+            if let Err(e) = self.load_deny_list().await {
+                tracing::warn!(error = %e, "could not reload the access-token deny-list");
             }
         }
     }

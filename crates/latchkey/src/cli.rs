@@ -45,6 +45,9 @@ pub enum Command {
     /// List and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// OAuth2 clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Signing keys (JWT-format tokens, OAuth2 access tokens).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -118,6 +121,34 @@ pub enum UserCommand {
         /// The user whose tokens to revoke.
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create an OAuth2 client for an organisation; prints its id and secret (shown once).
+    Create {
+        /// The organisation id (org_…).
+        #[arg(long)]
+        org: String,
+        /// The client's name, shown on consent pages.
+        #[arg(long)]
+        name: String,
+        /// client_credentials, authorization_code or refresh_token; repeat for several.
+        #[arg(long = "grant", value_name = "G", required = true)]
+        grants: Vec<String>,
+        /// An exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", value_name = "U")]
+        redirect_uris: Vec<String>,
+        /// A scope the client may ask for; repeat for several.
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Allow the client to call the introspection endpoint.
+        #[arg(long)]
+        introspect: bool,
+        /// A public client: no secret (PKCE required).
+        #[arg(long)]
+        public: bool,
     },
 }
 
@@ -341,6 +372,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(service_err)?;
             print_revoked(json_mode, &ids);
+            Ok(())
+        }
+        Command::Client(ClientCommand::Create {
+            org,
+            name,
+            grants,
+            redirect_uris,
+            scopes,
+            introspect,
+            public,
+        }) => {
+            let service = operator_service(&config()?).await?;
+            let org = service.find_org(&org).await.map_err(service_err)?;
+            let spec = latchkey_service::oauth::clients::ClientSpec {
+                name,
+                grant_types: grants,
+                redirect_uris,
+                scopes,
+                confidential: !public,
+                can_introspect: introspect,
+            };
+            let created = service
+                .create_client(&caller, &org, spec)
+                .await
+                .map_err(service_err)?;
+            let secret = created.secret.as_ref().map(|(_, s)| s.expose().to_owned());
+            output(
+                json_mode,
+                json!({ "client_id": created.client.id, "client_secret": secret }),
+                match &secret {
+                    Some(secret) => format!(
+                        "client_id: {}\nclient_secret: {secret}\n(the secret is shown only this once)",
+                        created.client.id
+                    ),
+                    None => format!(
+                        "client_id: {} (public client: no secret)",
+                        created.client.id
+                    ),
+                },
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate) => {

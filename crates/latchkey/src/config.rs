@@ -53,6 +53,9 @@ pub struct LimitsConfig {
     pub invalid_token_block: PolicyDuration,
     /// Leak reports per address per hour.
     pub leak_reports_per_ip_per_hour: u32,
+    /// Failed client authentications per OAuth client per minute, then its failures wait.
+    pub client_auth_failures_per_minute: u32,
+    pub client_auth_block: PolicyDuration,
 }
 
 impl Default for LimitsConfig {
@@ -65,6 +68,8 @@ impl Default for LimitsConfig {
             invalid_tokens_per_ip_per_minute: 60,
             invalid_token_block: PolicyDuration::from_secs(300),
             leak_reports_per_ip_per_hour: 60,
+            client_auth_failures_per_minute: 10,
+            client_auth_block: PolicyDuration::from_secs(60),
         }
     }
 }
@@ -93,6 +98,11 @@ impl LimitsConfig {
                 max: self.leak_reports_per_ip_per_hour,
                 window: PolicyDuration::from_secs(3_600),
                 block: PolicyDuration::ZERO,
+            },
+            client_auth_failures: WindowLimit {
+                max: self.client_auth_failures_per_minute,
+                window: minute,
+                block: self.client_auth_block,
             },
         }
     }
@@ -253,6 +263,8 @@ login_max_delay = "15m"
 invalid_tokens_per_ip_per_minute = 60    # refused bearer tokens, then the address waits
 invalid_token_block = "5m"
 leak_reports_per_ip_per_hour = 60
+client_auth_failures_per_minute = 10     # OAuth clients, then their failures wait
+client_auth_block = "60s"
 
 # Override a built-in token type (personal, api, s2s, links) or define a new one.
 # [token_types.personal]

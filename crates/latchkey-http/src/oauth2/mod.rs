@@ -1,0 +1,4 @@
+//! The OAuth2 endpoints (SPEC 3): form bodies in, RFC 6749 JSON errors out.
+
+pub mod metadata;
+pub mod token;

@@ -1,0 +1,210 @@
+//! `POST /oauth2/token`, `/oauth2/introspect`, `/oauth2/revoke`: form-urlencoded only, client
+//! authentication by HTTP Basic or form fields, errors exactly as RFC 6749 §5.2.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use latchkey_core::oauth::{OAuthError, OAuthErrorCode, parse_form};
+use latchkey_service::oauth::OAuthFailure;
+use latchkey_service::oauth::token_endpoint::BasicCredentials;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The body limit of the OAuth endpoints (SECURITY.md).
+pub const MAX_FORM: usize = 64 * 1024;
+
+fn oauth_error(e: &OAuthError, used_basic: bool) -> Response {
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (
+        status,
+        Json(json!({ "error": e.code.as_str(), "error_description": e.description })),
+    )
+        .into_response();
+    if e.code == OAuthErrorCode::InvalidClient && used_basic {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"latchkey\""),
+        );
+    }
+    no_store(&mut response);
+    response
+}
+
+fn failure(f: OAuthFailure, used_basic: bool) -> Response {
+    match f {
+        OAuthFailure::OAuth(e) => oauth_error(&e, used_basic),
+        OAuthFailure::SlowDown { retry_after_secs } => {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({ "error": "invalid_client", "error_description": "too many failed client authentications: retry later" })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
+            response
+        }
+        OAuthFailure::Service(e) => ApiError(e).into_response(),
+    }
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn invalid_request(description: &str) -> OAuthFailure {
+    OAuthFailure::OAuth(OAuthError::new(OAuthErrorCode::InvalidRequest, description))
+}
+
+/// Decodes `x-www-form-urlencoded` percent escapes of a Basic credential part (RFC 6749 §2.3.1).
+fn form_decode(part: &str) -> Option<String> {
+    let pairs = parse_form(format!("v={part}").as_bytes()).ok()?;
+    Some(pairs.get("v").cloned().unwrap_or_default())
+}
+
+/// Reads the `Authorization: Basic` credentials; other schemes are ignored, a malformed Basic
+/// header is `invalid_client`.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, OAuthFailure> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || {
+        OAuthFailure::OAuth(OAuthError::new(
+            OAuthErrorCode::InvalidClient,
+            "malformed Basic credentials",
+        ))
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    let Some((scheme, encoded)) = text.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let (client_id, client_secret) = (
+        form_decode(id).ok_or_else(bad)?,
+        form_decode(secret).ok_or_else(bad)?,
+    );
+    if client_id.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(BasicCredentials {
+        client_id,
+        client_secret,
+    }))
+}
+
+/// The checks every OAuth endpoint makes before the service sees the request.
+fn preflight(headers: &HeaderMap, body: &Bytes) -> Result<Option<BasicCredentials>, OAuthFailure> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    if body.len() > MAX_FORM {
+        return Err(invalid_request("the body is larger than 64 KiB"));
+    }
+    basic_credentials(headers)
+}
+
+fn has_basic(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+}
+
+pub async fn post_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let used_basic = has_basic(&headers);
+    let basic = match preflight(&headers, &body) {
+        Ok(basic) => basic,
+        Err(f) => return failure(f, used_basic),
+    };
+    match state.service.token(basic.as_ref(), &body).await {
+        Ok(issued) => {
+            let mut response = Json(json!({
+                "access_token": issued.jwt,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope.join(" "),
+            }))
+            .into_response();
+            no_store(&mut response);
+            response
+        }
+        Err(f) => failure(f, used_basic),
+    }
+}
+
+pub async fn post_introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let used_basic = has_basic(&headers);
+    let basic = match preflight(&headers, &body) {
+        Ok(basic) => basic,
+        Err(f) => return failure(f, used_basic),
+    };
+    match state.service.introspect(basic.as_ref(), &body).await {
+        Ok(answer) => {
+            let mut response = Json(answer).into_response();
+            no_store(&mut response);
+            response
+        }
+        Err(f) => failure(f, used_basic),
+    }
+}
+
+pub async fn post_revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let used_basic = has_basic(&headers);
+    let basic = match preflight(&headers, &body) {
+        Ok(basic) => basic,
+        Err(f) => return failure(f, used_basic),
+    };
+    match state
+        .service
+        .revoke_oauth_token(basic.as_ref(), &body)
+        .await
+    {
+        Ok(()) => {
+            let mut response = StatusCode::OK.into_response();
+            no_store(&mut response);
+            response
+        }
+        Err(f) => failure(f, used_basic),
+    }
+}

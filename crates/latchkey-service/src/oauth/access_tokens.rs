@@ -1,0 +1,125 @@
+//! JWT access tokens (RFC 9068): issued by the token endpoint, verified by `/v1/me` and
+//! introspection. They are not stored; a revoked one is kept on a deny-list until it expires.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use latchkey_core::{Timestamp, TokenId};
+use latchkey_store::OAuthClient;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::crypto::random_bytes;
+use crate::error::{ServiceError, ServiceResult};
+use crate::{Service, keys::JwtRejection};
+
+/// RFC 9068 §4 "MUST" check the time claims; allow this much clock skew.
+pub const LEEWAY_SECS: i64 = 30;
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Revoked access tokens, by `jti`, mirrored from storage.
+#[derive(Default)]
+pub struct DenyList(RwLock<HashSet<String>>);
+
+impl DenyList {
+    pub fn contains(&self, jti: &str) -> bool {
+        self.0.read().map(|set| set.contains(jti)).unwrap_or(true)
+    }
+    fn replace(&self, jtis: Vec<String>) {
+        if let Ok(mut set) = self.0.write() {
+            *set = jtis.into_iter().collect();
+        }
+    }
+}
+
+/// The claims Latchkey puts in (and reads from) an access token.
+#[derive(Debug, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Value,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub org_id: Option<String>,
+}
+
+/// An access token just signed.
+pub struct IssuedAccessToken {
+    pub jwt: String,
+    pub expires_in: u64,
+    pub scope: Vec<String>,
+}
+
+impl Service {
+    /// Signs an access token for `client` (client credentials: it acts as its organisation).
+    pub(crate) fn issue_client_access_token(
+        &self,
+        client: &OAuthClient,
+        scope: Vec<String>,
+    ) -> ServiceResult<IssuedAccessToken> {
+        let now = self.clock.now();
+        let key = self
+            .keys
+            .current(self.settings.signing_alg, now)
+            .ok_or_else(|| ServiceError::Internal("no signing key can sign now".into()))?;
+        let ttl = self.settings.access_token_ttl.as_secs();
+        let iat = now.unix_timestamp();
+        let jti = TokenId::from_random(random_bytes()?);
+        let claims = json!({
+            "iss": self.settings.public_url,
+            "sub": client.id,
+            "aud": self.settings.public_url,
+            "exp": iat + i64::try_from(ttl).unwrap_or(900),
+            "iat": iat,
+            "jti": jti,
+            "client_id": client.id,
+            "scope": scope.join(" "),
+            "org_id": client.org_id,
+        });
+        let jwt = key.sign_jwt(ACCESS_TOKEN_TYP, &claims)?;
+        Ok(IssuedAccessToken {
+            jwt,
+            expires_in: ttl,
+            scope,
+        })
+    }
+
+    /// Checks an access token's signature and claims (RFC 9068 §4) against our keys and clock.
+    pub(crate) fn check_access_token(
+        &self,
+        jwt: &str,
+        now: Timestamp,
+    ) -> Result<AccessClaims, JwtRejection> {
+        let (claims, _kid) = self
+            .keys
+            .verify::<AccessClaims>(jwt, &[ACCESS_TOKEN_TYP, "application/at+jwt"])?;
+        let aud_ok = match &claims.aud {
+            Value::String(a) => a == &self.settings.public_url,
+            Value::Array(list) => list
+                .iter()
+                .any(|a| a.as_str() == Some(self.settings.public_url.as_str())),
+            _ => false,
+        };
+        let now = now.unix_timestamp();
+        if claims.iss != self.settings.public_url || !aud_ok || claims.iat > now + LEEWAY_SECS {
+            return Err(JwtRejection::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// Reloads the deny-list from storage.
+    pub(crate) async fn load_deny_list(&self) -> ServiceResult<()> {
+        let jtis = self.store.list_revoked_access_tokens(self.now()).await?;
+        self.deny_list.replace(jtis);
+        Ok(())
+    }
+
+    pub(crate) fn is_denied(&self, jti: &str) -> bool {
+        self.deny_list.contains(jti)
+    }
+}
