@@ -124,6 +124,28 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
     }
 }
 
+/// Query-string parameters of type `T`: a query string that does not fit is `400
+/// invalid_request` in the error envelope (axum's own rejection is plain text).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| {
+                // serde_urlencoded's messages name the parameter, never echo long values.
+                let message = format!("invalid query string: {}", e.body_text());
+                ApiError::client(
+                    ErrorCode::InvalidRequest,
+                    message.chars().take(300).collect::<String>(),
+                )
+            })
+    }
+}
+
 /// A signed-in user and the caller context for audit events.
 pub struct SignedIn {
     pub session: SessionUser,

@@ -1,7 +1,7 @@
 //! Audit logs: `GET /v1/user/events` and `GET /v1/orgs/{org}/events` (admins), newest first.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_store::{Event, EventFilter, EventScope};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::api::views::EventView;
 use crate::error::ApiResult;
-use crate::extract::SignedIn;
+use crate::extract::{QueryParams, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +38,7 @@ fn page(path: &str, events: &[Event], limit: u32) -> Response {
 pub async fn list_user_events(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let filter = EventFilter {
@@ -54,7 +54,7 @@ pub async fn list_org_events(
     State(state): State<AppState>,
     me: SignedIn,
     Path(org): Path<String>,
-    Query(q): Query<PageQuery>,
+    QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult<Response> {
     let org = state
         .service

@@ -74,8 +74,9 @@ pub async fn create_org_token(
     Ok(created_or_replayed(&state, &outcome))
 }
 
-/// One token, with what it reaches right now: the organisation itself, while it is live and the
-/// organisation's tokens are switched on.
+/// One token, with what it reaches right now: the organisation itself, while it is live, the
+/// organisation's tokens are switched on and the organisation has the feature its type needs
+/// (the checks `/v1/me` makes).
 pub async fn get_org_token(
     State(state): State<AppState>,
     me: SignedIn,
@@ -83,7 +84,16 @@ pub async fn get_org_token(
 ) -> ApiResult<Json<Value>> {
     let (org, token) = state.service.org_token(&me.session.user, &org, &id).await?;
     let now = state.service.now();
-    let reaches = token.status(now).is_live() && org.api_tokens_enabled;
+    let type_ok = state
+        .service
+        .types()
+        .get(&token.token_type)
+        .is_some_and(|p| {
+            p.requires_feature
+                .as_ref()
+                .is_none_or(|f| org.features.contains(f))
+        });
+    let reaches = token.status(now).is_live() && org.api_tokens_enabled && type_ok;
     let accounts = if reaches {
         vec![json!({ "id": org.id, "name": org.name, "role": "organisation" })]
     } else {
