@@ -7,13 +7,18 @@
 
 mod helpers;
 
+mod audit;
 mod cli;
 mod crash;
 mod errors;
+mod governance;
 mod keys;
 mod limits;
 mod logs;
 mod me;
+mod org_helpers;
+mod org_policies;
+mod org_tokens;
 mod orgs;
 mod personal_tokens;
 mod sessions;
