@@ -14,6 +14,7 @@ pub enum OAuthErrorCode {
     UnsupportedGrantType,
     InvalidScope,
     UnsupportedTokenType,
+    UnsupportedResponseType,
     AccessDenied,
 }
 
@@ -27,6 +28,7 @@ impl OAuthErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::AccessDenied => "access_denied",
         }
     }
@@ -193,6 +195,55 @@ fn percent_decode(text: &str) -> Result<String, OAuthError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
+/// A PKCE code verifier (RFC 7636 §4.1): 43 to 128 characters of `[A-Za-z0-9-._~]`.
+pub fn is_code_verifier(text: &str) -> bool {
+    (43..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The `S256` challenge of a verifier: `BASE64URL(SHA256(verifier))` (RFC 7636 §4.2).
+pub fn pkce_s256(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Checks a verifier against a stored `S256` challenge, in constant time.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    is_code_verifier(verifier)
+        && bool::from(pkce_s256(verifier).as_bytes().ct_eq(challenge.as_bytes()))
+}
+
+/// Percent-encodes a query parameter value (`application/x-www-form-urlencoded`).
+pub fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `redirect_uri` with `params` appended to its query (RFC 6749 §4.1.2).
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    let mut url = redirect_uri.to_owned();
+    let mut sep = if url.contains('?') { '&' } else { '?' };
+    for (k, v) in params {
+        url.push(sep);
+        url.push_str(&form_encode(k));
+        url.push('=');
+        url.push_str(&form_encode(v));
+        sep = '&';
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +289,37 @@ mod tests {
         );
         assert!(parse_scope_list("bad\"quote").is_err());
         assert_eq!(parse_scope_list(""), Ok(vec![]));
+    }
+
+    #[test]
+    fn pkce_s256_matches_the_rfc_7636_example() {
+        // RFC 7636, Appendix B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert_eq!(
+            pkce_s256(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert!(pkce_matches(
+            verifier,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!pkce_matches("short", &pkce_s256("short")));
+        assert!(!pkce_matches(
+            verifier,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
+        ));
+    }
+
+    #[test]
+    fn redirects_keep_existing_queries_and_encode_values() {
+        assert_eq!(
+            redirect_with("https://a.example/cb", &[("code", "x y"), ("state", "s&t")]),
+            "https://a.example/cb?code=x%20y&state=s%26t"
+        );
+        assert_eq!(
+            redirect_with("https://a.example/cb?x=1", &[("error", "access_denied")]),
+            "https://a.example/cb?x=1&error=access_denied"
+        );
     }
 
     #[test]

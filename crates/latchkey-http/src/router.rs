@@ -125,6 +125,11 @@ fn routes() -> Router<AppState> {
             "/.well-known/oauth-authorization-server",
             get(oauth2::metadata::get_metadata),
         )
+        .route(
+            "/oauth2/authorize",
+            get(oauth2::authorize::get_authorize).post(oauth2::authorize::post_authorize),
+        )
+        .route("/oauth2/login", post(oauth2::authorize::post_login))
         .route("/oauth2/token", post(oauth2::token::post_token))
         .route("/oauth2/introspect", post(oauth2::token::post_introspect))
         .route("/oauth2/revoke", post(oauth2::token::post_revoke))

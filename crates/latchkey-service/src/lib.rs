@@ -44,6 +44,10 @@ pub struct ServiceSettings {
     /// The longest-lived JWT signed without a stored token (OAuth access tokens): a retired key
     /// stays published this long.
     pub access_token_ttl: PolicyDuration,
+    /// Lifetime of an authorization code (60 s).
+    pub code_ttl: PolicyDuration,
+    /// Lifetime of a refresh token (30 days).
+    pub refresh_token_ttl: PolicyDuration,
 }
 
 /// Who is asking, and from where: recorded in audit events.

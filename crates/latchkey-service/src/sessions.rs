@@ -170,3 +170,20 @@ impl Service {
             .await?)
     }
 }
+
+/// The CSRF token of a session: derived from the session secret, so it needs no storage and
+/// dies with the session. Forms carry it; the server recomputes and compares in constant time.
+pub fn csrf_token_for(session_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("latchkey-csrf\0{session_token}").as_bytes());
+    digest.iter().take(24).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn csrf_token_matches(session_token: &str, presented: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(
+        csrf_token_for(session_token)
+            .as_bytes()
+            .ct_eq(presented.as_bytes()),
+    )
+}

@@ -288,13 +288,47 @@ impl Service {
             .ok_or_else(malformed)?;
         let org = self.store.find_org(&org_id).await?;
         let org_name = org.as_ref().map(|o| o.name.clone());
-        let principal = json!({
-            "kind": "client",
-            "id": claims.client_id,
-            "name": client.as_ref().map(|c| c.name.clone()),
-            "organisation": org_id,
-        });
-        let accounts = json!([{ "id": org_id, "name": org_name, "role": "organisation" }]);
+        let client_name = client.as_ref().map(|c| c.name.clone());
+        // An authorization-code token acts as the user who consented, for that client; a
+        // client-credentials token as the client's organisation.
+        let (principal, accounts, owner, owner_enabled) =
+            match claims.sub.parse::<latchkey_core::UserId>() {
+                Ok(user_id) => {
+                    let user = self.store.find_user(&user_id).await?;
+                    let memberships = self.store.list_user_accounts(&user_id).await?;
+                    let principal = json!({
+                        "kind": "user",
+                        "id": user_id,
+                        "email": user.as_ref().map(|u| u.email.as_str()),
+                        "client_id": claims.client_id,
+                        "client_name": client_name,
+                    });
+                    let accounts: Vec<_> = memberships
+                        .iter()
+                        .filter(|a| a.api_tokens_enabled)
+                        .map(|a| json!({ "id": a.org_id, "name": a.org_name, "role": a.role }))
+                        .collect();
+                    let enabled = user.is_some_and(|u| !u.disabled && u.api_tokens_enabled);
+                    (principal, json!(accounts), Owner::User(user_id), enabled)
+                }
+                Err(_) => {
+                    let principal = json!({
+                        "kind": "client",
+                        "id": claims.client_id,
+                        "name": client_name,
+                        "organisation": org_id,
+                    });
+                    let accounts =
+                        json!([{ "id": org_id, "name": org_name, "role": "organisation" }]);
+                    let enabled = org.as_ref().is_some_and(|o| o.api_tokens_enabled);
+                    (
+                        principal,
+                        accounts,
+                        Owner::Organisation(org_id.clone()),
+                        enabled,
+                    )
+                }
+            };
         let expires_at = Timestamp::from_unix_timestamp(claims.exp).map_err(|_| malformed())?;
         let issued_at = Timestamp::from_unix_timestamp(claims.iat).map_err(|_| malformed())?;
         let scopes: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
@@ -319,8 +353,8 @@ impl Service {
         introspection.insert("principal".into(), principal);
         introspection.insert("accounts".into(), accounts);
         Ok(Verified {
-            revoked: self.is_denied(&claims.jti) || !client_live,
-            owner_enabled: org.is_some_and(|o| o.api_tokens_enabled),
+            revoked: self.is_denied(&claims.jti, claims.grant.as_deref()) || !client_live,
+            owner_enabled,
             first_use_seen: AtomicBool::new(true),
             last_use_at: AtomicI64::new(0),
             last_use_ip: AtomicU64::new(0),
@@ -331,7 +365,7 @@ impl Service {
             ends_on_first_use: None,
             token_id: jti,
             token_type: "access_token".to_owned(),
-            owner: Owner::Organisation(org_id),
+            owner,
             // Clock skew between servers: accept a token issued up to the leeway "early".
             active_from: issued_at
                 - time::Duration::seconds(crate::oauth::access_tokens::LEEWAY_SECS),

@@ -207,6 +207,35 @@ pub trait Store: Send + Sync + 'static {
     /// The deny-list at `now` (expired entries are dropped as a side effect).
     async fn list_revoked_access_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>>;
 
+    /// Stores a consent and its first authorization code, in one transaction.
+    async fn create_grant_with_code(
+        &self,
+        grant: &OAuthGrant,
+        code: &NewAuthCode,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>>;
+    /// Marks the code used (atomically: one caller wins) if it is unused and unexpired at `now`.
+    async fn consume_auth_code(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Consumed<NewAuthCode>>;
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
+    /// The grant a refresh token belongs to, if the token exists (used or not).
+    async fn find_refresh_grant(&self, hash: &TokenHash) -> StoreResult<Option<String>>;
+    /// Marks the refresh token used (atomically) and stores its successor, in one transaction.
+    async fn rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        next: &NewRefreshToken,
+    ) -> StoreResult<Consumed<RefreshTokenRecord>>;
+    /// Revokes a grant: its refresh tokens and access tokens stop working. Returns whether it did.
+    async fn revoke_grant(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
+    /// Ids of grants revoked whose access tokens may still be unexpired.
+    async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
+
     /// An event that records something that changed nothing (a refused attempt).
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;

@@ -304,3 +304,55 @@ pub struct ClientSecretRecord {
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
+
+/// What one consent (authorization code grant) produced: codes, refresh tokens and access
+/// tokens all carry its id, so revoking it refuses all of them.
+#[derive(Debug, Clone)]
+pub struct OAuthGrant {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: Option<UserId>,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuthCode {
+    pub code_hash: TokenHash,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What consuming a code (or a refresh token) found.
+#[derive(Debug, Clone)]
+pub enum Consumed<T> {
+    /// Used now, for the first time.
+    Fresh(T),
+    /// Used before: the caller revokes its grant (a replay).
+    Reused { grant_id: String },
+    /// Unknown or expired.
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub token_hash: TokenHash,
+    pub grant_id: String,
+    pub client_id: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub grant_id: String,
+    pub client_id: String,
+    pub expires_at: Timestamp,
+}

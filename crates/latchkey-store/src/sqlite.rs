@@ -300,6 +300,22 @@ async fn insert_client_secret(
     Ok(())
 }
 
+async fn insert_refresh(
+    tx: &mut Transaction<'static, Sqlite>,
+    t: &NewRefreshToken,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(t.token_hash.as_bytes().as_slice())
+        .bind(&t.grant_id)
+        .bind(&t.client_id)
+        .bind(ts(t.created_at))
+        .bind(ts(t.expires_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("refresh token"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -1203,6 +1219,189 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err("revoked access token"))?;
         rows.iter().map(|r| get(r, "jti")).collect()
+    }
+
+    async fn create_grant_with_code(
+        &self,
+        g: &OAuthGrant,
+        c: &NewAuthCode,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO oauth_grants (id, client_id, user_id, scopes, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&g.id)
+            .bind(&g.client_id)
+            .bind(g.user_id.as_ref().map(UserId::as_str))
+            .bind(g.scopes.join(" "))
+            .bind(ts(g.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("grant"))?;
+        sqlx::query(
+            "INSERT INTO auth_codes (code_hash, grant_id, client_id, user_id, redirect_uri, code_challenge, scopes, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.code_hash.as_bytes().as_slice())
+        .bind(&c.grant_id)
+        .bind(&c.client_id)
+        .bind(c.user_id.as_str())
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(c.scopes.join(" "))
+        .bind(ts(c.created_at))
+        .bind(ts(c.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("authorization code"))?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("grant"))
+    }
+
+    async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>> {
+        let row = sqlx::query("SELECT * FROM oauth_grants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("grant"))?;
+        row.map(|r| {
+            let user: Option<String> = get(&r, "user_id")?;
+            Ok(OAuthGrant {
+                id: get(&r, "id")?,
+                client_id: get(&r, "client_id")?,
+                user_id: user.map(|u| parse(&u, "user id")).transpose()?,
+                scopes: split_scopes(&get::<String>(&r, "scopes")?),
+                created_at: from_ts(get(&r, "created_at")?)?,
+                revoked_at: opt_ts(get(&r, "revoked_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn consume_auth_code(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Consumed<NewAuthCode>> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("authorization code"))?;
+        let Some(row) = row else {
+            return Ok(Consumed::Invalid);
+        };
+        let grant_id: String = get(&row, "grant_id")?;
+        if get::<Option<i64>>(&row, "used_at")?.is_some() {
+            return Ok(Consumed::Reused { grant_id });
+        }
+        if get::<i64>(&row, "expires_at")? <= ts(now) {
+            return Ok(Consumed::Invalid);
+        }
+        sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ?")
+            .bind(ts(now))
+            .bind(hash.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("authorization code"))?;
+        tx.commit().await.map_err(db_err("authorization code"))?;
+        Ok(Consumed::Fresh(NewAuthCode {
+            code_hash: *hash,
+            grant_id,
+            client_id: get(&row, "client_id")?,
+            user_id: parse(&get::<String>(&row, "user_id")?, "user id")?,
+            redirect_uri: get(&row, "redirect_uri")?,
+            code_challenge: get(&row, "code_challenge")?,
+            scopes: split_scopes(&get::<String>(&row, "scopes")?),
+            created_at: from_ts(get(&row, "created_at")?)?,
+            expires_at: from_ts(get(&row, "expires_at")?)?,
+        }))
+    }
+
+    async fn insert_refresh_token(&self, t: &NewRefreshToken) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        insert_refresh(&mut tx, t).await?;
+        tx.commit().await.map_err(db_err("refresh token"))
+    }
+
+    async fn find_refresh_grant(&self, hash: &TokenHash) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT grant_id FROM refresh_tokens WHERE token_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("refresh token"))?;
+        row.map(|r| get(&r, "grant_id")).transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        next: &NewRefreshToken,
+    ) -> StoreResult<Consumed<RefreshTokenRecord>> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "SELECT r.*, g.revoked_at AS grant_revoked_at FROM refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = ?",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("refresh token"))?;
+        let Some(row) = row else {
+            return Ok(Consumed::Invalid);
+        };
+        let grant_id: String = get(&row, "grant_id")?;
+        if get::<Option<i64>>(&row, "used_at")?.is_some() {
+            return Ok(Consumed::Reused { grant_id });
+        }
+        if get::<i64>(&row, "expires_at")? <= ts(now)
+            || get::<Option<i64>>(&row, "grant_revoked_at")?.is_some()
+        {
+            return Ok(Consumed::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
+            .bind(ts(now))
+            .bind(hash.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("refresh token"))?;
+        insert_refresh(&mut tx, next).await?;
+        tx.commit().await.map_err(db_err("refresh token"))?;
+        Ok(Consumed::Fresh(RefreshTokenRecord {
+            grant_id,
+            client_id: get(&row, "client_id")?,
+            expires_at: from_ts(get(&row, "expires_at")?)?,
+        }))
+    }
+
+    async fn revoke_grant(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE oauth_grants SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("grant"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("grant"))?;
+        Ok(true)
+    }
+
+    async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM oauth_grants WHERE revoked_at IS NOT NULL AND revoked_at > ?",
+        )
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("grant"))?;
+        rows.iter().map(|r| get(r, "id")).collect()
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {

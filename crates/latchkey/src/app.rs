@@ -48,6 +48,8 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
         signing_alg: config.signing_alg()?,
         key_publish_ahead: config.oauth.key_publish_ahead,
         access_token_ttl: config.oauth.access_token_ttl,
+        code_ttl: config.oauth.code_ttl,
+        refresh_token_ttl: config.oauth.refresh_token_ttl,
     };
     let master_key = load_or_create_master_key(&config.master_key_file())?;
     let service = Service::new(store, clock, config.token_types()?, settings, master_key)

@@ -1,4 +1,5 @@
 //! The OAuth2 endpoints (SPEC 3): form bodies in, RFC 6749 JSON errors out.
 
+pub mod authorize;
 pub mod metadata;
 pub mod token;

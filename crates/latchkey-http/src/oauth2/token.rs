@@ -151,13 +151,18 @@ pub async fn post_token(
     };
     match state.service.token(basic.as_ref(), &body).await {
         Ok(issued) => {
-            let mut response = Json(json!({
+            let mut body = json!({
                 "access_token": issued.jwt,
                 "token_type": "Bearer",
                 "expires_in": issued.expires_in,
                 "scope": issued.scope.join(" "),
-            }))
-            .into_response();
+            });
+            if let (Some(refresh), serde_json::Value::Object(map)) =
+                (&issued.refresh_token, &mut body)
+            {
+                map.insert("refresh_token".into(), json!(refresh));
+            }
+            let mut response = Json(body).into_response();
             no_store(&mut response);
             response
         }

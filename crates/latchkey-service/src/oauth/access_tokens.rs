@@ -17,17 +17,32 @@ use crate::{Service, keys::JwtRejection};
 pub const LEEWAY_SECS: i64 = 30;
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
-/// Revoked access tokens, by `jti`, mirrored from storage.
+/// Revoked access tokens (by `jti`) and revoked grants (by id), mirrored from storage.
 #[derive(Default)]
-pub struct DenyList(RwLock<HashSet<String>>);
+pub struct DenyList {
+    jtis: RwLock<HashSet<String>>,
+    grants: RwLock<HashSet<String>>,
+}
 
 impl DenyList {
     pub fn contains(&self, jti: &str) -> bool {
-        self.0.read().map(|set| set.contains(jti)).unwrap_or(true)
+        self.jtis
+            .read()
+            .map(|set| set.contains(jti))
+            .unwrap_or(true)
     }
-    fn replace(&self, jtis: Vec<String>) {
-        if let Ok(mut set) = self.0.write() {
+    pub fn contains_grant(&self, grant: &str) -> bool {
+        self.grants
+            .read()
+            .map(|set| set.contains(grant))
+            .unwrap_or(true)
+    }
+    fn replace(&self, jtis: Vec<String>, grants: Vec<String>) {
+        if let Ok(mut set) = self.jtis.write() {
             *set = jtis.into_iter().collect();
+        }
+        if let Ok(mut set) = self.grants.write() {
+            *set = grants.into_iter().collect();
         }
     }
 }
@@ -46,6 +61,9 @@ pub struct AccessClaims {
     pub scope: String,
     #[serde(default)]
     pub org_id: Option<String>,
+    /// The consent an authorization-code token came from.
+    #[serde(default)]
+    pub grant: Option<String>,
 }
 
 /// An access token just signed.
@@ -53,6 +71,8 @@ pub struct IssuedAccessToken {
     pub jwt: String,
     pub expires_in: u64,
     pub scope: Vec<String>,
+    /// With the authorization-code and refresh-token grants, when the client may refresh.
+    pub refresh_token: Option<String>,
 }
 
 impl Service {
@@ -60,6 +80,18 @@ impl Service {
     pub(crate) fn issue_client_access_token(
         &self,
         client: &OAuthClient,
+        scope: Vec<String>,
+    ) -> ServiceResult<IssuedAccessToken> {
+        self.issue_access_token(client, &client.id, None, scope)
+    }
+
+    /// Signs an access token: `sub` is the client (client credentials) or the user who
+    /// consented (authorization code), whose ids can never collide (`cli_…`, `usr_…`).
+    pub(crate) fn issue_access_token(
+        &self,
+        client: &OAuthClient,
+        sub: &str,
+        grant: Option<&str>,
         scope: Vec<String>,
     ) -> ServiceResult<IssuedAccessToken> {
         let now = self.clock.now();
@@ -70,9 +102,9 @@ impl Service {
         let ttl = self.settings.access_token_ttl.as_secs();
         let iat = now.unix_timestamp();
         let jti = TokenId::from_random(random_bytes()?);
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.settings.public_url,
-            "sub": client.id,
+            "sub": sub,
             "aud": self.settings.public_url,
             "exp": iat + i64::try_from(ttl).unwrap_or(900),
             "iat": iat,
@@ -81,11 +113,15 @@ impl Service {
             "scope": scope.join(" "),
             "org_id": client.org_id,
         });
+        if let (Some(grant), Value::Object(map)) = (grant, &mut claims) {
+            map.insert("grant".into(), json!(grant));
+        }
         let jwt = key.sign_jwt(ACCESS_TOKEN_TYP, &claims)?;
         Ok(IssuedAccessToken {
             jwt,
             expires_in: ttl,
             scope,
+            refresh_token: None,
         })
     }
 
@@ -114,12 +150,17 @@ impl Service {
 
     /// Reloads the deny-list from storage.
     pub(crate) async fn load_deny_list(&self) -> ServiceResult<()> {
-        let jtis = self.store.list_revoked_access_tokens(self.now()).await?;
-        self.deny_list.replace(jtis);
+        let now = self.now();
+        let jtis = self.store.list_revoked_access_tokens(now).await?;
+        // A grant revoked longer ago than an access token lives cannot deny anything any more.
+        let since =
+            now - self.settings.access_token_ttl.to_time() - time::Duration::seconds(LEEWAY_SECS);
+        let grants = self.store.list_revoked_grants(since).await?;
+        self.deny_list.replace(jtis, grants);
         Ok(())
     }
 
-    pub(crate) fn is_denied(&self, jti: &str) -> bool {
-        self.deny_list.contains(jti)
+    pub(crate) fn is_denied(&self, jti: &str, grant: Option<&str>) -> bool {
+        self.deny_list.contains(jti) || grant.is_some_and(|g| self.deny_list.contains_grant(g))
     }
 }

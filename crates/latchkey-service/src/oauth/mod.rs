@@ -5,6 +5,7 @@
 //! stay distinct so the HTTP layer answers 503/500, never a misleading `invalid_grant`.
 
 pub mod access_tokens;
+pub mod authorize;
 pub mod clients;
 mod grant_types;
 pub mod token_endpoint;

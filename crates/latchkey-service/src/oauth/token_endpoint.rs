@@ -181,10 +181,10 @@ impl Service {
         }
         match grant {
             GrantType::ClientCredentials => self.grant_client_credentials(&client.client, &form),
-            GrantType::AuthorizationCode | GrantType::RefreshToken => Err(oauth_err(
-                OAuthErrorCode::UnsupportedGrantType,
-                format!("the grant type {:?} is not available yet", grant.as_str()),
-            )),
+            GrantType::AuthorizationCode => {
+                self.grant_authorization_code(&client.client, &form).await
+            }
+            GrantType::RefreshToken => self.grant_refresh_token(&client.client, &form).await,
         }
     }
 
