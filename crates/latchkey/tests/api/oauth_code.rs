@@ -1,0 +1,463 @@
+//! The authorization code grant with PKCE, the consent page and rotating refresh tokens, driven
+//! by a real third-party OAuth2 client library (`oauth2`) and a cookie-keeping HTTP client in
+//! the browser's place.
+
+use latchkey_core::Role;
+use latchkey_service::Caller;
+use latchkey_service::oauth::clients::ClientSpec;
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, RefreshToken,
+    Scope, TokenResponse, TokenUrl,
+};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+use crate::helpers::{PASSWORD, TestApp};
+
+const REDIRECT: &str = "http://localhost:9/cb";
+
+/// Sends an `oauth2` crate request with reqwest (no redirects followed, as RFC 6749 wants).
+async fn send(
+    http: &reqwest::Client,
+    req: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, reqwest::Error> {
+    let (parts, body) = req.into_parts();
+    let res = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.bytes().await?;
+    let mut out = oauth2::HttpResponse::new(bytes.to_vec());
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+struct Setup {
+    app: TestApp,
+    client_id: String,
+    org: String,
+}
+
+async fn setup() -> Setup {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let org = app.org("Acme").await;
+    app.add_member(&org, "ada@example.com", Role::Member).await;
+    let org_record = app.service().find_org(&org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Zapier <Automation>".into(),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: vec!["api".into(), "read".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    let created = app
+        .service()
+        .create_client(&Caller::operator(), &org_record, spec)
+        .await
+        .unwrap();
+    Setup {
+        app,
+        client_id: created.client.id,
+        org,
+    }
+}
+
+fn oauth_client(
+    app: &TestApp,
+    client_id: &str,
+) -> oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    oauth2::basic::BasicTokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+> {
+    BasicClient::new(ClientId::new(client_id.to_owned()))
+        .set_auth_uri(AuthUrl::new(format!("{}/oauth2/authorize", app.url)).unwrap())
+        .set_token_uri(TokenUrl::new(format!("{}/oauth2/token", app.url)).unwrap())
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap())
+        .set_auth_type(oauth2::AuthType::RequestBody)
+}
+
+/// A browser: keeps cookies, does not follow redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .map(|i| i + needle.len())
+        .unwrap_or_else(|| panic!("no {name} in page"));
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Signs in through the login page and approves (or denies) on the consent page; returns the
+/// redirect back to the client.
+async fn consent(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    authorize_url: &str,
+    approve: bool,
+) -> String {
+    let page = browser.get(authorize_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign in"), "{html}");
+    let mut form: Vec<(String, String)> = reqwest::Url::parse(authorize_url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    form.push(("email".into(), "ada@example.com".into()));
+    form.push(("password".into(), PASSWORD.into()));
+    let res = browser
+        .post(format!("{}/oauth2/login", app.url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let back = location(&res);
+    assert!(back.starts_with("/oauth2/authorize?"), "{back}");
+    let page = browser
+        .get(format!("{}{back}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()
+            .get("x-frame-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("DENY")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Zapier &lt;Automation&gt;"),
+        "the app name, escaped: {html}"
+    );
+    assert!(!html.contains("<Automation>"));
+    assert!(
+        html.contains("<code>api</code>") && html.contains("Acme"),
+        "{html}"
+    );
+    let csrf = hidden(&html, "csrf_token");
+    let mut decision: Vec<(String, String)> = form
+        .into_iter()
+        .filter(|(k, _)| k != "email" && k != "password")
+        .collect();
+    decision.push(("csrf_token".into(), csrf));
+    decision.push((
+        "decision".into(),
+        if approve { "approve" } else { "deny" }.into(),
+    ));
+    let res = browser
+        .post(format!("{}/oauth2/authorize", app.url))
+        .form(&decision)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    location(&res)
+}
+
+#[tokio::test]
+async fn authorization_code_with_pkce_then_rotating_refresh_tokens() {
+    let s = setup().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("api".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    assert!(back.starts_with(REDIRECT), "{back}");
+    assert_eq!(
+        query_param(&back, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    let code = query_param(&back, "code").unwrap();
+
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&|req| send(&http, req))
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    let refresh = token.refresh_token().unwrap().secret().clone();
+    assert_eq!(token.expires_in().map(|d| d.as_secs()), Some(900));
+
+    // The access token acts as the user who consented, for that client.
+    let me = s.app.get("/v1/me", &access).await.expect(200);
+    assert_eq!(me.body["principal"]["kind"], "user");
+    assert_eq!(me.body["principal"]["email"], "ada@example.com");
+    assert_eq!(me.body["principal"]["client_id"], s.client_id.as_str());
+    assert_eq!(me.body["accounts"][0]["id"], s.org.as_str());
+    assert_eq!(me.body["scopes"], serde_json::json!(["api"]));
+
+    // Refresh rotates: a new pair, the old refresh token is spent.
+    let refreshed = client
+        .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+        .request_async(&|req| send(&http, req))
+        .await
+        .unwrap();
+    let access2 = refreshed.access_token().secret().clone();
+    let refresh2 = refreshed.refresh_token().unwrap().secret().clone();
+    assert_ne!(refresh, refresh2);
+    s.app.get("/v1/me", &access2).await.expect(200);
+
+    // Replaying the spent refresh token revokes the whole family, access tokens included.
+    let replay = client
+        .exchange_refresh_token(&RefreshToken::new(refresh))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(
+        matches!(replay, Err(oauth2::RequestTokenError::ServerResponse(ref e)) if e.error().as_ref() == "invalid_grant"),
+        "{replay:?}"
+    );
+    s.app.get("/v1/me", &access).await.expect(401);
+    s.app.get("/v1/me", &access2).await.expect(401);
+    let again = client
+        .exchange_refresh_token(&RefreshToken::new(refresh2))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(again.is_err(), "the family is revoked");
+
+    // The code was single-use.
+    let reuse = client
+        .exchange_code(AuthorizationCode::new(code))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(
+        matches!(reuse, Err(oauth2::RequestTokenError::ServerResponse(ref e)) if e.error().as_ref() == "invalid_grant")
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_code_revokes_what_it_produced() {
+    let s = setup().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    let code = query_param(&back, "code").unwrap();
+    let verifier_text = verifier.secret().clone();
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&|req| send(&http, req))
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    s.app.get("/v1/me", &access).await.expect(200);
+    let replay = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier_text))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(replay.is_err());
+    let me = s.app.get("/v1/me", &access).await.expect(401);
+    assert!(
+        me.header("www-authenticate")
+            .unwrap_or_default()
+            .contains("revoked")
+    );
+}
+
+#[tokio::test]
+async fn codes_are_bound_to_the_verifier_the_redirect_uri_and_sixty_seconds() {
+    let s = setup().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let client = oauth_client(&s.app, &s.client_id);
+    let token_url = format!("{}/oauth2/token", s.app.url);
+    let post = |form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let token_url = token_url.clone();
+        async move {
+            let res = http.post(token_url).form(&form).send().await.unwrap();
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    for case in ["wrong verifier", "wrong redirect", "no verifier", "expired"] {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, _) = client
+            .authorize_url(CsrfToken::new_random)
+            .set_pkce_challenge(challenge)
+            .url();
+        let back = consent(&s.app, &browser(), url.as_str(), true).await;
+        let code = query_param(&back, "code").unwrap();
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", s.client_id.clone()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier.secret().clone()),
+        ];
+        match case {
+            "wrong verifier" => form[4].1 = "x".repeat(43),
+            "wrong redirect" => form[3].1 = "http://localhost:9/other".to_owned(),
+            "no verifier" => {
+                form.pop();
+            }
+            _ => s.app.clock.advance(61),
+        }
+        assert_eq!(
+            post(form).await,
+            (400, "invalid_grant".to_owned()),
+            "{case}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deny_unknown_clients_bad_redirects_and_forged_forms() {
+    let s = setup().await;
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), false).await;
+    assert!(back.starts_with(REDIRECT));
+    assert_eq!(
+        query_param(&back, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(
+        query_param(&back, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+
+    // Unknown client and unregistered redirect URI: an error page, never a redirect.
+    let b = browser();
+    for query in [
+        "client_id=cli_000000000000000000000A&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&response_type=code".to_owned(),
+        format!("client_id={}&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&response_type=code", s.client_id),
+    ] {
+        let res = b.get(format!("{}/oauth2/authorize?{query}", s.app.url)).send().await.unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(res.headers().get("location").is_none());
+    }
+    // A public client without PKCE: the error goes back to the (registered) redirect URI.
+    let res = b
+        .get(format!("{}/oauth2/authorize?client_id={}&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&response_type=code&state=s1", s.app.url, s.client_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert_eq!(
+        query_param(&to, "error").as_deref(),
+        Some("invalid_request")
+    );
+    assert_eq!(query_param(&to, "state").as_deref(), Some("s1"));
+
+    // A signed-in browser posting a decision without the CSRF token, or from another origin.
+    let session = s.app.login("ada@example.com").await;
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let mut form: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    form.push(("decision".into(), "approve".into()));
+    let plain = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let res = plain
+        .post(format!("{}/oauth2/authorize", s.app.url))
+        .header("cookie", format!("latchkey_session={session}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "no CSRF token");
+    let csrf = latchkey_service::sessions::csrf_token_for(&session);
+    form.push(("csrf_token".into(), csrf));
+    let res = plain
+        .post(format!("{}/oauth2/authorize", s.app.url))
+        .header("cookie", format!("latchkey_session={session}"))
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "foreign Origin");
+    let res = plain
+        .post(format!("{}/oauth2/authorize", s.app.url))
+        .header("cookie", format!("latchkey_session={session}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        303,
+        "the same form with the token and no foreign Origin is accepted"
+    );
+    assert!(query_param(&location(&res), "code").is_some());
+}
