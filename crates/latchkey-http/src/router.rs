@@ -36,6 +36,7 @@ fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
+        .route("/metrics", get(health::get_metrics))
         .route("/.well-known/jwks.json", get(well_known::get_jwks))
         // Bearer API token, verified by the handler (the hot path).
         .route("/v1/me", get(me::get_me))

@@ -11,6 +11,7 @@ mod events;
 pub mod keys;
 pub mod limits;
 pub mod master_key;
+pub mod metrics;
 pub mod oauth;
 pub mod org_tokens;
 pub mod orgs;
@@ -109,6 +110,7 @@ pub struct Service {
     master_key: master_key::MasterKey,
     keys: keys::KeyRing,
     deny_list: oauth::access_tokens::DenyList,
+    metrics: metrics::Metrics,
 }
 
 impl Service {
@@ -134,6 +136,7 @@ impl Service {
             master_key,
             keys: keys::KeyRing::default(),
             deny_list: oauth::access_tokens::DenyList::default(),
+            metrics: metrics::Metrics::default(),
         })
     }
 
@@ -149,6 +152,9 @@ impl Service {
     }
     pub fn types(&self) -> &TokenTypes {
         &self.types
+    }
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
     pub fn settings(&self) -> &ServiceSettings {
         &self.settings

@@ -57,6 +57,8 @@ impl Service {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
+        self.metrics
+            .login(ok && user.as_ref().is_some_and(|u| !u.disabled));
         self.limits.login_result(
             &account,
             ok && user.as_ref().is_some_and(|u| !u.disabled),

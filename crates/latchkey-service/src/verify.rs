@@ -191,10 +191,18 @@ impl Service {
     /// Verifies a bearer token string from a request made from `ip`.
     #[tracing::instrument(level = "debug", skip_all, fields(token.id))]
     pub async fn verify_bearer(&self, text: &str, ip: IpAddr) -> ServiceResult<Arc<Verified>> {
-        self.limits.check_token_ip(ip, self.now())?;
+        if let Err(e) = self.limits.check_token_ip(ip, self.now()) {
+            self.metrics.rate_limited();
+            return Err(e);
+        }
         let result = self.verify_bearer_inner(text, ip).await;
-        if let Err(ServiceError::Refused(_)) = &result {
-            self.limits.bad_token(ip, self.now());
+        match &result {
+            Ok(_) => self.metrics.verified(),
+            Err(ServiceError::Refused(r)) => {
+                self.metrics.refused(r);
+                self.limits.bad_token(ip, self.now());
+            }
+            Err(_) => {}
         }
         result
     }

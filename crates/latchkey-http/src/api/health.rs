@@ -17,3 +17,14 @@ pub async fn get_readyz(State(state): State<AppState>) -> ApiResult<Json<Value>>
     state.service.ready().await?;
     Ok(Json(json!({ "status": "ready" })))
 }
+
+/// `GET /metrics`: Prometheus text. Counters only; no secret, token id or address.
+pub async fn get_metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.service.metrics().render(),
+    )
+}

@@ -35,7 +35,10 @@ fn oauth_error(e: &OAuthError, used_basic: bool) -> Response {
     response
 }
 
-fn failure(f: OAuthFailure, used_basic: bool) -> Response {
+fn failure(state: &AppState, f: OAuthFailure, used_basic: bool) -> Response {
+    if matches!(f, OAuthFailure::OAuth(_) | OAuthFailure::SlowDown { .. }) {
+        state.service.metrics().oauth_error();
+    }
     match f {
         OAuthFailure::OAuth(e) => oauth_error(&e, used_basic),
         OAuthFailure::SlowDown { retry_after_secs } => {
@@ -147,10 +150,11 @@ pub async fn post_token(
     let used_basic = has_basic(&headers);
     let basic = match preflight(&headers, &body) {
         Ok(basic) => basic,
-        Err(f) => return failure(f, used_basic),
+        Err(f) => return failure(&state, f, used_basic),
     };
     match state.service.token(basic.as_ref(), &body).await {
         Ok(issued) => {
+            state.service.metrics().access_token_issued();
             let mut body = json!({
                 "access_token": issued.jwt,
                 "token_type": "Bearer",
@@ -166,7 +170,7 @@ pub async fn post_token(
             no_store(&mut response);
             response
         }
-        Err(f) => failure(f, used_basic),
+        Err(f) => failure(&state, f, used_basic),
     }
 }
 
@@ -178,7 +182,7 @@ pub async fn post_introspect(
     let used_basic = has_basic(&headers);
     let basic = match preflight(&headers, &body) {
         Ok(basic) => basic,
-        Err(f) => return failure(f, used_basic),
+        Err(f) => return failure(&state, f, used_basic),
     };
     match state.service.introspect(basic.as_ref(), &body).await {
         Ok(answer) => {
@@ -186,7 +190,7 @@ pub async fn post_introspect(
             no_store(&mut response);
             response
         }
-        Err(f) => failure(f, used_basic),
+        Err(f) => failure(&state, f, used_basic),
     }
 }
 
@@ -198,7 +202,7 @@ pub async fn post_revoke(
     let used_basic = has_basic(&headers);
     let basic = match preflight(&headers, &body) {
         Ok(basic) => basic,
-        Err(f) => return failure(f, used_basic),
+        Err(f) => return failure(&state, f, used_basic),
     };
     match state
         .service
@@ -210,6 +214,6 @@ pub async fn post_revoke(
             no_store(&mut response);
             response
         }
-        Err(f) => failure(f, used_basic),
+        Err(f) => failure(&state, f, used_basic),
     }
 }

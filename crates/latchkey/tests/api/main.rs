@@ -19,6 +19,7 @@ mod me;
 mod org_helpers;
 mod org_policies;
 mod org_tokens;
+mod metrics;
 mod oauth_code;
 mod orgs;
 mod personal_tokens;

@@ -1,0 +1,136 @@
+//! Counters for `GET /metrics` (Prometheus text). Cheap atomics on the hot paths; never a
+//! secret, a token id or an address in a label.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use latchkey_core::Refusal;
+
+#[derive(Default)]
+pub struct Metrics {
+    verified: AtomicU64,
+    refused: [AtomicU64; 7],
+    rate_limited: AtomicU64,
+    access_tokens_issued: AtomicU64,
+    oauth_errors: AtomicU64,
+    logins: AtomicU64,
+    login_failures: AtomicU64,
+}
+
+const REASONS: [&str; 7] = [
+    "malformed",
+    "unknown",
+    "revoked",
+    "expired",
+    "pending",
+    "disabled",
+    "ip_not_allowed",
+];
+
+fn reason_index(r: &Refusal) -> usize {
+    match r {
+        Refusal::Malformed => 0,
+        Refusal::Unknown => 1,
+        Refusal::Revoked => 2,
+        Refusal::Expired => 3,
+        Refusal::Pending { .. } => 4,
+        Refusal::Disabled => 5,
+        Refusal::IpNotAllowed => 6,
+    }
+}
+
+impl Metrics {
+    pub(crate) fn verified(&self) {
+        self.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn refused(&self, r: &Refusal) {
+        if let Some(c) = self.refused.get(reason_index(r)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn access_token_issued(&self) {
+        self.access_tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn oauth_error(&self) {
+        self.oauth_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn login(&self, ok: bool) {
+        if ok {
+            self.logins.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.login_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_verifications_total Bearer tokens verified, by result."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_verifications_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_verifications_total{{result=\"accepted\"}} {}",
+            get(&self.verified)
+        );
+        for (reason, counter) in REASONS.iter().zip(self.refused.iter()) {
+            let _ = writeln!(
+                out,
+                "latchkey_verifications_total{{result=\"refused\",reason=\"{reason}\"}} {}",
+                get(counter)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_rate_limited_total Requests answered 429."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_rate_limited_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_rate_limited_total {}",
+            get(&self.rate_limited)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_oauth_access_tokens_issued_total Access tokens issued by /oauth2/token."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE latchkey_oauth_access_tokens_issued_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "latchkey_oauth_access_tokens_issued_total {}",
+            get(&self.access_tokens_issued)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_oauth_errors_total OAuth endpoint answers with an RFC 6749 error."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_oauth_errors_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_oauth_errors_total {}",
+            get(&self.oauth_errors)
+        );
+        let _ = writeln!(out, "# HELP latchkey_logins_total Sign-ins, by result.");
+        let _ = writeln!(out, "# TYPE latchkey_logins_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_logins_total{{result=\"success\"}} {}",
+            get(&self.logins)
+        );
+        let _ = writeln!(
+            out,
+            "latchkey_logins_total{{result=\"failure\"}} {}",
+            get(&self.login_failures)
+        );
+        out
+    }
+}
