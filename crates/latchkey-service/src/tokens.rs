@@ -446,8 +446,14 @@ impl Service {
                 "this token type shows its secret only once, at creation: rotate the token to get a new one",
             ));
         }
-        self.check_password(caller, user, password, "token.reveal")
-            .await?;
+        self.check_password_for(
+            caller,
+            user,
+            password,
+            "token.reveal",
+            owner_org(&token.owner),
+        )
+        .await?;
         if !token.status(self.now()).is_live() {
             return Err(ServiceError::client(
                 ErrorCode::TokenNotLive,

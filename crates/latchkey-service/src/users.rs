@@ -109,6 +109,20 @@ impl Service {
         password: &SecretString,
         action: &str,
     ) -> ServiceResult<()> {
+        self.check_password_for(caller, user, password, action, None)
+            .await
+    }
+
+    /// As [`Service::check_password`], recording a refusal in an organisation's log too (an
+    /// admin re-authenticating for one of its tokens).
+    pub(crate) async fn check_password_for(
+        &self,
+        caller: &Caller,
+        user: &User,
+        password: &SecretString,
+        action: &str,
+        org: Option<&latchkey_core::OrgId>,
+    ) -> ServiceResult<()> {
         if self
             .hasher
             .verify(password, Some(&user.password_hash))
@@ -123,7 +137,7 @@ impl Service {
                 subject_kind: "user",
                 subject_id: user.id.as_str(),
                 user: Some(&user.id),
-                org: None,
+                org,
                 outcome: "invalid_password",
                 details: None,
             },
