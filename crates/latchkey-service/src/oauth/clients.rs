@@ -3,7 +3,7 @@
 //! stored as its SHA-256 (a slow hash buys nothing at 256 bits and would cost the token
 //! endpoint its speed).
 
-use latchkey_core::oauth::{GrantType, check_redirect_uri, parse_scope_list};
+use latchkey_core::oauth::{GrantType, check_redirect_uri, is_scope_token, parse_scope_list};
 use latchkey_core::{ClientId, Prefix, SecretId, TokenName, TokenSecret};
 use latchkey_store::{ClientChange, ClientSecretRecord, NewClientSecret, OAuthClient, Org, User};
 use serde_json::json;
@@ -69,7 +69,13 @@ fn redirect_uris(list: &[String]) -> ServiceResult<Vec<String>> {
         .collect()
 }
 
+/// Each entry is one scope token: `["a b"]` is refused, not read as two scopes.
 fn scopes(list: &[String]) -> ServiceResult<Vec<String>> {
+    if let Some(bad) = list.iter().find(|s| !is_scope_token(s)) {
+        return Err(ServiceError::invalid(format!(
+            "scopes: {bad:?} is not a valid scope"
+        )));
+    }
     parse_scope_list(&list.join(" ")).map_err(|e| ServiceError::invalid(format!("scopes: {e}")))
 }
 
