@@ -359,6 +359,7 @@ impl Service {
         introspection.insert("exp".into(), json!(claims.exp));
         introspection.insert("jti".into(), json!(claims.jti));
         introspection.insert("principal".into(), principal);
+        introspection.insert("token".into(), body["token"].clone());
         introspection.insert("accounts".into(), accounts);
         Ok(Verified {
             revoked: self.is_denied(&claims.jti, claims.grant.as_deref()) || !client_live,
@@ -487,7 +488,8 @@ impl Service {
             serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut introspection = serde_json::Map::new();
         introspection.insert("scope".into(), json!(token.scopes.join(" ")));
-        introspection.insert("token_type".into(), json!(token.token_type));
+        // RFC 7662 §2.2: the OAuth token type (RFC 6749 §7.1); Latchkey's type is in `token`.
+        introspection.insert("token_type".into(), json!("Bearer"));
         introspection.insert("sub".into(), json!(token.owner.id()));
         introspection.insert("iat".into(), json!(token.created_at.unix_timestamp()));
         introspection.insert("nbf".into(), json!(token.active_from.unix_timestamp()));
@@ -497,6 +499,7 @@ impl Service {
         introspection.insert("iss".into(), json!(self.settings.public_url));
         introspection.insert("jti".into(), json!(token.id));
         introspection.insert("principal".into(), body["principal"].clone());
+        introspection.insert("token".into(), body["token"].clone());
         introspection.insert("accounts".into(), body["accounts"].clone());
         let last_ip = token
             .last_used_ip
