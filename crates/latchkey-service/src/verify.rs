@@ -107,10 +107,22 @@ fn ip_hash(ip: IpAddr) -> u64 {
     h.finish() | 1 // never 0, the "no address yet" value
 }
 
+/// A token owner as verification sees it.
+#[derive(Debug)]
+pub(crate) struct OwnerSnapshot {
+    principal: serde_json::Value,
+    accounts: Vec<serde_json::Value>,
+    enabled: bool,
+    /// An organisation's features (a type may need one).
+    features: Vec<String>,
+}
+
 #[derive(Default)]
 pub(crate) struct VerifyCache {
     generation: AtomicU64,
     entries: RwLock<HashMap<[u8; 32], Arc<Verified>>>,
+    /// Token owners (users, organisations) as verification sees them.
+    owners: RwLock<HashMap<String, Arc<OwnerSnapshot>>>,
     /// Authenticated OAuth clients by the SHA-256 of their secret.
     clients: RwLock<HashMap<[u8; 32], Arc<crate::oauth::token_endpoint::AuthenticatedClient>>>,
     epoch_seen: Mutex<Option<i64>>,
@@ -130,6 +142,23 @@ impl VerifyCache {
                 map.clear();
             }
             map.insert(hash, entry);
+        }
+    }
+
+    fn get_owner(&self, key: &str) -> Option<Arc<OwnerSnapshot>> {
+        self.owners.read().ok()?.get(key).cloned()
+    }
+
+    fn insert_owner_if_current(&self, generation: u64, key: String, owner: Arc<OwnerSnapshot>) {
+        // Lock order: entries, then owners (as in `invalidate`).
+        if let (Ok(_entries), Ok(mut map)) = (self.entries.write(), self.owners.write()) {
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+            map.insert(key, owner);
         }
     }
 
@@ -177,6 +206,11 @@ impl VerifyCache {
             poisoned.into_inner()
         });
         clients.clear();
+        let mut owners = self.owners.write().unwrap_or_else(|poisoned| {
+            self.owners.clear_poison();
+            poisoned.into_inner()
+        });
+        owners.clear();
     }
 }
 
@@ -443,40 +477,57 @@ impl Service {
     }
 
     /// Reads the token's owner and what it reaches, and builds the cached answer.
-    async fn load_verified(&self, token: TokenRecord) -> ServiceResult<Verified> {
-        let policy = self.types.get(&token.token_type);
-        let (principal, accounts, owner_enabled) = match &token.owner {
+    /// What a token's owner is right now, shared by all of its tokens in the cache (a user with
+    /// many tokens costs one lookup, not one per token).
+    async fn owner_snapshot(&self, owner: &Owner) -> ServiceResult<Arc<OwnerSnapshot>> {
+        let key = format!("{}:{}", owner.kind(), owner.id());
+        if let Some(found) = self.cache.get_owner(&key) {
+            return Ok(found);
+        }
+        let generation = self.cache.current_generation();
+        let snapshot = match owner {
             Owner::User(id) => {
                 let user = self.store.find_user(id).await?;
                 let accounts = self.store.list_user_accounts(id).await?;
-                let enabled = user
-                    .as_ref()
-                    .is_some_and(|u| !u.disabled && u.api_tokens_enabled);
-                let principal = json!({
-                    "kind": "user",
-                    "id": id,
-                    "email": user.as_ref().map(|u| u.email.as_str()),
-                });
-                let accounts: Vec<_> = accounts
-                    .iter()
-                    .filter(|a| a.api_tokens_enabled)
-                    .map(|a| json!({ "id": a.org_id, "name": a.org_name, "role": a.role }))
-                    .collect();
-                (principal, accounts, enabled)
+                OwnerSnapshot {
+                    enabled: user
+                        .as_ref()
+                        .is_some_and(|u| !u.disabled && u.api_tokens_enabled),
+                    principal: json!({ "kind": "user", "id": id, "email": user.as_ref().map(|u| u.email.as_str()) }),
+                    accounts: accounts
+                        .iter()
+                        .filter(|a| a.api_tokens_enabled)
+                        .map(|a| json!({ "id": a.org_id, "name": a.org_name, "role": a.role }))
+                        .collect(),
+                    features: Vec::new(),
+                }
             }
             Owner::Organisation(id) => {
                 let org = self.store.find_org(id).await?;
-                let feature_ok = match policy.and_then(|p| p.requires_feature.as_ref()) {
-                    Some(f) => org.as_ref().is_some_and(|o| o.features.contains(f)),
-                    None => true,
-                };
-                let enabled = feature_ok && org.as_ref().is_some_and(|o| o.api_tokens_enabled);
                 let name = org.as_ref().map(|o| o.name.clone());
-                let principal = json!({ "kind": "organisation", "id": id, "name": name });
-                let accounts = vec![json!({ "id": id, "name": name, "role": "organisation" })];
-                (principal, accounts, enabled)
+                OwnerSnapshot {
+                    enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
+                    principal: json!({ "kind": "organisation", "id": id, "name": name }),
+                    accounts: vec![json!({ "id": id, "name": name, "role": "organisation" })],
+                    features: org.map(|o| o.features).unwrap_or_default(),
+                }
             }
         };
+        let snapshot = Arc::new(snapshot);
+        self.cache
+            .insert_owner_if_current(generation, key, snapshot.clone());
+        Ok(snapshot)
+    }
+
+    async fn load_verified(&self, token: TokenRecord) -> ServiceResult<Verified> {
+        let policy = self.types.get(&token.token_type);
+        let owner = self.owner_snapshot(&token.owner).await?;
+        let feature_ok = match policy.and_then(|p| p.requires_feature.as_ref()) {
+            Some(f) => owner.features.contains(f),
+            None => true,
+        };
+        let owner_enabled = owner.enabled && feature_ok;
+        let (principal, accounts) = (&owner.principal, &owner.accounts);
         let expires = token.expires_at.and_then(|t| t.format(&Rfc3339).ok());
         let body = json!({
             "principal": principal,

@@ -999,14 +999,19 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        for u in usage {
-            sqlx::query("UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?), last_used_ip = ? WHERE id = ?")
-                .bind(ts(u.at))
-                .bind(&u.ip)
-                .bind(u.token_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("token"))?;
+        // One statement per 300 uses (3 parameters each, under SQLite's 999): a busy second
+        // with tens of thousands of first uses costs a few statements, not one per token.
+        for chunk in usage.chunks(300) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), v.column2), last_used_ip = v.column3 FROM (",
+            );
+            q.push_values(chunk, |mut row, u| {
+                row.push_bind(u.token_id.as_str())
+                    .push_bind(ts(u.at))
+                    .push_bind(u.ip.as_str());
+            });
+            q.push(") AS v WHERE tokens.id = v.column1");
+            q.build().execute(&mut *tx).await.map_err(db_err("token"))?;
         }
         tx.commit().await.map_err(db_err("token"))
     }

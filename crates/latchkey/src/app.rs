@@ -125,11 +125,18 @@ impl Running {
 /// Binds the listener (so the address is known before anything is served) and serves in the
 /// background.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    let service = build_service(config, clock).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Without a configured public URL, the issuer is the address actually bound (`listen` may
+    // name port 0).
+    let mut config = config.clone();
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{addr}"));
+    }
+    let config = &config;
+    let service = build_service(config, clock).await?;
     let state = AppState {
         service: service.clone(),
         secure_cookies: config.public_url().starts_with("https://"),

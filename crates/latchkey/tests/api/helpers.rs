@@ -81,6 +81,11 @@ impl TestAppBuilder {
             .await
             .unwrap_or_else(|e| panic!("start: {e:#}"));
         let url = format!("http://{}", running.addr);
+        // The server's issuer is the address it bound.
+        let config = Config {
+            public_url: Some(url.clone()),
+            ..config
+        };
         TestApp {
             url,
             clock,
@@ -660,44 +665,9 @@ impl Server {
 // Additions for the OAuth2 suites.
 
 impl TestAppBuilder {
-    /// Like [`TestAppBuilder::start`], but on a free port chosen before the server starts, so
-    /// that the default issuer (`http://` + `listen`) is the address the server answers on (on
-    /// port 0 the issuer would be `http://127.0.0.1:0`).
+    /// The server's issuer is the address it bound, so the plain start serves the OAuth2
+    /// suites too; kept as a name for them.
     pub async fn start_on_free_port(self) -> TestApp {
-        let mut last_error = None;
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap_or_else(|e| panic!("free port: {e}"));
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-            let config = Config {
-                listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                data_dir: dir.path().join("data"),
-                token_types: self.types.clone(),
-                limits: self.limits.clone().unwrap_or_default(),
-                password_hash_concurrency: Some(2),
-                ..Config::default()
-            };
-            let start_at = time::macros::datetime!(2026-06-01 12:00:00 UTC);
-            let clock = Arc::new(TestClock(Mutex::new(start_at)));
-            match start(&config, clock.clone()).await {
-                Ok(running) => {
-                    let url = format!("http://{}", running.addr);
-                    assert_eq!(url, config.public_url());
-                    return TestApp {
-                        url,
-                        clock,
-                        client: reqwest::Client::new(),
-                        dir,
-                        config,
-                        running: Some(running),
-                    };
-                }
-                // Another process took the port in between: try another one.
-                Err(e) => last_error = Some(e),
-            }
-        }
-        panic!("start: {last_error:#?}")
+        self.start().await
     }
 }
