@@ -70,6 +70,18 @@ pub fn encode_u32(value: u32, width: usize) -> Option<String> {
     encode_bytes(&value.to_be_bytes(), width)
 }
 
+/// Reads a base62 string of at most 6 characters into a `u32`, without allocating.
+pub fn decode_u32(text: &str) -> Option<u32> {
+    if text.len() > 6 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for c in text.bytes() {
+        value = value * 62 + u64::from(digit_value(c)?);
+    }
+    u32::try_from(value).ok()
+}
+
 /// True when every character is in the alphabet.
 pub fn is_base62(text: &str) -> bool {
     text.bytes().all(|c| digit_value(c).is_some())
@@ -121,6 +133,7 @@ mod tests {
         fn u32_round_trip(value in any::<u32>()) {
             let text = encode_u32(value, 6).unwrap_or_default();
             prop_assert_eq!(text.len(), 6);
+            prop_assert_eq!(decode_u32(&text), Some(value));
             prop_assert_eq!(decode_bytes(&text, 4), Ok(value.to_be_bytes().to_vec()));
         }
     }
