@@ -57,8 +57,9 @@ pub struct Verified {
     pub allowed_ips: Vec<IpNet>,
     /// The `/v1/me` answer, serialised once.
     pub me_body: Bytes,
-    /// RFC 7662 fields (without `active`) for introspection.
-    pub introspection: serde_json::Map<String, serde_json::Value>,
+    /// RFC 7662 fields (without `active`) for introspection, serialised (a JSON object): kept
+    /// small because every cached token holds one.
+    pub introspection: Bytes,
     /// A stored token (uses are recorded); `false` for JWT access tokens.
     stored: bool,
     ends_on_first_use: Option<TokenId>,
@@ -402,7 +403,10 @@ impl Service {
             last_use_at: AtomicI64::new(0),
             last_use_ip: AtomicU64::new(0),
             me_body: Bytes::from(me_body),
-            introspection,
+            introspection: Bytes::from(
+                serde_json::to_vec(&serde_json::Value::Object(introspection))
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            ),
             stored: false,
             allowed_ips: Vec::new(),
             ends_on_first_use: None,
@@ -568,7 +572,10 @@ impl Service {
             ),
             last_use_ip: AtomicU64::new(last_ip),
             me_body: Bytes::from(me_body),
-            introspection,
+            introspection: Bytes::from(
+                serde_json::to_vec(&serde_json::Value::Object(introspection))
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            ),
             stored: true,
             // A stored allowlist that does not parse fails closed (an error), never open.
             allowed_ips: crate::tokens::parse_allowed_ips(&token.allowed_ips).map_err(|_| {
@@ -584,6 +591,27 @@ impl Service {
             active_from: token.active_from,
             expires_at: token.expires_at,
         })
+    }
+
+    /// Fills the verification cache with the most recently used live tokens, so that a restart
+    /// (a deploy) does not send the first request of every token to storage. Runs beside
+    /// serving; a change made meanwhile invalidates as usual (the generation check).
+    pub async fn warm_cache(&self, limit: u32) -> ServiceResult<usize> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let generation = self.cache.current_generation();
+        let tokens = self
+            .store
+            .list_live_tokens_with_hashes(self.now(), limit)
+            .await?;
+        let mut warmed = 0;
+        for (hash, token) in tokens {
+            let entry = Arc::new(self.load_verified(token).await?);
+            self.cache.insert_if_current(generation, hash, entry);
+            warmed += 1;
+        }
+        Ok(warmed)
     }
 
     /// Writes the uses noted since the last flush, in one transaction, and ends the old tokens

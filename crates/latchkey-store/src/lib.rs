@@ -113,6 +113,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<TokenRecord>;
     async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
+    /// Up to `limit` tokens live at `now` with the SHA-256 they are found by, most recently used
+    /// first: for warming the verification cache at start.
+    async fn list_live_tokens_with_hashes(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<([u8; 32], TokenRecord)>>;
     async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
     async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()>;
     async fn set_token_allowed_ips(

@@ -787,6 +787,31 @@ impl Store for SqliteStore {
         row.as_ref().map(token_from_row).transpose()
     }
 
+    async fn list_live_tokens_with_hashes(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<([u8; 32], TokenRecord)>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+             ORDER BY last_used_at DESC NULLS LAST, created_at DESC LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("token"))?;
+        rows.iter()
+            .map(|r| {
+                let hash: Vec<u8> = get(r, "token_hash")?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                    StoreError::Internal("a stored token hash is not 32 bytes".into())
+                })?;
+                Ok((hash, token_from_row(r)?))
+            })
+            .collect()
+    }
+
     async fn list_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM tokens

@@ -144,6 +144,13 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    let warm = (service.clone(), config.cache_warm_tokens);
+    tokio::spawn(async move {
+        match warm.0.warm_cache(warm.1).await {
+            Ok(n) => tracing::info!(tokens = n, "verification cache warmed"),
+            Err(e) => tracing::warn!(error = %e, "could not warm the verification cache"),
+        }
+    });
     let mut server_rx = rx;
     let task = tokio::spawn(async move {
         axum::serve(

@@ -32,6 +32,9 @@ pub struct Config {
     pub session_ttl: PolicyDuration,
     /// Argon2 hashes at once (default: the number of cores).
     pub password_hash_concurrency: Option<usize>,
+    /// Live tokens loaded into the verification cache at start (most recently used first);
+    /// 0 turns the warm-up off.
+    pub cache_warm_tokens: u32,
     pub oauth: OAuthConfig,
     pub limits: LimitsConfig,
     pub token_types: BTreeMap<String, TokenTypeConfig>,
@@ -145,6 +148,7 @@ impl Default for Config {
             log_format: "text".to_owned(),
             session_ttl: PolicyDuration::from_secs(12 * 3_600),
             password_hash_concurrency: None,
+            cache_warm_tokens: 100_000,
             oauth: OAuthConfig::default(),
             limits: LimitsConfig::default(),
             token_types: BTreeMap::new(),
@@ -246,6 +250,7 @@ data_dir = "./latchkey-data"
 log = "info"                             # a tracing filter: "debug", "latchkey_http=debug,info"
 log_format = "text"                      # or "json"
 session_ttl = "12h"
+cache_warm_tokens = 100000               # live tokens cached at start (0: off)
 # password_hash_concurrency = 2          # default: the number of cores
 
 [oauth]

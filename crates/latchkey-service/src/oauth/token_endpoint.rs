@@ -207,7 +207,9 @@ impl Service {
             .ok_or_else(|| oauth_err(OAuthErrorCode::InvalidRequest, "token is required"))?;
         match self.introspect_token(token).await? {
             Some(entry) => {
-                let mut body = entry.introspection.clone();
+                let mut body: serde_json::Map<String, Value> =
+                    serde_json::from_slice(&entry.introspection)
+                        .map_err(|e| crate::error::ServiceError::Internal(e.to_string()))?;
                 body.insert("active".into(), Value::Bool(true));
                 Ok(Value::Object(body))
             }
