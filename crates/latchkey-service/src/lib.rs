@@ -144,7 +144,11 @@ impl Service {
     pub async fn init(&self) -> ServiceResult<()> {
         self.load_signing_keys().await?;
         self.load_deny_list().await?;
-        self.ensure_signing_key().await
+        self.ensure_signing_key().await?;
+        // The epoch as of now: the first poll must not drop a cache that is already current
+        // (it would throw away the warm-up).
+        self.cache.note_epoch(self.store.cache_epoch().await.ok());
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

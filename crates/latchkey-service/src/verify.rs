@@ -163,6 +163,12 @@ impl VerifyCache {
         }
     }
 
+    pub(crate) fn note_epoch(&self, epoch: Option<i64>) {
+        if let Ok(mut seen) = self.epoch_seen.lock() {
+            *seen = epoch;
+        }
+    }
+
     pub(crate) fn current_generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
