@@ -573,6 +573,17 @@ impl Binary {
         stdout: Option<std::fs::File>,
         stderr: Option<std::fs::File>,
     ) -> Server {
+        self.serve_with(&[], env, stdout, stderr).await
+    }
+
+    /// [`Binary::serve`] with extra arguments after `serve` (like `--demo`).
+    pub async fn serve_with(
+        &self,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stdout: Option<std::fs::File>,
+        stderr: Option<std::fs::File>,
+    ) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -580,6 +591,7 @@ impl Binary {
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = self.command();
         cmd.args(["serve", "--listen", &listen])
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(stdout.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
             .stderr(stderr.map_or_else(std::process::Stdio::null, std::process::Stdio::from));

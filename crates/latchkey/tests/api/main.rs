@@ -10,6 +10,7 @@ mod helpers;
 mod audit;
 mod cli;
 mod crash;
+mod demo;
 mod errors;
 mod governance;
 mod keys;
