@@ -7,7 +7,7 @@
 pub mod access_tokens;
 pub mod authorize;
 pub mod clients;
-mod grant_types;
+pub(crate) mod grant_types;
 pub mod token_endpoint;
 
 use latchkey_core::oauth::{OAuthError, OAuthErrorCode};

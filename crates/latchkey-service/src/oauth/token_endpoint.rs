@@ -229,6 +229,18 @@ impl Service {
         let token = form
             .get("token")
             .ok_or_else(|| oauth_err(OAuthErrorCode::InvalidRequest, "token is required"))?;
+        // A refresh token (RFC 7009 §2.1): revoking it ends its grant, and with it every access
+        // token the grant produced.
+        if let Ok(parsed) = latchkey_core::token_string::ParsedToken::parse(token) {
+            if parsed.prefix() == super::grant_types::refresh_token::REFRESH_TOKEN_PREFIX
+                && let Some(grant_id) = self.store.find_refresh_grant(&parsed.hash()).await? {
+                    let grant = self.store.find_grant(&grant_id).await?;
+                    if grant.is_some_and(|g| g.client_id == client.client.id) {
+                        self.revoke_grant(&grant_id, "refresh_token_revoked").await?;
+                    }
+                }
+            return Ok(());
+        }
         let Ok(claims) = self.check_access_token(token, self.clock.now()) else {
             return Ok(());
         };

@@ -461,3 +461,47 @@ async fn deny_unknown_clients_bad_redirects_and_forged_forms() {
     );
     assert!(query_param(&location(&res), "code").is_some());
 }
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_its_grant() {
+    let s = setup().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    let code = query_param(&back, "code").unwrap();
+    let token = client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&|req| send(&http, req))
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    let refresh = token.refresh_token().unwrap().secret().clone();
+    s.app.get("/v1/me", &access).await.expect(200);
+    // RFC 7009 with a public client identifying itself by client_id.
+    let res = http
+        .post(format!("{}/oauth2/revoke", s.app.url))
+        .form(&[
+            ("token", refresh.as_str()),
+            ("client_id", s.client_id.as_str()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let again = client
+        .exchange_refresh_token(&RefreshToken::new(refresh))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(again.is_err(), "a revoked refresh token cannot be used");
+    s.app.get("/v1/me", &access).await.expect(401);
+}
