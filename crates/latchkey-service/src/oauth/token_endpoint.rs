@@ -233,12 +233,14 @@ impl Service {
         // token the grant produced.
         if let Ok(parsed) = latchkey_core::token_string::ParsedToken::parse(token) {
             if parsed.prefix() == super::grant_types::refresh_token::REFRESH_TOKEN_PREFIX
-                && let Some(grant_id) = self.store.find_refresh_grant(&parsed.hash()).await? {
-                    let grant = self.store.find_grant(&grant_id).await?;
-                    if grant.is_some_and(|g| g.client_id == client.client.id) {
-                        self.revoke_grant(&grant_id, "refresh_token_revoked").await?;
-                    }
+                && let Some(grant_id) = self.store.find_refresh_grant(&parsed.hash()).await?
+            {
+                let grant = self.store.find_grant(&grant_id).await?;
+                if grant.is_some_and(|g| g.client_id == client.client.id) {
+                    self.revoke_grant(&grant_id, "refresh_token_revoked")
+                        .await?;
                 }
+            }
             return Ok(());
         }
         let Ok(claims) = self.check_access_token(token, self.clock.now()) else {
