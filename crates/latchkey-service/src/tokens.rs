@@ -618,6 +618,14 @@ impl Service {
             .store
             .revoke_owner_tokens(owner, token_type, self.now(), &event)
             .await?;
+        // The whole owner (no type named): its OAuth grants and access tokens too (SPEC 2.4).
+        if token_type.is_none() {
+            let (user, org) = (owner_user(owner), owner_org(owner));
+            self.store
+                .revoke_oauth_of_owner(user, org, self.now())
+                .await?;
+            self.load_deny_list().await?;
+        }
         self.cache.invalidate();
         Ok(ids)
     }

@@ -330,7 +330,12 @@ impl Service {
         let malformed = || ServiceError::Refused(Refusal::Malformed);
         let jti: TokenId = claims.jti.parse().map_err(|_| malformed())?;
         let client = self.store.find_client(&claims.client_id).await?;
-        let client_live = client.as_ref().is_some_and(|c| c.deleted_at.is_none());
+        // Deleted, or its tokens switched off by the kill switch after this one was issued.
+        let client_live = client.as_ref().is_some_and(|c| {
+            c.deleted_at.is_none()
+                && c.tokens_valid_after
+                    .is_none_or(|t| claims.iat > t.unix_timestamp())
+        });
         let org_id = client
             .as_ref()
             .map(|c| c.org_id.clone())

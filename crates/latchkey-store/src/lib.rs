@@ -240,6 +240,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Consumed<RefreshTokenRecord>>;
     /// Revokes a grant: its refresh tokens and access tokens stop working. Returns whether it did.
     async fn revoke_grant(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
+    /// The kill switch for OAuth: revokes every grant of `user` (or of every client of `org`),
+    /// and refuses the access tokens of `org`'s clients issued until `at`. Returns how many
+    /// grants it revoked.
+    async fn revoke_oauth_of_owner(
+        &self,
+        user: Option<&UserId>,
+        org: Option<&OrgId>,
+        at: Timestamp,
+    ) -> StoreResult<u64>;
     /// Ids of grants revoked whose access tokens may still be unexpired.
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
 

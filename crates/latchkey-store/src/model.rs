@@ -276,6 +276,8 @@ pub struct OAuthClient {
     pub can_introspect: bool,
     pub created_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    /// Access tokens issued before this are refused (the kill switch).
+    pub tokens_valid_after: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -271,6 +271,7 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<OAuthClient> {
         can_introspect: get(row, "can_introspect")?,
         created_at: from_ts(get(row, "created_at")?)?,
         deleted_at: opt_ts(get(row, "deleted_at")?)?,
+        tokens_valid_after: opt_ts(get(row, "tokens_valid_after")?)?,
     })
 }
 
@@ -1421,6 +1422,37 @@ impl Store for SqliteStore {
         bump_epoch(&mut tx).await?;
         tx.commit().await.map_err(db_err("grant"))?;
         Ok(true)
+    }
+
+    async fn revoke_oauth_of_owner(
+        &self,
+        user: Option<&UserId>,
+        org: Option<&OrgId>,
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE oauth_grants SET revoked_at = ?1 WHERE revoked_at IS NULL
+               AND ((?2 IS NOT NULL AND user_id = ?2)
+                 OR (?3 IS NOT NULL AND client_id IN (SELECT id FROM oauth_clients WHERE org_id = ?3)))",
+        )
+        .bind(ts(at))
+        .bind(user.map(UserId::as_str))
+        .bind(org.map(OrgId::as_str))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("grant"))?;
+        if let Some(org) = org {
+            sqlx::query("UPDATE oauth_clients SET tokens_valid_after = ? WHERE org_id = ?")
+                .bind(ts(at))
+                .bind(org.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("client"))?;
+        }
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("grant"))?;
+        Ok(done.rows_affected())
     }
 
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>> {

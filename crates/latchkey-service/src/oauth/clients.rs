@@ -134,6 +134,7 @@ impl Service {
             can_introspect: spec.can_introspect,
             created_at: self.now(),
             deleted_at: None,
+            tokens_valid_after: None,
         };
         let secret = if spec.confidential {
             Some(self.new_client_secret(&client.id)?)

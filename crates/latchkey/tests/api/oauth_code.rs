@@ -505,3 +505,92 @@ async fn revoking_a_refresh_token_ends_its_grant() {
     assert!(again.is_err(), "a revoked refresh token cannot be used");
     s.app.get("/v1/me", &access).await.expect(401);
 }
+
+#[tokio::test]
+async fn the_kill_switch_reaches_oauth_grants_and_access_tokens() {
+    let s = setup().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    let token = client
+        .exchange_code(AuthorizationCode::new(query_param(&back, "code").unwrap()))
+        .set_pkce_verifier(verifier)
+        .request_async(&|req| send(&http, req))
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    let refresh = token.refresh_token().unwrap().secret().clone();
+    s.app.get("/v1/me", &access).await.expect(200);
+
+    // The user's kill switch: personal tokens and every OAuth grant they gave.
+    let session = s.app.login("ada@example.com").await;
+    s.app
+        .post(
+            "/v1/user/tokens/revoke-all",
+            &session,
+            serde_json::json!({ "password": PASSWORD }),
+        )
+        .await
+        .expect(200);
+    s.app.get("/v1/me", &access).await.expect(401);
+    let again = client
+        .exchange_refresh_token(&RefreshToken::new(refresh))
+        .request_async(&|req| send(&http, req))
+        .await;
+    assert!(again.is_err());
+
+    // The organisation's kill switch: its clients' client-credentials tokens too.
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "worker".into(),
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec!["api".into()],
+        confidential: true,
+        ..ClientSpec::default()
+    };
+    let worker = s
+        .app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap();
+    let secret = worker.secret.as_ref().unwrap().1.expose().to_owned();
+    let res = http
+        .post(format!("{}/oauth2/token", s.app.url))
+        .basic_auth(&worker.client.id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let cc_token = body["access_token"].as_str().unwrap().to_owned();
+    s.app.get("/v1/me", &cc_token).await.expect(200);
+    s.app
+        .service()
+        .revoke_all_org_tokens_as_operator(&Caller::operator(), &s.org, None)
+        .await
+        .unwrap();
+    s.app.get("/v1/me", &cc_token).await.expect(401);
+    // New tokens issued later work again.
+    s.app.clock.advance(1);
+    let res = http
+        .post(format!("{}/oauth2/token", s.app.url))
+        .basic_auth(&worker.client.id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    s.app
+        .get("/v1/me", body["access_token"].as_str().unwrap())
+        .await
+        .expect(200);
+}
