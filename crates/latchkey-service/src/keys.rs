@@ -6,7 +6,6 @@
 //! our own keys (no `jku`, `x5u` or `jwk` header is ever followed). Time claims are checked
 //! against the service clock, not the system clock.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -332,11 +331,6 @@ pub fn looks_like_jwt(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
-/// Known ids of keys in a ring, for tests and the CLI.
-pub fn kids(keys: &[Arc<SigningKey>]) -> HashMap<String, SigningAlg> {
-    keys.iter().map(|k| (k.kid.clone(), k.alg)).collect()
 }
 
 use latchkey_store::StoredSigningKey;

@@ -142,36 +142,41 @@ fn has_basic(headers: &HeaderMap) -> bool {
         .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
 }
 
+/// Every OAuth endpoint ends alike: `Cache-Control: no-store` on the answer, or the OAuth error.
+fn answer(state: &AppState, used_basic: bool, result: Result<Response, OAuthFailure>) -> Response {
+    match result {
+        Ok(mut response) => {
+            no_store(&mut response);
+            response
+        }
+        Err(f) => failure(state, f, used_basic),
+    }
+}
+
 pub async fn post_token(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let used_basic = has_basic(&headers);
-    let basic = match preflight(&headers, &body) {
-        Ok(basic) => basic,
-        Err(f) => return failure(&state, f, used_basic),
-    };
-    match state.service.token(basic.as_ref(), &body).await {
-        Ok(issued) => {
-            state.service.metrics().access_token_issued();
-            let mut body = json!({
-                "access_token": issued.jwt,
-                "token_type": "Bearer",
-                "expires_in": issued.expires_in,
-                "scope": issued.scope.join(" "),
-            });
-            if let (Some(refresh), serde_json::Value::Object(map)) =
-                (&issued.refresh_token, &mut body)
-            {
-                map.insert("refresh_token".into(), json!(refresh));
-            }
-            let mut response = Json(body).into_response();
-            no_store(&mut response);
-            response
+    let result = async {
+        let basic = preflight(&headers, &body)?;
+        let issued = state.service.token(basic.as_ref(), &body).await?;
+        state.service.metrics().access_token_issued();
+        let mut answer = json!({
+            "access_token": issued.jwt,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": issued.scope.join(" "),
+        });
+        if let (Some(refresh), serde_json::Value::Object(map)) =
+            (&issued.refresh_token, &mut answer)
+        {
+            map.insert("refresh_token".into(), json!(refresh));
         }
-        Err(f) => failure(&state, f, used_basic),
+        Ok(Json(answer).into_response())
     }
+    .await;
+    answer(&state, has_basic(&headers), result)
 }
 
 pub async fn post_introspect(
@@ -179,19 +184,12 @@ pub async fn post_introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let used_basic = has_basic(&headers);
-    let basic = match preflight(&headers, &body) {
-        Ok(basic) => basic,
-        Err(f) => return failure(&state, f, used_basic),
-    };
-    match state.service.introspect(basic.as_ref(), &body).await {
-        Ok(answer) => {
-            let mut response = Json(answer).into_response();
-            no_store(&mut response);
-            response
-        }
-        Err(f) => failure(&state, f, used_basic),
+    let result = async {
+        let basic = preflight(&headers, &body)?;
+        Ok(Json(state.service.introspect(basic.as_ref(), &body).await?).into_response())
     }
+    .await;
+    answer(&state, has_basic(&headers), result)
 }
 
 pub async fn post_revoke(
@@ -199,21 +197,14 @@ pub async fn post_revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let used_basic = has_basic(&headers);
-    let basic = match preflight(&headers, &body) {
-        Ok(basic) => basic,
-        Err(f) => return failure(&state, f, used_basic),
-    };
-    match state
-        .service
-        .revoke_oauth_token(basic.as_ref(), &body)
-        .await
-    {
-        Ok(()) => {
-            let mut response = StatusCode::OK.into_response();
-            no_store(&mut response);
-            response
-        }
-        Err(f) => failure(&state, f, used_basic),
+    let result = async {
+        let basic = preflight(&headers, &body)?;
+        state
+            .service
+            .revoke_oauth_token(basic.as_ref(), &body)
+            .await?;
+        Ok(StatusCode::OK.into_response())
     }
+    .await;
+    answer(&state, has_basic(&headers), result)
 }

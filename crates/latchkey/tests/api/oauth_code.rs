@@ -92,6 +92,35 @@ fn oauth_client(
         .set_auth_type(oauth2::AuthType::RequestBody)
 }
 
+/// An API client that does not follow redirects (as RFC 6749 wants of OAuth clients).
+fn api_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The whole flow (authorize, sign in, consent, exchange with PKCE): (access, refresh) token.
+async fn consented_tokens(s: &Setup, http: &reqwest::Client) -> (String, String) {
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    let token = client
+        .exchange_code(AuthorizationCode::new(query_param(&back, "code").unwrap()))
+        .set_pkce_verifier(verifier)
+        .request_async(&|req| send(http, req))
+        .await
+        .unwrap();
+    (
+        token.access_token().secret().clone(),
+        token.refresh_token().unwrap().secret().clone(),
+    )
+}
+
 /// A browser: keeps cookies, does not follow redirects.
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -202,10 +231,7 @@ async fn consent(
 #[tokio::test]
 async fn authorization_code_with_pkce_then_rotating_refresh_tokens() {
     let s = setup().await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = api_client();
     let client = oauth_client(&s.app, &s.client_id);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, state) = client
@@ -280,10 +306,7 @@ async fn authorization_code_with_pkce_then_rotating_refresh_tokens() {
 #[tokio::test]
 async fn a_replayed_code_revokes_what_it_produced() {
     let s = setup().await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = api_client();
     let client = oauth_client(&s.app, &s.client_id);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, _) = client
@@ -318,10 +341,7 @@ async fn a_replayed_code_revokes_what_it_produced() {
 #[tokio::test]
 async fn codes_are_bound_to_the_verifier_the_redirect_uri_and_sixty_seconds() {
     let s = setup().await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = api_client();
     let client = oauth_client(&s.app, &s.client_id);
     let token_url = format!("{}/oauth2/token", s.app.url);
     let post = |form: Vec<(&'static str, String)>| {
@@ -465,26 +485,9 @@ async fn deny_unknown_clients_bad_redirects_and_forged_forms() {
 #[tokio::test]
 async fn revoking_a_refresh_token_ends_its_grant() {
     let s = setup().await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = api_client();
     let client = oauth_client(&s.app, &s.client_id);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client
-        .authorize_url(CsrfToken::new_random)
-        .set_pkce_challenge(challenge)
-        .url();
-    let back = consent(&s.app, &browser(), url.as_str(), true).await;
-    let code = query_param(&back, "code").unwrap();
-    let token = client
-        .exchange_code(AuthorizationCode::new(code))
-        .set_pkce_verifier(verifier)
-        .request_async(&|req| send(&http, req))
-        .await
-        .unwrap();
-    let access = token.access_token().secret().clone();
-    let refresh = token.refresh_token().unwrap().secret().clone();
+    let (access, refresh) = consented_tokens(&s, &http).await;
     s.app.get("/v1/me", &access).await.expect(200);
     // RFC 7009 with a public client identifying itself by client_id.
     let res = http
@@ -509,25 +512,9 @@ async fn revoking_a_refresh_token_ends_its_grant() {
 #[tokio::test]
 async fn the_kill_switch_reaches_oauth_grants_and_access_tokens() {
     let s = setup().await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = api_client();
     let client = oauth_client(&s.app, &s.client_id);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client
-        .authorize_url(CsrfToken::new_random)
-        .set_pkce_challenge(challenge)
-        .url();
-    let back = consent(&s.app, &browser(), url.as_str(), true).await;
-    let token = client
-        .exchange_code(AuthorizationCode::new(query_param(&back, "code").unwrap()))
-        .set_pkce_verifier(verifier)
-        .request_async(&|req| send(&http, req))
-        .await
-        .unwrap();
-    let access = token.access_token().secret().clone();
-    let refresh = token.refresh_token().unwrap().secret().clone();
+    let (access, refresh) = consented_tokens(&s, &http).await;
     s.app.get("/v1/me", &access).await.expect(200);
 
     // The user's kill switch: personal tokens and every OAuth grant they gave.
