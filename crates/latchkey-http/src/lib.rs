@@ -5,6 +5,7 @@
 //! Must not decide anything: each handler extracts, calls one service function, maps the result.
 
 mod api;
+mod console;
 mod error;
 mod extract;
 mod oauth2;

@@ -22,11 +22,12 @@ use crate::AppState;
 use crate::api::{
     clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known,
 };
+use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
 use crate::error::error_response;
 use crate::oauth2;
 
 /// Request bodies above this are refused with `413` (SECURITY.md).
-const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 pub fn router(state: AppState) -> Router {
     with_layers(routes().with_state(state))
@@ -134,6 +135,67 @@ fn routes() -> Router<AppState> {
         .route("/oauth2/token", post(oauth2::token::post_token))
         .route("/oauth2/introspect", post(oauth2::token::post_introspect))
         .route("/oauth2/revoke", post(oauth2::token::post_revoke))
+        // The web console (SPEC 5): pages for people, a session cookie, CSRF-checked forms.
+        .route("/assets/console.css", get(crate::console::get_stylesheet))
+        .route("/assets/console.js", get(crate::console::get_script))
+        .route("/", get(auth::get_home))
+        .route("/login", get(auth::get_login).post(auth::post_login))
+        .route("/logout", post(auth::post_logout))
+        .route("/credentials", get(credentials::get_credentials))
+        .route("/credentials/new", get(credentials::get_credentials))
+        .route("/credentials/tokens", post(credentials::post_create))
+        .route(
+            "/credentials/tokens/{id}/rotate",
+            post(credentials::post_rotate),
+        )
+        .route(
+            "/credentials/tokens/{id}/revoke",
+            post(credentials::post_revoke),
+        )
+        .route(
+            "/credentials/tokens/{id}/reveal",
+            post(credentials::post_reveal),
+        )
+        .route("/activity", get(activity::get_user_activity))
+        .route(
+            "/orgs/{org}/tokens",
+            get(console_org_tokens::get_tokens).post(console_org_tokens::post_create),
+        )
+        .route(
+            "/orgs/{org}/tokens/new",
+            get(console_org_tokens::get_tokens),
+        )
+        .route(
+            "/orgs/{org}/tokens/{id}/rename",
+            post(console_org_tokens::post_rename),
+        )
+        .route(
+            "/orgs/{org}/tokens/{id}/rotate",
+            post(console_org_tokens::post_rotate),
+        )
+        .route(
+            "/orgs/{org}/tokens/{id}/reveal",
+            post(console_org_tokens::post_reveal),
+        )
+        .route(
+            "/orgs/{org}/tokens/{id}/delete",
+            get(console_org_tokens::get_delete).post(console_org_tokens::post_delete),
+        )
+        .route(
+            "/orgs/{org}/apps",
+            get(apps::get_apps).post(apps::post_create),
+        )
+        .route(
+            "/orgs/{org}/apps/{id}",
+            get(apps::get_app).post(apps::post_edit),
+        )
+        .route("/orgs/{org}/apps/{id}/secrets", post(apps::post_add_secret))
+        .route(
+            "/orgs/{org}/apps/{id}/secrets/{secret}/revoke",
+            post(apps::post_remove_secret),
+        )
+        .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
+        .route("/orgs/{org}/activity", get(activity::get_org_activity))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

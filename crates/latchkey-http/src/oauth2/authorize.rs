@@ -1,13 +1,14 @@
-//! The authorization endpoint and its two small pages: sign-in and consent (SPEC 3). Minimal
-//! server-rendered HTML, no JavaScript; every user-supplied value is escaped; forms carry a
-//! CSRF token and the consent POST checks `Origin`.
+//! The authorization endpoint and its two pages, sign-in and consent (SPEC 3), in the console's
+//! templates and look: every user-supplied value is escaped by askama; forms carry a CSRF token
+//! and the consent POST checks `Origin`.
 
 use std::collections::HashMap;
 
+use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use latchkey_core::oauth::redirect_with;
 use latchkey_service::oauth::authorize::{AuthorizeParams, AuthorizeRejection, ValidAuthorize};
 use latchkey_service::sessions::{SessionUser, csrf_token_for, csrf_token_matches};
@@ -15,72 +16,33 @@ use latchkey_service::{Caller, ServiceError};
 use secrecy::SecretString;
 
 use crate::AppState;
+use crate::console::auth::{LoginPage, session_cookie};
+use crate::console::{Layout, MessagePage, origin_ok, redirect, render};
 use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
 
-/// Escapes text for HTML element content and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage {
+    layout: Layout,
+    app: String,
+    email: String,
+    scopes: Vec<String>,
+    orgs: Vec<String>,
+    hidden: Vec<(String, String)>,
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · Latchkey</title><style>\
-         body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}}\
-         h1{{font-size:1.4rem}} .card{{border:1px solid #d0d7de;border-radius:8px;padding:1.25rem}}\
-         label{{display:block;margin:.75rem 0 .25rem}} input{{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}}\
-         button{{font:inherit;padding:.5rem 1rem;margin:1rem .5rem 0 0;border-radius:6px;border:1px solid #1f6feb;background:#1f6feb;color:#fff;cursor:pointer}}\
-         button.secondary{{background:#fff;color:#1f6feb}} .error{{color:#b42318}} ul{{padding-left:1.25rem}}\
-         </style></head><body><main class=\"card\">{body}</main></body></html>",
-        title = escape(title)
-    );
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+fn page_message(status: StatusCode, heading: &str, text: &str) -> Response {
+    let page = MessagePage {
+        layout: Layout::anonymous(heading, String::new()),
+        heading: heading.to_owned(),
+        text: text.to_owned(),
+        back: None,
+    };
+    render(status, &page)
 }
 
 fn error_page(message: &str) -> Response {
-    page(
-        StatusCode::BAD_REQUEST,
-        "Cannot continue",
-        &format!(
-            "<h1>Cannot continue</h1><p class=\"error\">{}</p>",
-            escape(message)
-        ),
-    )
-}
-
-fn redirect(to: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    page_message(StatusCode::BAD_REQUEST, "Cannot continue", message)
 }
 
 fn params_from(map: &HashMap<String, String>) -> AuthorizeParams {
@@ -106,17 +68,10 @@ const PARAM_NAMES: [&str; 7] = [
     "code_challenge_method",
 ];
 
-fn hidden_params(map: &HashMap<String, String>) -> String {
+fn hidden_params(map: &HashMap<String, String>) -> Vec<(String, String)> {
     PARAM_NAMES
         .iter()
-        .filter_map(|k| {
-            map.get(*k).map(|v| {
-                format!(
-                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                    escape(v)
-                )
-            })
-        })
+        .filter_map(|k| map.get(*k).map(|v| ((*k).to_owned(), v.clone())))
         .collect()
 }
 
@@ -139,18 +94,16 @@ fn login_page(
     message: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let error = message
-        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Sign in to continue</h1>{error}\
-         <form method=\"post\" action=\"/oauth2/login\">{hidden}\
-         <label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus>\
-         <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button></form>",
-        hidden = hidden_params(map)
-    );
-    page(status, "Sign in", &body)
+    let mut layout = Layout::anonymous("Sign in", String::new());
+    layout.error = message.map(str::to_owned);
+    let page = LoginPage {
+        layout,
+        heading: "Sign in to continue".to_owned(),
+        action: "/oauth2/login".to_owned(),
+        email: String::new(),
+        hidden: hidden_params(map),
+    };
+    render(status, &page)
 }
 
 async fn consent_page(
@@ -164,40 +117,18 @@ async fn consent_page(
         Ok(a) => a,
         Err(_) => return error_page("The service is temporarily unavailable. Try again shortly."),
     };
-    let scopes: String = v
-        .scopes
-        .iter()
-        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
-        .collect();
-    let orgs: String = if accounts.is_empty() {
-        "<li>No organisation: only your own account</li>".to_owned()
-    } else {
-        accounts
+    let page = ConsentPage {
+        layout: Layout::anonymous("Authorize", csrf_token_for(session_token)),
+        app: v.client.name.clone(),
+        email: session.user.email.as_str().to_owned(),
+        scopes: v.scopes.clone(),
+        orgs: accounts
             .iter()
-            .map(|a| {
-                format!(
-                    "<li>{} <small>({})</small></li>",
-                    escape(&a.org_name),
-                    a.role
-                )
-            })
-            .collect()
+            .map(|a| format!("{} ({})", a.org_name, a.role))
+            .collect(),
+        hidden: hidden_params(map),
     };
-    let body = format!(
-        "<h1>Allow <strong>{app}</strong> to use your account?</h1>\
-         <p>Signed in as {email}.</p>\
-         <p><strong>{app}</strong> asks for:</p><ul>{scopes}</ul>\
-         <p>It will act as you in these organisations:</p><ul>{orgs}</ul>\
-         <form method=\"post\" action=\"/oauth2/authorize\">{hidden}\
-         <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>\
-         <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></form>",
-        app = escape(&v.client.name),
-        email = escape(session.user.email.as_str()),
-        hidden = hidden_params(map),
-        csrf = csrf_token_for(session_token),
-    );
-    page(StatusCode::OK, "Authorize", &body)
+    render(StatusCode::OK, &page)
 }
 
 /// `GET /oauth2/authorize`.
@@ -229,14 +160,8 @@ pub async fn post_login(
     let password = SecretString::from(map.get("password").cloned().unwrap_or_default());
     match state.service.login(Some(ip), &email, &password).await {
         Ok(session) => {
-            let max_age = (session.expires_at - state.service.now()).whole_seconds();
-            let secure = if state.secure_cookies { "; Secure" } else { "" };
             let mut response = redirect(&authorize_query(&map));
-            let cookie = format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-                session.secret.expose()
-            );
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
+            if let Some(v) = session_cookie(&state, &session) {
                 response.headers_mut().insert(header::SET_COOKIE, v);
             }
             response
@@ -252,19 +177,6 @@ pub async fn post_login(
             StatusCode::UNAUTHORIZED,
         ),
         Err(_) => error_page("The service is temporarily unavailable. Try again shortly."),
-    }
-}
-
-/// The request's `Origin`, when sent, must be ours (SECURITY.md: CSRF token plus Origin).
-fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(origin) => state
-            .service
-            .settings()
-            .public_url
-            .trim_end_matches('/')
-            .eq_ignore_ascii_case(origin),
     }
 }
 
@@ -286,10 +198,10 @@ pub async fn post_authorize(
         .get("csrf_token")
         .is_some_and(|t| csrf_token_matches(&token, t));
     if !csrf_ok || !origin_ok(&state, &headers) {
-        return page(
+        return page_message(
             StatusCode::FORBIDDEN,
             "Cannot continue",
-            "<h1>Cannot continue</h1><p class=\"error\">The form has expired or did not come from this site. Go back and try again.</p>",
+            "The form has expired or did not come from this site. Go back and try again.",
         );
     }
     let valid = match state.service.check_authorize(&params_from(&map)).await {
@@ -309,18 +221,5 @@ pub async fn post_authorize(
     {
         Ok(to) => redirect(&to),
         Err(_) => error_page("The service is temporarily unavailable. Try again shortly."),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_everything_that_matters() {
-        assert_eq!(
-            escape("<script>\"x\" & 'y'</script>"),
-            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
-        );
     }
 }

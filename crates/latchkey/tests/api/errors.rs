@@ -44,7 +44,6 @@ fn no_server_error(res: &Resp, what: &str) {
 async fn unknown_routes_are_404_in_the_envelope() {
     let app = TestApp::spawn().await;
     for path in [
-        "/",
         "/v1",
         "/v1/nope",
         "/v1/user/tokens/a/b",

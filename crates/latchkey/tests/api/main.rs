@@ -8,7 +8,9 @@
 mod helpers;
 
 mod audit;
+mod browser;
 mod cli;
+mod console;
 mod crash;
 mod demo;
 mod errors;

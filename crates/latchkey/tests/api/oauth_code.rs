@@ -200,7 +200,7 @@ async fn consent(
     );
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("Zapier &lt;Automation&gt;"),
+        html.contains("Zapier &#60;Automation&#62;"),
         "the app name, escaped: {html}"
     );
     assert!(!html.contains("<Automation>"));

@@ -1,0 +1,445 @@
+//! "Apps": an organisation's OAuth2 clients, for its admins. Create, edit redirect URIs and
+//! scopes, add and remove secrets (each shown once), delete after typing the app's name.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use latchkey_service::oauth::clients::{ClientSpec, ClientSpecChange};
+use latchkey_store::{ClientSecretRecord, OAuthClient};
+
+use super::credentials::SecretPage;
+use super::{
+    CheckedForm, Console, Layout, error_page, failure, notice_for, redirect, render, render_secret,
+    when,
+};
+use crate::AppState;
+
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub grants: String,
+    pub secrets: String,
+    pub confidential: bool,
+    pub redirect_uris: String,
+    pub scopes: String,
+}
+
+impl AppRow {
+    fn new(c: &OAuthClient, secrets: &[ClientSecretRecord]) -> Self {
+        let active = secrets.iter().filter(|s| s.revoked_at.is_none()).count();
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            grants: c.grant_types.join(", "),
+            secrets: if c.is_confidential {
+                format!("{active} active")
+            } else {
+                "public client".to_owned()
+            },
+            confidential: c.is_confidential,
+            redirect_uris: c.redirect_uris.join("\n"),
+            scopes: c.scopes.join(" "),
+        }
+    }
+}
+
+pub struct SecretRow {
+    pub id: String,
+    pub hint: String,
+    pub created: String,
+}
+
+#[derive(Default, serde::Deserialize)]
+pub struct AppForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    grant_client_credentials: Option<String>,
+    #[serde(default)]
+    grant_authorization_code: Option<String>,
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    public: Option<String>,
+    #[serde(default)]
+    introspect: Option<String>,
+}
+
+/// The create form as shown again after an error.
+#[derive(Default)]
+pub struct AppFormView {
+    pub name: String,
+    pub client_credentials: bool,
+    pub authorization_code: bool,
+    pub redirect_uris: String,
+    pub scopes: String,
+    pub public: bool,
+    pub introspect: bool,
+}
+
+impl AppFormView {
+    fn from(form: &AppForm) -> Self {
+        Self {
+            name: form.name.clone(),
+            client_credentials: form.grant_client_credentials.is_some(),
+            authorization_code: form.grant_authorization_code.is_some(),
+            redirect_uris: form.redirect_uris.clone(),
+            scopes: form.scopes.clone(),
+            public: form.public.is_some(),
+            introspect: form.introspect.is_some(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+pub struct AppsPage {
+    pub layout: Layout,
+    pub org_name: String,
+    pub apps: Vec<AppRow>,
+    pub form: AppFormView,
+    pub base: String,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+pub struct AppPage {
+    pub layout: Layout,
+    pub app: AppRow,
+    pub secrets: Vec<SecretRow>,
+    pub base: String,
+}
+
+fn base(org: &str) -> String {
+    format!("/orgs/{org}/apps")
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+async fn list_page(
+    state: &AppState,
+    console: &Console,
+    org: &str,
+    status: StatusCode,
+    form: AppFormView,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let user = &console.session.user;
+    let org_record = match state.service.require_admin(&user.id, org).await {
+        Ok(o) => o,
+        Err(e) => return error_page(&e),
+    };
+    let apps = match state.service.list_clients(user, org).await {
+        Ok(apps) => apps,
+        Err(e) => return error_page(&e),
+    };
+    let mut layout = console
+        .layout(
+            state,
+            &format!("Apps of {}", org_record.name),
+            &format!("apps:{}", org_record.id),
+        )
+        .await;
+    layout.notice = notice;
+    layout.error = error;
+    let page = AppsPage {
+        layout,
+        org_name: org_record.name,
+        apps: apps
+            .iter()
+            .filter(|(c, _)| c.deleted_at.is_none())
+            .map(|(c, s)| AppRow::new(c, s))
+            .collect(),
+        form,
+        base: base(org),
+    };
+    render(status, &page)
+}
+
+/// `GET /orgs/{org}/apps`.
+pub async fn get_apps(
+    State(state): State<AppState>,
+    console: Console,
+    Path(org): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
+    let notice = notice_for(done.done.as_deref());
+    let form = AppFormView {
+        client_credentials: true,
+        ..AppFormView::default()
+    };
+    list_page(&state, &console, &org, StatusCode::OK, form, notice, None).await
+}
+
+/// The copy-once page for a client secret.
+async fn client_secret_page(
+    state: &AppState,
+    console: &Console,
+    org: &str,
+    client: &OAuthClient,
+    secret: &str,
+) -> Response {
+    let heading = "The app's secret";
+    let page = SecretPage {
+        layout: console.layout(state, heading, &format!("apps:{org}")).await,
+        heading: heading.to_owned(),
+        subject: format!("{} · client id {}", client.name, client.id),
+        label: format!("The secret of {}", client.name),
+        secret: secret.to_owned(),
+        extra: None,
+        revealable: false,
+        back: format!("{}/{}", base(org), client.id),
+    };
+    render_secret(&page)
+}
+
+/// `POST /orgs/{org}/apps`.
+pub async fn post_create(
+    State(state): State<AppState>,
+    console: Console,
+    Path(org): Path<String>,
+    CheckedForm(form): CheckedForm<AppForm>,
+) -> Response {
+    let mut grant_types = Vec::new();
+    if form.grant_client_credentials.is_some() {
+        grant_types.push("client_credentials".to_owned());
+    }
+    if form.grant_authorization_code.is_some() {
+        grant_types.push("authorization_code".to_owned());
+        grant_types.push("refresh_token".to_owned());
+    }
+    let spec = ClientSpec {
+        name: form.name.clone(),
+        grant_types,
+        redirect_uris: lines(&form.redirect_uris),
+        scopes: words(&form.scopes),
+        confidential: form.public.is_none(),
+        can_introspect: form.introspect.is_some(),
+    };
+    let created = state
+        .service
+        .create_client_as_admin(&console.caller(), &console.session.user, &org, spec)
+        .await;
+    match created {
+        Ok(created) => match &created.secret {
+            Some((_, secret)) => {
+                client_secret_page(&state, &console, &org, &created.client, secret.expose()).await
+            }
+            None => redirect(&format!(
+                "{}/{}?done=app_created",
+                base(&org),
+                created.client.id
+            )),
+        },
+        Err(e) => {
+            let (status, text) = failure(&e);
+            let view = AppFormView::from(&form);
+            list_page(&state, &console, &org, status, view, None, Some(text)).await
+        }
+    }
+}
+
+async fn app_page(
+    state: &AppState,
+    console: &Console,
+    org: &str,
+    id: &str,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let (org_record, client) = match state
+        .service
+        .org_client(&console.session.user, org, id)
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => return error_page(&e),
+    };
+    let secrets = match state.service.client_secrets(&client.id).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&e),
+    };
+    let mut layout = console
+        .layout(state, &client.name, &format!("apps:{}", org_record.id))
+        .await;
+    layout.notice = notice;
+    layout.error = error;
+    let page = AppPage {
+        layout,
+        app: AppRow::new(&client, &secrets),
+        secrets: secrets
+            .iter()
+            .filter(|s| s.revoked_at.is_none())
+            .map(|s| SecretRow {
+                id: s.id.clone(),
+                hint: s.hint.clone(),
+                created: when(s.created_at),
+            })
+            .collect(),
+        base: format!("{}/{}", base(org), client.id),
+    };
+    render(status, &page)
+}
+
+/// `GET /orgs/{org}/apps/{id}`.
+pub async fn get_app(
+    State(state): State<AppState>,
+    console: Console,
+    Path((org, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
+) -> Response {
+    let notice = notice_for(done.done.as_deref());
+    app_page(&state, &console, &org, &id, StatusCode::OK, notice, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    scopes: String,
+}
+
+/// `POST /orgs/{org}/apps/{id}`: redirect URIs and scopes.
+pub async fn post_edit(
+    State(state): State<AppState>,
+    console: Console,
+    Path((org, id)): Path<(String, String)>,
+    CheckedForm(form): CheckedForm<EditForm>,
+) -> Response {
+    let change = ClientSpecChange {
+        redirect_uris: Some(lines(&form.redirect_uris)),
+        scopes: Some(words(&form.scopes)),
+        ..ClientSpecChange::default()
+    };
+    let updated = state
+        .service
+        .update_client(&console.caller(), &console.session.user, &org, &id, change)
+        .await;
+    match updated {
+        Ok(_) => redirect(&format!("{}/{id}?done=saved", base(&org))),
+        Err(e) => {
+            let (status, text) = failure(&e);
+            app_page(&state, &console, &org, &id, status, None, Some(text)).await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Empty {}
+
+/// `POST /orgs/{org}/apps/{id}/secrets`: a new secret, shown once.
+pub async fn post_add_secret(
+    State(state): State<AppState>,
+    console: Console,
+    Path((org, id)): Path<(String, String)>,
+    CheckedForm(_): CheckedForm<Empty>,
+) -> Response {
+    let added = state
+        .service
+        .add_client_secret(&console.caller(), &console.session.user, &org, &id)
+        .await;
+    match added {
+        Ok((_, secret)) => match state
+            .service
+            .org_client(&console.session.user, &org, &id)
+            .await
+        {
+            Ok((_, client)) => {
+                client_secret_page(&state, &console, &org, &client, secret.expose()).await
+            }
+            Err(e) => error_page(&e),
+        },
+        Err(e) => {
+            let (status, text) = failure(&e);
+            app_page(&state, &console, &org, &id, status, None, Some(text)).await
+        }
+    }
+}
+
+/// `POST /orgs/{org}/apps/{id}/secrets/{secret}/revoke`.
+pub async fn post_remove_secret(
+    State(state): State<AppState>,
+    console: Console,
+    Path((org, id, secret)): Path<(String, String, String)>,
+    CheckedForm(_): CheckedForm<Empty>,
+) -> Response {
+    let removed = state
+        .service
+        .delete_client_secret(&console.caller(), &console.session.user, &org, &id, &secret)
+        .await;
+    match removed {
+        Ok(_) => redirect(&format!("{}/{id}?done=secret_removed", base(&org))),
+        Err(e) => {
+            let (status, text) = failure(&e);
+            app_page(&state, &console, &org, &id, status, None, Some(text)).await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /orgs/{org}/apps/{id}/delete`: only with the app's name typed.
+pub async fn post_delete(
+    State(state): State<AppState>,
+    console: Console,
+    Path((org, id)): Path<(String, String)>,
+    CheckedForm(form): CheckedForm<DeleteForm>,
+) -> Response {
+    let client = match state
+        .service
+        .org_client(&console.session.user, &org, &id)
+        .await
+    {
+        Ok((_, c)) => c,
+        Err(e) => return error_page(&e),
+    };
+    if form.confirm.trim() != client.name {
+        let text = "Type the app's name exactly to delete it.".to_owned();
+        return app_page(
+            &state,
+            &console,
+            &org,
+            &id,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(text),
+        )
+        .await;
+    }
+    let deleted = state
+        .service
+        .delete_client(&console.caller(), &console.session.user, &org, &id)
+        .await;
+    match deleted {
+        Ok(()) => redirect(&format!("{}?done=app_deleted", base(&org))),
+        Err(e) => {
+            let (status, text) = failure(&e);
+            app_page(&state, &console, &org, &id, status, None, Some(text)).await
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Signing in and out of the console. Failures answer the same sentence whether the email is
+//! unknown or the password wrong (SECURITY.md); the service applies the abuse limits.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_service::ServiceError;
+use latchkey_service::crypto::random_bytes;
+use latchkey_service::sessions::{NewSessionToken, csrf_token_for, csrf_token_matches};
+use secrecy::SecretString;
+
+use super::{CheckedForm, Console, Layout, origin_ok, redirect, render, unavailable};
+use crate::AppState;
+use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
+
+/// The login form has no session yet: its CSRF token is tied to a random value in this cookie
+/// (the double-submit pattern), so another site cannot sign a victim into its own account.
+const LOGIN_COOKIE: &str = "latchkey_login";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub heading: String,
+    pub action: String,
+    pub email: String,
+    /// Extra fields carried through (the OAuth authorization request).
+    pub hidden: Vec<(String, String)>,
+}
+
+/// The `Set-Cookie` value of a new session.
+pub fn session_cookie(state: &AppState, session: &NewSessionToken) -> Option<HeaderValue> {
+    let max_age = (session.expires_at - state.service.now()).whole_seconds();
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        session.secret.expose()
+    ))
+    .ok()
+}
+
+fn login_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let (seed, fresh) = match cookie(headers, LOGIN_COOKIE) {
+        Some(seed) if seed.len() >= 32 => (seed.to_owned(), false),
+        _ => match random_bytes::<32>() {
+            Ok(bytes) => (URL_SAFE_NO_PAD.encode(bytes), true),
+            Err(_) => return unavailable(),
+        },
+    };
+    let mut layout = Layout::anonymous("Sign in", csrf_token_for(&seed));
+    layout.error = error.map(str::to_owned);
+    let page = LoginPage {
+        layout,
+        heading: "Sign in to Latchkey".to_owned(),
+        action: "/login".to_owned(),
+        email: email.to_owned(),
+        hidden: Vec::new(),
+    };
+    let mut response = render(status, &page);
+    if fresh {
+        let secure = if state.secure_cookies { "; Secure" } else { "" };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{LOGIN_COOKIE}={seed}; Path=/login; HttpOnly; SameSite=Strict{secure}"
+        )) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// `GET /`: the console's home is the API credentials page.
+pub async fn get_home(console: Result<Console, Response>) -> Response {
+    match console {
+        Ok(_) => redirect("/credentials"),
+        Err(to_login) => to_login,
+    }
+}
+
+/// `GET /login`.
+pub async fn get_login(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    login_response(&state, &headers, StatusCode::OK, "", None)
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /login`.
+pub async fn post_login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_response(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            "",
+            Some("Fill in your email and password."),
+        );
+    };
+    let csrf_ok = cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|seed| csrf_token_matches(seed, &form.csrf_token));
+    if !csrf_ok || !origin_ok(&state, &headers) {
+        return login_response(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &form.email,
+            Some("The form has expired. Try again."),
+        );
+    }
+    let password = SecretString::from(form.password);
+    match state.service.login(Some(ip), &form.email, &password).await {
+        Ok(session) => {
+            let mut response = redirect("/credentials");
+            if let Some(v) = session_cookie(&state, &session) {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+            response
+        }
+        Err(ServiceError::RateLimited { .. }) => login_response(
+            &state,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &form.email,
+            Some("Too many attempts. Wait a moment and try again."),
+        ),
+        Err(ServiceError::Client { .. }) => login_response(
+            &state,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            &form.email,
+            Some("The email or password is not correct."),
+        ),
+        Err(_) => unavailable(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Empty {}
+
+/// `POST /logout`: ends the session in the database, not only in the browser.
+pub async fn post_logout(
+    State(state): State<AppState>,
+    console: Console,
+    CheckedForm(_): CheckedForm<Empty>,
+) -> Response {
+    if state
+        .service
+        .logout(&console.caller(), &console.session)
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    let mut response = redirect("/login");
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}

@@ -1,0 +1,390 @@
+//! "API credentials": the person's own tokens. Generating, revoking and revealing ask for the
+//! password; the secret is shown once, on a page that is never cached.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use latchkey_core::policy::{OwnerKind, Reveal, TokenTypePolicy};
+use latchkey_core::{Grace, Timestamp, TokenStatus};
+use latchkey_service::tokens::{CreatePersonalToken, Created};
+use latchkey_store::TokenRecord;
+use secrecy::SecretString;
+
+use super::{
+    CheckedForm, Console, Layout, failure, notice_for, redirect, render, render_secret, when,
+    when_or,
+};
+use crate::AppState;
+
+/// A token as the tables show it.
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub token_type: String,
+    pub hint: String,
+    pub status: &'static str,
+    pub status_note: Option<String>,
+    pub expires: String,
+    pub last_used: String,
+    pub live: bool,
+    pub revealable: bool,
+}
+
+impl TokenRow {
+    pub fn new(t: &TokenRecord, now: Timestamp) -> Self {
+        let status = t.status(now);
+        let status_note = match status {
+            TokenStatus::Pending => Some(format!("active from {}", when(t.active_from))),
+            TokenStatus::Revoked => t.revoked_at.map(|at| format!("since {}", when(at))),
+            _ => None,
+        };
+        let last_used = match (&t.last_used_at, &t.last_used_ip) {
+            (Some(at), Some(ip)) => format!("{} from {ip}", when(*at)),
+            (Some(at), None) => when(*at),
+            _ => "never".to_owned(),
+        };
+        Self {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            token_type: t.token_type.clone(),
+            hint: t.hint.clone(),
+            status: status.as_str(),
+            status_note,
+            expires: when_or(t.expires_at, "never"),
+            last_used,
+            live: matches!(status, TokenStatus::Pending | TokenStatus::Active),
+            revealable: t.is_revealable,
+        }
+    }
+}
+
+/// A type in the creation form; disabled (with the reason) when it cannot be chosen.
+pub struct TypeOption {
+    pub name: String,
+    pub disabled: Option<String>,
+}
+
+/// What the creation form shows: empty, pre-filled from a link (expiry notices), or what the
+/// person typed before an error.
+#[derive(Default, serde::Deserialize)]
+pub struct Prefill {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, alias = "type")]
+    pub token_type: String,
+    #[serde(default)]
+    pub expires_in_days: String,
+    #[serde(default)]
+    pub done: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "credentials.html")]
+pub struct CredentialsPage {
+    pub layout: Layout,
+    pub tokens: Vec<TokenRow>,
+    pub types: Vec<TypeOption>,
+    pub form: Prefill,
+    pub org: Option<String>,
+    pub base: String,
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+pub struct SecretPage {
+    pub layout: Layout,
+    pub heading: String,
+    pub subject: String,
+    pub label: String,
+    pub secret: String,
+    pub extra: Option<String>,
+    pub revealable: bool,
+    pub back: String,
+}
+
+/// The copy-once page for a token secret.
+pub async fn token_secret_page(
+    state: &AppState,
+    console: &Console,
+    heading: &str,
+    record: &TokenRecord,
+    secret: &str,
+    back: &str,
+    current: &str,
+) -> Response {
+    let page = SecretPage {
+        layout: console.layout(state, heading, current).await,
+        heading: heading.to_owned(),
+        subject: format!("{} ({} token)", record.name, record.token_type),
+        label: format!("The token {}", record.name),
+        secret: secret.to_owned(),
+        extra: (record.active_from > state.service.now())
+            .then(|| format!("It starts working at {}.", when(record.active_from))),
+        // From the type, not the record: a record read back before its sealed copy is known
+        // would say no.
+        revealable: state
+            .service
+            .types()
+            .get(&record.token_type)
+            .is_some_and(|p| p.reveal == Reveal::Reauth),
+        back: back.to_owned(),
+    };
+    render_secret(&page)
+}
+
+fn personal_types(types: impl Iterator<Item = TokenTypePolicy>) -> Vec<TypeOption> {
+    types
+        .filter(|t| t.owner == OwnerKind::User)
+        .map(|t| TypeOption {
+            disabled: None,
+            name: t.name,
+        })
+        .collect()
+}
+
+async fn page(
+    state: &AppState,
+    console: &Console,
+    status: StatusCode,
+    form: Prefill,
+    error: Option<String>,
+) -> Response {
+    let mut layout = console
+        .layout(state, "API credentials", "credentials")
+        .await;
+    layout.notice = notice_for(form.done.as_deref());
+    layout.error = error;
+    let tokens = match state
+        .service
+        .list_personal_tokens(&console.session.user)
+        .await
+    {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            let (status, text) = failure(&e);
+            layout.error = Some(text);
+            return render(
+                status,
+                &CredentialsPage {
+                    layout,
+                    tokens: Vec::new(),
+                    types: Vec::new(),
+                    form,
+                    org: None,
+                    base: "/credentials/tokens".to_owned(),
+                },
+            );
+        }
+    };
+    let now = state.service.now();
+    let page = CredentialsPage {
+        layout,
+        tokens: tokens.iter().map(|t| TokenRow::new(t, now)).collect(),
+        types: personal_types(state.service.types().iter().cloned()),
+        form,
+        org: None,
+        base: "/credentials/tokens".to_owned(),
+    };
+    render(status, &page)
+}
+
+/// `GET /credentials` and `GET /credentials/new?name=…&type=…` (the link of an expiry notice
+/// opens the form pre-filled).
+pub async fn get_credentials(
+    State(state): State<AppState>,
+    console: Console,
+    Query(prefill): Query<Prefill>,
+) -> Response {
+    page(&state, &console, StatusCode::OK, prefill, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct CreateForm {
+    name: String,
+    #[serde(default)]
+    token_type: String,
+    #[serde(default)]
+    expires_in_days: String,
+    password: String,
+}
+
+/// An optional whole number of days from a form field.
+pub fn days(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u32>()
+        .map(Some)
+        .map_err(|_| "The expiry is a whole number of days.".to_owned())
+}
+
+/// `POST /credentials/tokens`: generates the token and shows it once.
+pub async fn post_create(
+    State(state): State<AppState>,
+    console: Console,
+    CheckedForm(form): CheckedForm<CreateForm>,
+) -> Response {
+    let prefill = Prefill {
+        name: form.name.clone(),
+        token_type: form.token_type.clone(),
+        expires_in_days: form.expires_in_days.clone(),
+        done: None,
+    };
+    let expires_in_days = match days(&form.expires_in_days) {
+        Ok(d) => d,
+        Err(e) => return page(&state, &console, StatusCode::BAD_REQUEST, prefill, Some(e)).await,
+    };
+    let request = CreatePersonalToken {
+        name: form.name,
+        token_type: Some(form.token_type).filter(|t| !t.is_empty()),
+        expires_in_days,
+        allowed_ips: None,
+        password: SecretString::from(form.password),
+    };
+    match state
+        .service
+        .create_personal_token(&console.caller(), &console.session.user, request, None)
+        .await
+    {
+        Ok(Created::New(created)) => {
+            token_secret_page(
+                &state,
+                &console,
+                "Your new token",
+                &created.record,
+                created.secret.expose(),
+                "/credentials",
+                "credentials",
+            )
+            .await
+        }
+        Ok(Created::Replayed(_)) => redirect("/credentials"),
+        Err(e) => {
+            let (status, text) = failure(&e);
+            page(&state, &console, status, prefill, Some(text)).await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct RotateForm {
+    #[serde(default)]
+    pub grace: String,
+}
+
+/// Reads the grace choice of a rotate form (`0s` when absent).
+pub fn grace(text: &str) -> Result<Grace, String> {
+    if text.is_empty() {
+        return Ok(Grace::default());
+    }
+    text.parse().map_err(|_| {
+        "The grace period is a duration of at most 7 days, or until first use.".to_owned()
+    })
+}
+
+/// `POST /credentials/tokens/{id}/rotate`.
+pub async fn post_rotate(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    CheckedForm(form): CheckedForm<RotateForm>,
+) -> Response {
+    let grace = match grace(&form.grace) {
+        Ok(g) => g,
+        Err(e) => {
+            return page(
+                &state,
+                &console,
+                StatusCode::BAD_REQUEST,
+                Prefill::default(),
+                Some(e),
+            )
+            .await;
+        }
+    };
+    match state
+        .service
+        .rotate_personal_token(&console.caller(), &console.session.user, &id, grace)
+        .await
+    {
+        Ok(created) => {
+            token_secret_page(
+                &state,
+                &console,
+                "The replacement token",
+                &created.record,
+                created.secret.expose(),
+                "/credentials",
+                "credentials",
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, text) = failure(&e);
+            page(&state, &console, status, Prefill::default(), Some(text)).await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    pub password: String,
+}
+
+/// `POST /credentials/tokens/{id}/revoke`: behind the password.
+pub async fn post_revoke(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    CheckedForm(form): CheckedForm<PasswordForm>,
+) -> Response {
+    let password = SecretString::from(form.password);
+    match state
+        .service
+        .revoke_personal_token(&console.caller(), &console.session.user, &id, &password)
+        .await
+    {
+        Ok(_) => redirect("/credentials?done=revoked"),
+        Err(e) => {
+            let (status, text) = failure(&e);
+            page(&state, &console, status, Prefill::default(), Some(text)).await
+        }
+    }
+}
+
+/// `POST /credentials/tokens/{id}/reveal`: behind the password, for revealable types only.
+pub async fn post_reveal(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    CheckedForm(form): CheckedForm<PasswordForm>,
+) -> Response {
+    let password = SecretString::from(form.password);
+    let user = &console.session.user;
+    let revealed = state
+        .service
+        .reveal_personal_token(&console.caller(), user, &id, &password)
+        .await;
+    let record = state.service.personal_token(user, &id).await;
+    match (revealed, record) {
+        (Ok(secret), Ok(record)) => {
+            token_secret_page(
+                &state,
+                &console,
+                "Your token",
+                &record,
+                secret.expose(),
+                "/credentials",
+                "credentials",
+            )
+            .await
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let (status, text) = failure(&e);
+            page(&state, &console, status, Prefill::default(), Some(text)).await
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The web console, walked in a real headless Chromium as a person would (SPEC 5, issue 5),
+//! plus the HTTP-level checks a browser cannot show: CSRF and `Origin` refusals, headers,
+//! cookie flags, escaping and error pages.
+
+use latchkey_core::Role;
+use reqwest::header;
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::helpers::{PASSWORD, TestApp};
+
+/// A user who is admin of a fresh organisation: (org id, session token).
+async fn admin_of(app: &TestApp, email: &str, org_name: &str) -> (String, String) {
+    app.user(email).await;
+    let org = app.org(org_name).await;
+    app.add_member(&org, email, Role::Admin).await;
+    (org, app.login(email).await)
+}
+
+#[tokio::test]
+async fn sign_in_shows_the_organisations_and_sign_out_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme <Labs>").await;
+    app.user("bob@example.com").await;
+    app.add_member(&org, "bob@example.com", Role::Member).await;
+    let b = Browser::start(&app.url).await;
+
+    // Not signed in: every page leads to the login form.
+    b.goto("/credentials").await;
+    assert_eq!(b.path().await, "/login");
+    b.screenshot("login").await;
+
+    // Unknown email and wrong password get the same answer.
+    b.sign_in("nobody@example.com", PASSWORD).await;
+    let unknown = b.text(".error").await;
+    b.sign_in("ada@example.com", "wrong password entirely")
+        .await;
+    let wrong = b.text(".error").await;
+    assert_eq!(unknown, wrong);
+    assert_eq!(wrong, "The email or password is not correct.");
+
+    b.sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(b.path().await, "/credentials");
+    let nav = b.text("header.top").await;
+    assert!(nav.contains("Acme <Labs>"), "{nav}");
+    assert!(nav.contains("ada@example.com"), "{nav}");
+    assert_eq!(b.count(&format!("a[href='/orgs/{org}/tokens']")).await, 1);
+
+    b.click(".logout button").await;
+    assert_eq!(b.path().await, "/login");
+    b.goto("/credentials").await;
+    assert_eq!(b.path().await, "/login", "the session must be gone");
+    b.close().await;
+
+    // A member sees the organisation but not its Tokens, Apps or Activity links.
+    let b = Browser::start(&app.url).await;
+    b.sign_in("bob@example.com", PASSWORD).await;
+    assert!(b.text("header.top").await.contains("Acme <Labs>"));
+    assert_eq!(b.count(&format!("a[href^='/orgs/{org}/']")).await, 0);
+    b.goto(&format!("/orgs/{org}/tokens")).await;
+    assert!(
+        b.body()
+            .await
+            .contains("Only an admin of this organisation may do this.")
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_person_generates_rotates_and_revokes_their_api_token() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let b = Browser::start(&app.url).await;
+    b.sign_in("ada@example.com", PASSWORD).await;
+    b.screenshot("credentials-empty").await;
+
+    // Generate, behind the password: a wrong one is refused on the same page.
+    b.fill("#new-name", "laptop <cli>").await;
+    b.fill("#new-password", "not my password").await;
+    b.click("#new button[type=submit]").await;
+    assert!(b.text(".error").await.to_lowercase().contains("password"));
+    assert_eq!(
+        b.value("#new-name").await,
+        "laptop <cli>",
+        "the form keeps what was typed"
+    );
+
+    b.fill("#new-password", PASSWORD).await;
+    b.click("#new button[type=submit]").await;
+    let secret = b.value("#secret").await;
+    assert!(secret.starts_with("lkp_"), "{secret}");
+    let dialog = b.text("[role=dialog]").await;
+    assert!(
+        dialog.contains("you will not see this again") || dialog.contains("reveal it again"),
+        "{dialog}"
+    );
+    assert!(b.count("button[data-copy=secret]").await == 1);
+    b.click("button[data-copy=secret]").await;
+    b.screenshot("token-created").await;
+    app.me(&secret).await.expect(200);
+
+    // The list: status, expiry, last use (with the address once used).
+    b.click("a.button").await;
+    assert_eq!(b.path().await, "/credentials");
+    let row = b.text("tbody tr").await;
+    assert!(
+        row.contains("laptop <cli>") && row.contains("active"),
+        "{row}"
+    );
+    app.service().flush_usage().await;
+    b.goto("/credentials").await;
+    let row = b.text("tbody tr").await;
+    assert!(row.contains("127.0.0.1"), "last used address: {row}");
+    assert!(
+        !b.body().await.contains(&secret),
+        "the secret is shown only once"
+    );
+    b.screenshot("credentials").await;
+
+    // Rotate: a replacement, shown once; the old one ends now.
+    let id = b.find("tbody tr").await.attr("id").await.unwrap().unwrap();
+    b.select(&format!("#{id} select[name=grace]"), "0s").await;
+    b.click(&format!("#{id} form[action$='/rotate'] button"))
+        .await;
+    let replacement = b.value("#secret").await;
+    assert_ne!(replacement, secret);
+    app.me(&replacement).await.expect(200);
+    app.me(&secret).await.expect(401);
+
+    // Revoke, behind the password.
+    b.goto("/credentials").await;
+    let live = b.find("tbody tr:has(form[action$='/revoke'])").await;
+    let live_id = live.attr("id").await.unwrap().unwrap();
+    b.fill(
+        &format!("#{live_id} form[action$='/revoke'] input[name=password]"),
+        PASSWORD,
+    )
+    .await;
+    b.click(&format!("#{live_id} form[action$='/revoke'] button"))
+        .await;
+    assert_eq!(b.text(".notice").await, "The token is revoked.");
+    assert!(b.text(&format!("#{live_id}")).await.contains("revoked"));
+    app.me(&replacement).await.expect(401);
+
+    // On a phone the table becomes cards and nothing needs sideways scrolling.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto("/credentials").await;
+    let scroll: serde_json::Value = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(scroll, json!(true), "the page scrolls sideways on a phone");
+    b.screenshot("credentials-phone").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_admin_manages_the_organisation_tokens() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let b = Browser::start(&app.url).await;
+    b.sign_in("ada@example.com", PASSWORD).await;
+    b.click(&format!("a[href='/orgs/{org}/tokens']")).await;
+    assert_eq!(b.path().await, format!("/orgs/{org}/tokens"));
+
+    // A type whose feature the organisation lacks is shown, disabled, with the reason.
+    let links = b.find("#new-type option[value=links]").await;
+    assert!(links.attr("disabled").await.unwrap().is_some());
+    assert!(
+        links
+            .text()
+            .await
+            .unwrap()
+            .contains("needs the organisation feature")
+    );
+
+    // Create: `api` has an activation delay, so the token is pending with its start time.
+    b.fill("#new-name", "billing").await;
+    b.select("#new-type", "api").await;
+    b.click("#new button[type=submit]").await;
+    let first = b.value("#secret").await;
+    assert!(
+        b.text("[role=dialog]")
+            .await
+            .contains("reveal it again later with your password")
+    );
+    assert!(b.text("[role=dialog]").await.contains("starts working at"));
+    b.click("a.button").await;
+    let row = b.find("tbody tr:has(input[value='billing'])").await;
+    let id = row.attr("id").await.unwrap().unwrap();
+    let text = row.text().await.unwrap();
+    assert!(
+        text.contains("pending") && text.contains("active from"),
+        "{text}"
+    );
+    b.screenshot("org-tokens").await;
+
+    // Rename inline.
+    b.fill(&format!("#name-{}", &id["token-".len()..]), "billing v2")
+        .await;
+    b.click(&format!("#{id} form[action$='/rename'] button"))
+        .await;
+    assert_eq!(b.text(".notice").await, "The token is renamed.");
+    assert!(b.count("input[value='billing v2']").await == 1);
+
+    // Reveal behind the password shows the same secret again.
+    b.fill(
+        &format!("#{id} form[action$='/reveal'] input[name=password]"),
+        "nope nope nope",
+    )
+    .await;
+    b.click(&format!("#{id} form[action$='/reveal'] button"))
+        .await;
+    assert!(b.text(".error").await.to_lowercase().contains("password"));
+    b.fill(
+        &format!("#{id} form[action$='/reveal'] input[name=password]"),
+        PASSWORD,
+    )
+    .await;
+    b.click(&format!("#{id} form[action$='/reveal'] button"))
+        .await;
+    assert_eq!(b.value("#secret").await, first);
+
+    // Rotate with a grace period of one day: both work once active.
+    b.goto(&format!("/orgs/{org}/tokens")).await;
+    b.select(&format!("#{id} select[name=grace]"), "1d").await;
+    b.click(&format!("#{id} form[action$='/rotate'] button"))
+        .await;
+    let second = b.value("#secret").await;
+    assert_ne!(second, first);
+    app.clock.advance(31 * 60);
+    app.me(&first).await.expect(200);
+    app.me(&second).await.expect(200);
+
+    // Delete only after typing the phrase: the browser will not send anything else.
+    b.goto(&format!("/orgs/{org}/tokens")).await;
+    b.click(&format!("#{id} a[href$='/delete']")).await;
+    b.fill("#confirm", "delete token").await;
+    b.click("form button.danger").await;
+    assert!(
+        b.path().await.ends_with("/delete"),
+        "a wrong phrase must not delete"
+    );
+    app.me(&first).await.expect(200);
+    b.screenshot("delete-token").await;
+    b.fill("#confirm", "Delete token").await;
+    b.click("form button.danger").await;
+    assert_eq!(b.text(".notice").await, "The token is deleted.");
+    assert!(b.text(&format!("#{id}")).await.contains("revoked"));
+    app.me(&first).await.expect(401);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_admin_manages_apps_and_their_secrets() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let b = Browser::start(&app.url).await;
+    b.sign_in("ada@example.com", PASSWORD).await;
+    b.click(&format!("a[href='/orgs/{org}/apps']")).await;
+
+    b.fill("#app-name", "Partner <b>sync</b>").await;
+    b.fill("#app-scopes", "read write").await;
+    b.click("form[action$='/apps'] button[type=submit]").await;
+    let secret = b.value("#secret").await;
+    let subject = b.text("[role=dialog] p").await;
+    let client_id = subject.rsplit(' ').next().unwrap().to_owned();
+    assert!(
+        subject.contains("Partner <b>sync</b>"),
+        "escaped, shown as typed: {subject}"
+    );
+    let token = |secret: String| {
+        let app_url = app.url.clone();
+        let client_id = client_id.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{app_url}/oauth2/token"))
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(token(secret.clone()).await, 200);
+
+    // Edit redirect URIs and scopes.
+    b.click("a.button").await;
+    b.fill("#app-uris", "https://partner.example/callback")
+        .await;
+    b.fill("#app-scopes", "read").await;
+    b.click("section[aria-labelledby=edit-title] button").await;
+    b.screenshot("app").await;
+    assert_eq!(b.text(".notice").await, "The changes are saved.");
+    assert_eq!(
+        b.value("#app-uris").await,
+        "https://partner.example/callback"
+    );
+    assert_eq!(b.value("#app-scopes").await, "read");
+
+    // A second secret, shown once; then the first is removed.
+    b.click("form[action$='/secrets'] button").await;
+    let second = b.value("#secret").await;
+    assert_ne!(second, secret);
+    b.click("a.button").await;
+    assert_eq!(b.count("form[action*='/secrets/'] button").await, 2);
+    b.click("form[action*='/secrets/'] button").await;
+    assert_eq!(b.text(".notice").await, "The secret is removed.");
+    assert_eq!(b.count("form[action*='/secrets/'] button").await, 1);
+    let still = [token(secret.clone()).await, token(second.clone()).await];
+    assert!(still.contains(&200) && still.contains(&401), "{still:?}");
+
+    // Delete after typing the app's name.
+    b.fill("#confirm", "Partner <b>sync</b>").await;
+    b.click("form[action$='/delete'] button").await;
+    assert_eq!(b.text(".notice").await, "The app is deleted.");
+    b.screenshot("apps").await;
+    assert_eq!(token(second).await, 401);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn activity_shows_the_audit_log_of_the_person_and_the_organisation() {
+    let app = TestApp::spawn().await;
+    let (org, session) = admin_of(&app, "ada@example.com", "Acme").await;
+    app.personal_token(&session, "laptop").await;
+    let b = Browser::start(&app.url).await;
+    b.sign_in("ada@example.com", PASSWORD).await;
+    b.click("a[href='/activity']").await;
+    let mine = b.text("table").await;
+    assert!(
+        mine.contains("token.created") && mine.contains("session.login"),
+        "{mine}"
+    );
+    b.screenshot("activity").await;
+    b.click(&format!("a[href='/orgs/{org}/activity']")).await;
+    let theirs = b.text("table").await;
+    assert!(
+        theirs.contains("org.created") && theirs.contains("token.created"),
+        "{theirs}"
+    );
+    b.close().await;
+}
+
+// ---- HTTP-level checks ----
+
+/// A session cookie and the page's CSRF token for `email`.
+async fn console_session(app: &TestApp, email: &str) -> (String, String) {
+    let session = app.login(email).await;
+    let cookie = format!("latchkey_session={session}");
+    let html = reqwest::Client::new()
+        .get(format!("{}/credentials", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    (cookie, csrf)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pages_carry_the_security_headers_and_cookies_their_flags() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let res = no_redirects()
+        .get(format!("{}/login", app.url))
+        .send()
+        .await
+        .unwrap();
+    let h = res.headers();
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    assert_eq!(h[header::REFERRER_POLICY], "same-origin");
+    let login_cookie = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
+    let html = res.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let seed = login_cookie.split(';').next().unwrap();
+
+    let res = no_redirects()
+        .post(format!("{}/login", app.url))
+        .header(header::COOKIE, seed)
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", PASSWORD),
+            ("csrf_token", csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let session_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(session_cookie.starts_with("latchkey_session="));
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"));
+    assert!(session_cookie.contains("Path=/"));
+
+    // The login form without its CSRF token is refused (login CSRF).
+    let res = no_redirects()
+        .post(format!("{}/login", app.url))
+        .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.headers()
+            .get(header::SET_COOKIE)
+            .is_none_or(|c| !c.to_str().unwrap().starts_with("latchkey_session="))
+    );
+
+    // Pages need a session.
+    let res = no_redirects()
+        .get(format!("{}/credentials", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()[header::LOCATION], "/login");
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_or_from_another_origin_are_refused() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let (cookie, csrf) = console_session(&app, "ada@example.com").await;
+    let post = |form: Vec<(&'static str, String)>, origin: Option<String>| {
+        let mut req = no_redirects()
+            .post(format!("{}/credentials/tokens", app.url))
+            .header(header::COOKIE, &cookie)
+            .form(&form);
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        req.send()
+    };
+    let fields = |csrf: &str| {
+        vec![
+            ("name", "laptop".to_owned()),
+            ("password", PASSWORD.to_owned()),
+            ("csrf_token", csrf.to_owned()),
+        ]
+    };
+    assert_eq!(post(fields(""), None).await.unwrap().status(), 403);
+    assert_eq!(
+        post(fields("0123456789abcdef"), None)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(fields(&csrf), Some("https://evil.example".to_owned()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert!(
+        app.tokens(&app.login("ada@example.com").await)
+            .await
+            .is_empty(),
+        "nothing created"
+    );
+
+    // With both, the token is created and shown on a page that is never cached or referred.
+    let res = post(fields(&csrf), Some(app.url.clone())).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(res.headers()[header::REFERRER_POLICY], "no-referrer");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("you will not see this again"), "{html}");
+    assert!(
+        html.contains("value=\"lkp_"),
+        "the secret is on the page once"
+    );
+
+    // A malformed form is a clear 400 page, not a 500.
+    let res = no_redirects()
+        .post(format!("{}/credentials/tokens", app.url))
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("csrf_token={csrf}&expires_in_days=%ZZ"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn names_are_escaped_and_outsiders_get_no_organisation_pages() {
+    let app = TestApp::spawn().await;
+    let (org, session) = admin_of(&app, "ada@example.com", "Acme").await;
+    app.personal_token(&session, "<script>alert(1)</script>")
+        .await;
+    app.user("eve@example.com").await;
+    app.user("bob@example.com").await;
+    app.add_member(&org, "bob@example.com", Role::Member).await;
+
+    let (cookie, _) = console_session(&app, "ada@example.com").await;
+    let html = no_redirects()
+        .get(format!("{}/credentials", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("<script>alert(1)</script>"));
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;"), "escaped");
+
+    for (email, status) in [("bob@example.com", 403), ("eve@example.com", 404)] {
+        let (cookie, _) = console_session(&app, email).await;
+        for page in ["tokens", "apps", "activity"] {
+            let res = no_redirects()
+                .get(format!("{}/orgs/{org}/{page}", app.url))
+                .header(header::COOKIE, &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status, "{email} {page}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn deleting_needs_the_typed_phrase_on_the_server_too() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let (cookie, csrf) = console_session(&app, "ada@example.com").await;
+    let session = app.login("ada@example.com").await;
+    let listed = app
+        .get(&format!("/v1/orgs/{org}/tokens"), &session)
+        .await
+        .expect(200);
+    let id = listed.body[0]["id"].as_str().unwrap().to_owned();
+    let delete = |confirm: &'static str| {
+        no_redirects()
+            .post(format!("{}/orgs/{org}/tokens/{id}/delete", app.url))
+            .header(header::COOKIE, &cookie)
+            .form(&[("csrf_token", csrf.as_str()), ("confirm", confirm)])
+            .send()
+    };
+    assert_eq!(delete("yes").await.unwrap().status(), 400);
+    let token = app
+        .get(&format!("/v1/orgs/{org}/tokens/{id}"), &session)
+        .await
+        .expect(200);
+    assert_ne!(token.str("status"), "revoked");
+    assert_eq!(delete("Delete token").await.unwrap().status(), 303);
+    let token = app
+        .get(&format!("/v1/orgs/{org}/tokens/{id}"), &session)
+        .await
+        .expect(200);
+    assert_eq!(token.str("status"), "revoked");
+}
+
+#[tokio::test]
+async fn the_expiry_notice_link_opens_the_form_pre_filled() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let (cookie, _) = console_session(&app, "ada@example.com").await;
+    for path in [
+        "/credentials/new?name=deploy%20%3Cbot%3E&type=personal".to_owned(),
+        format!("/orgs/{org}/tokens/new?name=deploy%20%3Cbot%3E&type=api"),
+    ] {
+        let html = no_redirects()
+            .get(format!("{}{path}", app.url))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("value=\"deploy &#60;bot&#62;\""), "{path}");
+    }
+}
