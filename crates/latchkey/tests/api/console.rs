@@ -606,3 +606,106 @@ async fn the_expiry_notice_link_opens_the_form_pre_filled() {
         assert!(html.contains("value=\"deploy &#60;bot&#62;\""), "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_keyboard_alone_signs_in_and_generates_a_token() {
+    use fantoccini::key::Key;
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let b = Browser::start(&app.url).await;
+    b.goto("/login").await;
+    // The email field has focus on arrival; Tab moves to the password, Enter submits.
+    let tab: char = Key::Tab.into();
+    let enter: char = Key::Enter.into();
+    let active = b.client.active_element().await.unwrap();
+    active
+        .send_keys(&format!("ada@example.com{tab}{PASSWORD}{enter}"))
+        .await
+        .unwrap();
+    b.find(".logout").await;
+    assert_eq!(b.path().await, "/credentials");
+    // The skip link is the first stop, and leads to the content.
+    let body = b.find("body").await;
+    body.send_keys(&tab.to_string()).await.unwrap();
+    let focused = b.client.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Skip to content");
+    b.click("#new-name").await;
+    let active = b.client.active_element().await.unwrap();
+    // Name, Tab to the type, Tab to the expiry, Tab to the password, Enter.
+    active
+        .send_keys(&format!("keyboard{tab}{tab}{tab}{PASSWORD}{enter}"))
+        .await
+        .unwrap();
+    assert!(b.value("#secret").await.starts_with("lkp_"));
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_partner_app_gets_consent_through_the_console_look() {
+    use oauth2::PkceCodeChallenge;
+    let app = crate::oauth_helpers::spawn().await;
+    let org = crate::oauth_helpers::org(&app, "Acme", "ada@example.com").await;
+    let redirect = "http://127.0.0.1:9/callback";
+    let client = crate::oauth_helpers::create_client(
+        &app,
+        &org,
+        json!({
+            "name": "Zapier <Automation>",
+            "grant_types": ["authorization_code"],
+            "redirect_uris": [redirect],
+            "scopes": ["api"],
+            "confidential": false,
+        }),
+    )
+    .await
+    .expect(201)
+    .str("id");
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut authorize = reqwest::Url::parse(&format!("{}/oauth2/authorize", app.url)).unwrap();
+    authorize.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", client.as_str()),
+        ("redirect_uri", redirect),
+        ("scope", "api"),
+        ("state", "xyz"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let query = authorize.query().unwrap().to_owned();
+    let b = Browser::start(&app.url).await;
+    b.goto(&format!("/oauth2/authorize?{query}")).await;
+    assert_eq!(b.text("h1").await, "Sign in to continue");
+    b.fill("#email", "ada@example.com").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("form button[type=submit]").await;
+    assert!(b.text("h1").await.contains("Zapier <Automation>"));
+    b.screenshot("consent").await;
+    b.click("button[value=approve]").await;
+    // The browser goes on to the partner's redirect URI (nothing listens there).
+    let mut landed = String::new();
+    for _ in 0..50 {
+        landed = b.client.current_url().await.unwrap().to_string();
+        if landed.starts_with(redirect) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(landed.starts_with(redirect), "{landed}");
+    let url = reqwest::Url::parse(&landed).unwrap();
+    let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(pairs["state"], "xyz");
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", app.url))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", pairs["code"].as_str()),
+            ("redirect_uri", redirect),
+            ("client_id", client.as_str()),
+            ("code_verifier", verifier.secret().as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    b.close().await;
+}
