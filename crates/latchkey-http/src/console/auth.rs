@@ -138,13 +138,19 @@ pub async fn post_login(
             }
             response
         }
-        Err(ServiceError::RateLimited { .. }) => login_response(
-            &state,
-            &headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            &form.email,
-            Some("Too many attempts. Wait a moment and try again."),
-        ),
+        Err(ServiceError::RateLimited { retry_after_secs }) => {
+            let mut response = login_response(
+                &state,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                &form.email,
+                Some("Too many attempts. Wait a moment and try again."),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
         Err(ServiceError::Client { .. }) => login_response(
             &state,
             &headers,

@@ -709,3 +709,62 @@ async fn a_partner_app_gets_consent_through_the_console_look() {
     assert_eq!(res.status(), 200);
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_console_sign_in_has_the_same_back_off_and_answers_as_the_api() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let html = client
+        .get(format!("{}/login", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let attempt = |email: &'static str, password: &'static str| {
+        client
+            .post(format!("{}/login", app.url))
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &csrf),
+            ])
+            .send()
+    };
+    let error_of = |html: &str| {
+        html.split("role=\"alert\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let unknown = attempt("ghost@example.com", "wrong password!")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    let unknown = error_of(&unknown.text().await.unwrap());
+    for _ in 0..5 {
+        let wrong = attempt("ada@example.com", "wrong password!").await.unwrap();
+        assert_eq!(wrong.status(), 401);
+        assert_eq!(error_of(&wrong.text().await.unwrap()), unknown);
+    }
+    attempt("ada@example.com", "wrong password!").await.unwrap();
+    let waiting = attempt("ada@example.com", PASSWORD).await.unwrap();
+    assert_eq!(waiting.status(), 429, "even the right password waits");
+    assert!(waiting.headers().contains_key(header::RETRY_AFTER));
+    app.clock.advance(1);
+    let ok = attempt("ada@example.com", PASSWORD).await.unwrap();
+    assert_eq!(ok.status(), 303);
+}
