@@ -632,7 +632,17 @@ impl Service {
             Ok(mut pending) => pending.drain().map(|(_, u)| u).collect(),
             Err(_) => Vec::new(),
         };
-        if let Err(e) = self.store.record_token_usage(&batch).await {
+        // New addresses are noted before the uses are written; if either fails, the batch waits
+        // for the next flush (noting an address twice is harmless: it is recorded once).
+        let written = match self.note_new_addresses(&batch).await {
+            Ok(()) => self
+                .store
+                .record_token_usage(&batch)
+                .await
+                .map_err(ServiceError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, count = batch.len(), "could not record token usage; will retry");
             if let Ok(mut pending) = self.usage.pending.lock() {
                 for u in batch {
