@@ -20,7 +20,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::api::{
-    clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known,
+    cancellations, clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens,
+    well_known,
 };
 use crate::error::error_response;
 use crate::oauth2;
@@ -42,6 +43,11 @@ fn routes() -> Router<AppState> {
         .route("/v1/me", get(me::get_me))
         // Open to anyone, rate-limited per address.
         .route("/v1/leaks", post(leaks::report_leaks))
+        // Open to whoever holds a cancel link's code (it is the credential).
+        .route(
+            "/v1/token-cancellations",
+            post(cancellations::create_token_cancellation),
+        )
         .route("/v1/sessions", post(sessions::create_session))
         // Everything below needs a session (the `SignedIn` extractor).
         .route(
