@@ -227,6 +227,22 @@ pub fn token_new_address(t: &TokenFacts<'_>, ip: &str, at: Timestamp) -> MailTex
     }
 }
 
+/// A use refused by the token's IP allowlist, the first time from this address.
+pub fn token_ip_refused(t: &TokenFacts<'_>, ip: &str, at: Timestamp) -> MailText {
+    MailText {
+        subject: format!(
+            "Latchkey: {} \"{}\" refused from address {ip}",
+            t.kind(),
+            t.name
+        ),
+        body: format!(
+            "A request with a token came from an address outside its IP allowlist and was refused.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this address is yours, add it to the allowlist; if not, the token may have leaked: revoke it.\n{FOOTER}",
+            time_text(at),
+            t.describe()
+        ),
+    }
+}
+
 pub fn client_secret_created(
     client_name: &str,
     client_id: &str,
@@ -353,6 +369,11 @@ mod tests {
     fn other_mails() {
         let mail = token_new_address(&facts(false), "192.0.2.7", at());
         assert!(mail.body.contains("192.0.2.7"));
+        let mail = token_ip_refused(&facts(true), "198.51.100.1", at());
+        assert_eq!(
+            mail.subject,
+            "Latchkey: organisation token \"CI deploy\" refused from address 198.51.100.1"
+        );
         let mail = client_secret_created("Billing", "cli_1", "lkcs_…wxyz", "Acme", at());
         assert_eq!(mail.subject, "Latchkey: new secret for the app \"Billing\"");
         assert!(mail.body.contains("lkcs_…wxyz"));

@@ -21,6 +21,9 @@ use crate::{Caller, Service};
 pub const EXPIRY_NOTICE_DAYS: [u32; 3] = [30, 7, 1];
 /// Tokens looked at per sweep; the rest wait for the next one.
 const SWEEP_LIMIT: u32 = 10_000;
+/// New addresses recorded per usage flush; the rest wait for the next flush, so a burst of
+/// first uses never becomes one huge transaction.
+const NEW_ADDRESSES_PER_FLUSH: usize = 500;
 
 /// The people told about an owner's tokens: the user, or every admin of the organisation.
 pub(crate) struct Audience {
@@ -232,17 +235,31 @@ impl Service {
 
     /// Part of the usage flush (never the request path): the first accepted use of a token from
     /// each address is written to the audit log and mailed to the owner, in one transaction.
-    pub(crate) async fn note_new_addresses(&self, batch: &[TokenUsage]) -> ServiceResult<()> {
+    /// Returns the uses whose new address is left for the next flush.
+    pub(crate) async fn note_new_addresses(
+        &self,
+        batch: &[TokenUsage],
+    ) -> ServiceResult<Vec<TokenUsage>> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let pairs: Vec<(TokenId, String)> = batch
             .iter()
             .map(|u| (u.token_id.clone(), u.ip.clone()))
             .collect();
-        let unseen = self.store.list_unseen_token_addresses(&pairs).await?;
+        let mut unseen = self.store.list_unseen_token_addresses(&pairs).await?;
+        let later: Vec<TokenUsage> = if unseen.len() > NEW_ADDRESSES_PER_FLUSH {
+            let rest = unseen.split_off(NEW_ADDRESSES_PER_FLUSH);
+            batch
+                .iter()
+                .filter(|u| rest.iter().any(|(id, ip)| id == &u.token_id && ip == &u.ip))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         if unseen.is_empty() {
-            return Ok(());
+            return Ok(later);
         }
         let at_of: HashMap<&TokenId, latchkey_core::Timestamp> =
             batch.iter().map(|u| (&u.token_id, u.at)).collect();
@@ -286,7 +303,24 @@ impl Service {
         if self.store.record_new_token_addresses(&found).await? > 0 {
             self.mail_written();
         }
-        Ok(())
+        Ok(later)
+    }
+
+    /// The mail for a use refused by the token's IP allowlist (the first from `ip`).
+    pub(crate) async fn attach_ip_refused_mail(
+        &self,
+        event: &mut NewEvent,
+        token_id: &TokenId,
+        ip: &str,
+    ) -> ServiceResult<()> {
+        let Some(token) = self.store.find_token(token_id).await? else {
+            return Ok(());
+        };
+        let at = self.now();
+        self.notify_owner(event, &token.owner, |a| {
+            mails::token_ip_refused(&facts(&token, &a.label), ip, at)
+        })
+        .await
     }
 
     /// The token a cancel link would cancel: refused when the link is unknown, used or expired,

@@ -477,3 +477,31 @@ async fn a_cancel_link_cancels_a_pending_token_once() {
     assert_eq!(get(&app, &org, &later_id).await["status"], "active");
     app.me(&later).await.expect(200);
 }
+
+#[tokio::test]
+async fn a_use_from_outside_the_allowlist_is_mailed_once_per_address() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let email = "erin@example.com";
+    let (_, session) = app.signed_in(email).await;
+    let res = app
+        .create_token(
+            &session,
+            json!({ "name": "fenced", "password": PASSWORD, "allowed_ips": ["10.0.0.0/8"] }),
+        )
+        .await
+        .expect(201);
+    let secret = res.str("secret");
+    sink.wait_for(1).await;
+    assert_refused(&app.me(&secret).await, "ip_not_allowed");
+    assert_refused(&app.me(&secret).await, "ip_not_allowed");
+    let mails = sink.wait_for(2).await;
+    let refused = one(
+        &mails,
+        email,
+        "personal token \"fenced\" refused from address 127.0.0.1",
+    );
+    refused.assert_free_of(&[&secret]);
+    app.wait_outbox_empty().await;
+    assert_eq!(sink.mails().len(), 2, "once per address");
+}
