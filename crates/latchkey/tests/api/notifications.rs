@@ -9,7 +9,7 @@ use latchkey_core::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_refused};
+use crate::helpers::{Binary, PASSWORD, Server, TestApp, assert_refused};
 use crate::mail_helpers::{MAIL_DEADLINE, Mail, SmtpSink, one, read_mails, to};
 use crate::org_helpers::{self, admin_org, create, get, no_delay};
 
@@ -335,7 +335,7 @@ async fn without_smtp_mails_are_written_as_eml_files() {
         .trim_start_matches('<')
         .trim_end_matches("@latchkey>");
     assert_eq!(names[0], format!("{id_in_header}.eml"));
-    assert_eq!(app.unsent_mails().await, 0);
+    app.wait_outbox_empty().await;
 }
 
 #[tokio::test]
@@ -504,4 +504,120 @@ async fn a_use_from_outside_the_allowlist_is_mailed_once_per_address() {
     refused.assert_free_of(&[&secret]);
     app.wait_outbox_empty().await;
     assert_eq!(sink.mails().len(), 2, "once per address");
+}
+
+/// `latchkey_mails_total{result="sent"|"failed"}` of a running binary.
+async fn mails_counted(server: &Server, result: &str) -> u64 {
+    let res = server
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .expect(200);
+    let prefix = format!("latchkey_mails_total{{result=\"{result}\"}} ");
+    res.text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {result} mail counter in {}", res.text))
+}
+
+#[tokio::test]
+async fn a_kill_9_with_mails_waiting_loses_none_and_repeats_none() {
+    let mut sink = SmtpSink::start().await;
+    let (port, dir) = (sink.port, sink.dir.clone());
+    let bin = Binary::fresh();
+    let email = "frank@example.com";
+    bin.create_user(email, PASSWORD).await;
+    let smtp_url = sink.url();
+    let env = [("LATCHKEY_SMTP_URL", smtp_url.as_str())];
+    let server = bin.serve(&env, None, None).await;
+    let session = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": email, "password": PASSWORD })),
+        )
+        .await
+        .expect(201)
+        .str("session_token");
+    let create = |name: &'static str| {
+        let (server, session) = (&server, &session);
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/v1/user/tokens",
+                    Some(session),
+                    Some(json!({ "name": name, "password": PASSWORD })),
+                )
+                .await
+                .expect(201)
+                .str("id")
+        }
+    };
+    let revoke = |id: String| {
+        let (server, session) = (&server, &session);
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    &format!("/v1/user/tokens/{id}/revoke"),
+                    Some(session),
+                    Some(json!({ "password": PASSWORD })),
+                )
+                .await
+                .expect(200);
+        }
+    };
+    let before = create("before").await;
+    sink.wait_for(1).await;
+
+    // SMTP goes down; four acknowledged changes wait in the outbox; the server dies.
+    sink.stop();
+    revoke(before).await;
+    let a = create("a").await;
+    revoke(a).await;
+    create("b").await;
+    // Killed while the four wait for their next try, not in the middle of one: a mail leased
+    // by a dead worker would wait for its lease (minutes) to end, by design.
+    let deadline = tokio::time::Instant::now() + MAIL_DEADLINE;
+    while mails_counted(&server, "failed").await < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no tries failed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut server = server;
+    let pid = server.child.id().unwrap_or_else(|| panic!("server gone"));
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let _ = server.child.wait().await;
+    assert_eq!(read_mails(&dir.join("new")).len(), 1);
+
+    // Both back: every mail arrives, once. The real clock runs here, so the wait covers the
+    // back-off the failed tries scheduled (seconds), not just the worker's tick.
+    let back = SmtpSink::start_at(port, &dir).await;
+    let server = bin.serve(&env, None, None).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(45);
+    while mails_counted(&server, "sent").await < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox did not drain after the restart: {:#?}",
+            back.mails().iter().map(|m| &m.subject).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mails = back.mails();
+    assert_eq!(mails.len(), 5, "{mails:#?}");
+    assert_message_ids_unique(&mails);
+    for subject in [
+        "\"before\" created",
+        "\"before\" revoked",
+        "\"a\" created",
+        "\"a\" revoked",
+        "\"b\" created",
+    ] {
+        one(&mails, email, subject);
+    }
+    assert_eq!(mails_counted(&server, "sent").await, 4);
 }
