@@ -32,16 +32,6 @@ pub(crate) struct Audience {
     pub label: String,
 }
 
-/// The smallest notice threshold the token has reached at `remaining_secs` before expiry, if
-/// any; thresholds longer than the token's whole life are skipped (a 5-day token gets no
-/// "expires in 7 days" notice the moment it is made).
-pub fn due_expiry_notice(remaining_secs: i64, lifetime_secs: i64) -> Option<u32> {
-    EXPIRY_NOTICE_DAYS.iter().rev().copied().find(|d| {
-        let secs = i64::from(*d) * 86_400;
-        remaining_secs <= secs && lifetime_secs > secs
-    })
-}
-
 /// A fresh cancel-link code (256 bits, base62) and the hash that is stored.
 fn new_cancel_code() -> ServiceResult<(String, TokenHash)> {
     let bytes: [u8; 32] = random_bytes()?;
@@ -181,19 +171,13 @@ impl Service {
     /// Returns how many notices it wrote to the outbox.
     pub async fn send_expiry_notices(&self) -> ServiceResult<usize> {
         let now = self.now();
-        let until = now + time::Duration::days(i64::from(EXPIRY_NOTICE_DAYS[0]));
-        let tokens = self
+        let due = self
             .store
-            .list_tokens_expiring(now, until, SWEEP_LIMIT)
+            .list_tokens_due_expiry_notice(now, &EXPIRY_NOTICE_DAYS, SWEEP_LIMIT)
             .await?;
         let mut sent = 0;
-        for token in tokens {
+        for (token, days) in due {
             let Some(expires_at) = token.expires_at else {
-                continue;
-            };
-            let remaining = (expires_at - now).whole_seconds();
-            let lifetime = (expires_at - token.created_at).whole_seconds();
-            let Some(days) = due_expiry_notice(remaining, lifetime) else {
                 continue;
             };
             let mut event = self.event(
@@ -399,26 +383,6 @@ fn facts<'a>(token: &'a TokenRecord, owner_label: &'a str) -> TokenFacts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DAY: i64 = 86_400;
-
-    #[test]
-    fn the_most_urgent_reached_notice_is_due() {
-        let year = 365 * DAY;
-        assert_eq!(due_expiry_notice(31 * DAY, year), None);
-        assert_eq!(due_expiry_notice(30 * DAY, year), Some(30));
-        assert_eq!(due_expiry_notice(8 * DAY, year), Some(30));
-        assert_eq!(due_expiry_notice(7 * DAY, year), Some(7));
-        assert_eq!(due_expiry_notice(DAY, year), Some(1));
-        assert_eq!(due_expiry_notice(10, year), Some(1));
-    }
-
-    #[test]
-    fn notices_longer_than_the_tokens_life_are_skipped() {
-        assert_eq!(due_expiry_notice(5 * DAY, 5 * DAY), None);
-        assert_eq!(due_expiry_notice(DAY, 5 * DAY), Some(1));
-        assert_eq!(due_expiry_notice(7 * DAY, 10 * DAY), Some(7));
-    }
 
     #[test]
     fn cancel_codes_are_256_bit_base62() {

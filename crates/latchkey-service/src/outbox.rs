@@ -97,12 +97,16 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    async fn send(&self, mail: &OutboxMail) -> Result<(), String> {
+    async fn send(&self, mail: &OutboxMail) -> Result<(), SendError> {
+        let about_this_mail = |text: String| SendError {
+            text,
+            server_down: false,
+        };
         let to: Mailbox = mail
             .recipient
             .as_str()
             .parse()
-            .map_err(|e| format!("recipient is not a mail address: {e}"))?;
+            .map_err(|e| about_this_mail(format!("recipient is not a mail address: {e}")))?;
         let message = Message::builder()
             .message_id(Some(format!("<{}@latchkey>", mail.id)))
             .from(self.from.clone())
@@ -111,24 +115,35 @@ impl Outbox {
             .date(SystemTime::from(mail.created_at))
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body.clone())
-            .map_err(|e| format!("cannot build the message: {e}"))?;
+            .map_err(|e| about_this_mail(format!("cannot build the message: {e}")))?;
         match &self.transport {
-            Transport::Smtp(smtp) => smtp
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("SMTP: {e}")),
+            Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| SendError {
+                text: format!("SMTP: {e}"),
+                // A 5xx answer is about this message (a refused recipient); anything else (no
+                // connection, a timeout, a 4xx) says the server cannot take mail now.
+                server_down: !e.is_permanent(),
+            }),
             Transport::Files(dir) => {
                 let dir = dir.clone();
                 let name = mail.id.to_string();
                 let bytes = message.formatted();
+                let down = |text: String| SendError {
+                    text,
+                    server_down: true,
+                };
                 tokio::task::spawn_blocking(move || write_eml(&dir, &name, &bytes))
                     .await
-                    .map_err(|e| format!("mail file task: {e}"))?
-                    .map_err(|e| format!("cannot write the mail file: {e}"))
+                    .map_err(|e| down(format!("mail file task: {e}")))?
+                    .map_err(|e| down(format!("cannot write the mail file: {e}")))
             }
         }
     }
+}
+
+struct SendError {
+    text: String,
+    /// The transport cannot take mail now: the rest of the round would fail the same way.
+    server_down: bool,
 }
 
 /// Writes `<dir>/<name>.eml` through a temporary file and a rename, so a crash never leaves
@@ -172,14 +187,26 @@ impl Service {
         let mut sent = 0;
         let mut failed = 0;
         let mut first_error: Option<String> = None;
-        for _ in 0..MAX_BATCHES_PER_ROUND {
+        'round: for _ in 0..MAX_BATCHES_PER_ROUND {
             let now = self.now();
             let batch = self.store.claim_mails(now, now + LEASE, BATCH).await?;
             if batch.is_empty() {
                 break;
             }
+            let mut down: Option<String> = None;
             for mail in batch {
-                match self.outbox.send(&mail).await {
+                // With the server down, the rest of the batch is not tried (each try could take
+                // the whole timeout and hold up shutdown): it is released with the same back-off.
+                let result = match &down {
+                    Some(text) => Err(format!("not tried: {text}")),
+                    None => self.outbox.send(&mail).await.map_err(|e| {
+                        if e.server_down {
+                            down = Some(e.text.clone());
+                        }
+                        e.text
+                    }),
+                };
+                match result {
                     Ok(()) => {
                         self.store.mark_mail_sent(&mail.id, self.now()).await?;
                         self.metrics.mail_sent();
@@ -194,6 +221,9 @@ impl Service {
                         first_error.get_or_insert(error);
                     }
                 }
+            }
+            if down.is_some() {
+                break 'round;
             }
         }
         // Said once per round, not once per mail: an outage would otherwise flood the log.

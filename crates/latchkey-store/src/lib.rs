@@ -270,13 +270,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Mails not yet sent.
     async fn count_unsent_mails(&self) -> StoreResult<u64>;
-    /// Unrevoked tokens whose expiry falls after `now` and at or before `until`.
-    async fn list_tokens_expiring(
+    /// Unrevoked, unexpired tokens owed an expiry notice at `now`, with the notice: the smallest
+    /// of `days` (days before expiry) that the token has reached and that is shorter than its
+    /// whole life, unless that notice or a later (smaller) one was recorded already.
+    async fn list_tokens_due_expiry_notice(
         &self,
         now: Timestamp,
-        until: Timestamp,
+        days: &[u32],
         limit: u32,
-    ) -> StoreResult<Vec<TokenRecord>>;
+    ) -> StoreResult<Vec<(TokenRecord, u32)>>;
     /// Notes that the `days`-before-expiry notice of a token is sent and writes its event (and
     /// mails), unless it was noted before; returns whether it was new.
     async fn record_expiry_notice(

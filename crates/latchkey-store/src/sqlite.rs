@@ -1577,24 +1577,53 @@ impl Store for SqliteStore {
         Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
     }
 
-    async fn list_tokens_expiring(
+    async fn list_tokens_due_expiry_notice(
         &self,
         now: Timestamp,
-        until: Timestamp,
+        days: &[u32],
         limit: u32,
-    ) -> StoreResult<Vec<TokenRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tokens
-             WHERE revoked_at IS NULL AND expires_at > ? AND expires_at <= ?
-             ORDER BY expires_at, id LIMIT ?",
-        )
-        .bind(ts(now))
-        .bind(ts(until))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err("token"))?;
-        rows.iter().map(token_from_row).collect()
+    ) -> StoreResult<Vec<(TokenRecord, u32)>> {
+        let mut days = days.to_vec();
+        days.sort_unstable();
+        let Some(longest) = days.last().copied() else {
+            return Ok(Vec::new());
+        };
+        // The due notice is computed here, so that tokens already told (the many) are skipped
+        // by the query instead of filling the page.
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM (SELECT t.*, CASE");
+        for d in &days {
+            let secs = i64::from(*d) * 86_400;
+            q.push(" WHEN t.expires_at - ")
+                .push_bind(ts(now))
+                .push(" <= ")
+                .push_bind(secs)
+                .push(" AND t.expires_at - t.created_at > ")
+                .push_bind(secs)
+                .push(" THEN ")
+                .push_bind(i64::from(*d));
+        }
+        q.push(" END AS due FROM tokens t WHERE t.revoked_at IS NULL AND t.expires_at > ")
+            .push_bind(ts(now))
+            .push(" AND t.expires_at <= ")
+            .push_bind(ts(now) + i64::from(longest) * 86_400)
+            .push(
+                ") AS c WHERE c.due IS NOT NULL AND NOT EXISTS
+                   (SELECT 1 FROM expiry_notices n WHERE n.token_id = c.id AND n.days <= c.due)
+                 ORDER BY c.expires_at, c.id LIMIT ",
+            )
+            .push_bind(i64::from(limit));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("token"))?;
+        rows.iter()
+            .map(|r| {
+                let due = u32::try_from(get::<i64>(r, "due")?)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok((token_from_row(r)?, due))
+            })
+            .collect()
     }
 
     async fn record_expiry_notice(

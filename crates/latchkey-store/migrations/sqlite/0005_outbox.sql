@@ -17,6 +17,9 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;
 
+-- The expiry-notice sweep reads live tokens by expiry.
+CREATE INDEX tokens_expiring ON tokens (expires_at) WHERE revoked_at IS NULL AND expires_at IS NOT NULL;
+
 -- Expiry notices already sent: each (token, days before expiry) at most once.
 CREATE TABLE expiry_notices (
     token_id TEXT NOT NULL,

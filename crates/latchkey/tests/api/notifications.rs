@@ -403,6 +403,33 @@ async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
     assert_message_ids_unique(&mails);
 }
 
+#[tokio::test]
+async fn a_token_shorter_lived_than_a_notice_gets_only_the_notices_that_fit() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let owner = "short@example.com";
+    let (_, session) = app.signed_in(owner).await;
+    app.create_token(
+        &session,
+        json!({ "name": "week", "password": PASSWORD, "expires_in_days": 5 }),
+    )
+    .await
+    .expect(201);
+    sink.wait_for(1).await;
+    // Four days left: inside the 30- and 7-day windows, but the token never had 7 days.
+    app.clock.advance(86_400);
+    app.service().send_expiry_notices().await.unwrap();
+    app.wait_outbox_empty().await;
+    assert_eq!(sink.mails().len(), 1, "{:#?}", sink.mails());
+    app.clock.advance(3 * 86_400);
+    app.service().send_expiry_notices().await.unwrap();
+    let mails = sink.wait_for(2).await;
+    one(&mails, owner, "personal token \"week\" expires in 1 day");
+    app.service().send_expiry_notices().await.unwrap();
+    app.wait_outbox_empty().await;
+    assert_eq!(sink.mails().len(), 2);
+}
+
 /// The cancel link's code, from a creation mail.
 fn cancel_code(mail: &Mail, app: &TestApp) -> String {
     let link = mail
