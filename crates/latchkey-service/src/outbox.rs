@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use latchkey_store::OutboxMail;
-use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use tokio::sync::Notify;
 
@@ -113,8 +112,9 @@ impl Outbox {
             .to(to)
             .subject(mail.subject.clone())
             .date(SystemTime::from(mail.created_at))
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())
+            // A MIME part (not a raw body) so the message says `MIME-Version: 1.0`, which its
+            // UTF-8 quoted-printable text needs (RFC 2045).
+            .singlepart(SinglePart::plain(mail.body.clone()))
             .map_err(|e| about_this_mail(format!("cannot build the message: {e}")))?;
         match &self.transport {
             Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| SendError {

@@ -323,6 +323,16 @@ async fn without_smtp_mails_are_written_as_eml_files() {
     let mail = &mails[0];
     assert_eq!(mail.subject, "Latchkey: personal token \"laptop\" created");
     assert!(mail.to.contains("dave@example.com"));
+    assert_eq!(mail.headers["mime-version"], "1.0");
+    assert!(
+        mail.headers["content-type"].starts_with("text/plain"),
+        "{:?}",
+        mail.headers
+    );
+    assert_eq!(
+        mail.headers["date"], "Mon, 01 Jun 2026 12:00:00 +0000",
+        "the service clock"
+    );
     assert!(mail.body.contains(&id));
     mail.assert_free_of(&[&secret]);
     let names: Vec<String> = std::fs::read_dir(&dir)
