@@ -96,6 +96,7 @@ prefixed_id!(SessionId, "ses", "session");
 prefixed_id!(EventId, "evt", "event");
 prefixed_id!(ClientId, "cli", "OAuth client");
 prefixed_id!(SecretId, "sec", "client secret");
+prefixed_id!(MailId, "mail", "mail");
 
 #[cfg(test)]
 mod tests {

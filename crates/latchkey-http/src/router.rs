@@ -20,7 +20,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::api::{
-    clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens, well_known,
+    cancellations, clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens,
+    well_known,
 };
 use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
 use crate::error::error_response;
@@ -43,6 +44,11 @@ fn routes() -> Router<AppState> {
         .route("/v1/me", get(me::get_me))
         // Open to anyone, rate-limited per address.
         .route("/v1/leaks", post(leaks::report_leaks))
+        // Open to whoever holds a cancel link's code (it is the credential).
+        .route(
+            "/v1/token-cancellations",
+            post(cancellations::create_token_cancellation),
+        )
         .route("/v1/sessions", post(sessions::create_session))
         // Everything below needs a session (the `SignedIn` extractor).
         .route(
@@ -196,6 +202,11 @@ fn routes() -> Router<AppState> {
         )
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
         .route("/orgs/{org}/activity", get(activity::get_org_activity))
+        // The cancel link of a token's creation mail: the code is the credential.
+        .route(
+            "/cancel",
+            get(crate::console::cancel::get_cancel).post(crate::console::cancel::post_cancel),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -31,6 +31,7 @@ impl Service {
             ip: caller.ip.map(|ip| ip.to_string()),
             outcome: spec.outcome.to_owned(),
             details: spec.details.map(|d| d.to_string()),
+            mails: Vec::new(),
         })
     }
 }

@@ -10,11 +10,14 @@ pub mod error;
 mod events;
 pub mod keys;
 pub mod limits;
+pub mod mails;
 pub mod master_key;
 pub mod metrics;
+pub mod notifications;
 pub mod oauth;
 pub mod org_tokens;
 pub mod orgs;
+pub mod outbox;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -49,6 +52,8 @@ pub struct ServiceSettings {
     pub code_ttl: PolicyDuration,
     /// Lifetime of a refresh token (30 days).
     pub refresh_token_ttl: PolicyDuration,
+    /// Where notifications go (SPEC 6).
+    pub mail: outbox::MailSettings,
 }
 
 /// Who is asking, and from where: recorded in audit events.
@@ -111,6 +116,7 @@ pub struct Service {
     keys: keys::KeyRing,
     deny_list: oauth::access_tokens::DenyList,
     metrics: metrics::Metrics,
+    outbox: outbox::Outbox,
 }
 
 impl Service {
@@ -124,6 +130,7 @@ impl Service {
     ) -> ServiceResult<Self> {
         let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
         let limiters = limits::Limiters::new(settings.limits);
+        let outbox = outbox::Outbox::new(&settings.mail)?;
         Ok(Self {
             store,
             clock,
@@ -137,6 +144,7 @@ impl Service {
             keys: keys::KeyRing::default(),
             deny_list: oauth::access_tokens::DenyList::default(),
             metrics: metrics::Metrics::default(),
+            outbox,
         })
     }
 

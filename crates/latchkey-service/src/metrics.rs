@@ -15,6 +15,8 @@ pub struct Metrics {
     oauth_errors: AtomicU64,
     logins: AtomicU64,
     login_failures: AtomicU64,
+    mails_sent: AtomicU64,
+    mails_failed: AtomicU64,
 }
 
 const REASONS: [&str; 7] = [
@@ -63,6 +65,13 @@ impl Metrics {
         } else {
             self.login_failures.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn mail_sent(&self) {
+        self.mails_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn mail_failed(&self) {
+        self.mails_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -130,6 +139,21 @@ impl Metrics {
             out,
             "latchkey_logins_total{{result=\"failure\"}} {}",
             get(&self.login_failures)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_mails_total Notification mails handed over (SMTP or file), by result."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_mails_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_mails_total{{result=\"sent\"}} {}",
+            get(&self.mails_sent)
+        );
+        let _ = writeln!(
+            out,
+            "latchkey_mails_total{{result=\"failed\"}} {}",
+            get(&self.mails_failed)
         );
         out
     }

@@ -177,6 +177,7 @@ impl Service {
             secret_ciphertext,
             allowed_ips: allowed_ips.iter().map(ToString::to_string).collect(),
             signing_kid,
+            cancel_code_hash: None,
         };
         Ok((token, secret))
     }
@@ -243,7 +244,8 @@ impl Service {
             }),
             None => None,
         };
-        let (token, secret, event) = self.prepare_token(caller, &req)?;
+        let (mut token, secret, mut event) = self.prepare_token(caller, &req)?;
+        self.attach_created_mail(&mut event, &mut token).await?;
         let outcome = self
             .store
             .create_token_within_limit(
@@ -255,7 +257,10 @@ impl Service {
             )
             .await?;
         Ok(match outcome {
-            CreateOutcome::Created(record) => Created::New(CreatedToken { record, secret }),
+            CreateOutcome::Created(record) => {
+                self.mail_written();
+                Created::New(CreatedToken { record, secret })
+            }
             CreateOutcome::Replayed(record) => Created::Replayed(record),
         })
     }
@@ -570,7 +575,7 @@ impl Service {
         token: &TokenRecord,
         reason: &str,
     ) -> ServiceResult<bool> {
-        let event = self.event(
+        let mut event = self.event(
             caller,
             EventSpec {
                 action: "token.revoked",
@@ -584,11 +589,15 @@ impl Service {
                 ),
             },
         )?;
+        self.attach_revoked_mail(&mut event, token, reason).await?;
         let revoked = self
             .store
             .revoke_token(&token.id, self.now(), &event)
             .await?;
         self.cache.invalidate();
+        if revoked {
+            self.mail_written();
+        }
         Ok(revoked)
     }
 
@@ -602,7 +611,7 @@ impl Service {
         if let Some(t) = token_type {
             self.policy(t)?;
         }
-        let event = self.event(
+        let mut event = self.event(
             caller,
             EventSpec {
                 action: "tokens.revoked_all",
@@ -614,6 +623,11 @@ impl Service {
                 details: None,
             },
         )?;
+        let at = self.now();
+        self.notify_owner(&mut event, owner, |a| {
+            crate::mails::tokens_revoked_all(&a.label, token_type, at)
+        })
+        .await?;
         let ids = self
             .store
             .revoke_owner_tokens(owner, token_type, self.now(), &event)
@@ -627,6 +641,7 @@ impl Service {
             self.load_deny_list().await?;
         }
         self.cache.invalidate();
+        self.mail_written();
         Ok(ids)
     }
 

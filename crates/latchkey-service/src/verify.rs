@@ -460,10 +460,18 @@ impl Service {
                 details: Some(json!({ "ip": ip.to_string() })),
             },
         );
-        if let Ok(event) = event
-            && let Err(e) = self.store.insert_event(&event).await
+        let Ok(mut event) = event else {
+            return;
+        };
+        if let Err(e) = self
+            .attach_ip_refused_mail(&mut event, &entry.token_id, &ip.to_string())
+            .await
         {
-            tracing::warn!(error = %e, "could not write the refused-address event");
+            tracing::warn!(error = %e, "could not address the refused-address mail");
+        }
+        match self.store.insert_event(&event).await {
+            Ok(()) => self.mail_written(),
+            Err(e) => tracing::warn!(error = %e, "could not write the refused-address event"),
         }
     }
 
@@ -632,7 +640,28 @@ impl Service {
             Ok(mut pending) => pending.drain().map(|(_, u)| u).collect(),
             Err(_) => Vec::new(),
         };
-        if let Err(e) = self.store.record_token_usage(&batch).await {
+        // New addresses are noted before the uses are written; if either fails, the batch waits
+        // for the next flush (noting an address twice is harmless: it is recorded once).
+        let written = match self.note_new_addresses(&batch).await {
+            Ok(later) => {
+                let written = self
+                    .store
+                    .record_token_usage(&batch)
+                    .await
+                    .map_err(ServiceError::from);
+                if written.is_ok()
+                    && !later.is_empty()
+                    && let Ok(mut pending) = self.usage.pending.lock()
+                {
+                    for u in later {
+                        pending.entry(u.token_id.clone()).or_insert(u);
+                    }
+                }
+                written
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, count = batch.len(), "could not record token usage; will retry");
             if let Ok(mut pending) = self.usage.pending.lock() {
                 for u in batch {

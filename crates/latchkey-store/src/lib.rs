@@ -10,7 +10,7 @@ mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
 
 pub use model::*;
 
@@ -251,6 +251,59 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Ids of grants revoked whose access tokens may still be unexpired.
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
+
+    /// Up to `limit` unsent mails due at `now` and not leased to another worker, leased until
+    /// `lease_until` in one statement, so two workers never take the same mail.
+    async fn claim_mails(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>>;
+    async fn mark_mail_sent(&self, id: &MailId, at: Timestamp) -> StoreResult<()>;
+    /// Releases the lease and schedules the next try.
+    async fn mark_mail_failed(
+        &self,
+        id: &MailId,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// Mails not yet sent.
+    async fn count_unsent_mails(&self) -> StoreResult<u64>;
+    /// Unrevoked, unexpired tokens owed an expiry notice at `now`, with the notice: the smallest
+    /// of `days` (days before expiry) that the token has reached and that is shorter than its
+    /// whole life, unless that notice or a later (smaller) one was recorded already.
+    async fn list_tokens_due_expiry_notice(
+        &self,
+        now: Timestamp,
+        days: &[u32],
+        limit: u32,
+    ) -> StoreResult<Vec<(TokenRecord, u32)>>;
+    /// Notes that the `days`-before-expiry notice of a token is sent and writes its event (and
+    /// mails), unless it was noted before; returns whether it was new.
+    async fn record_expiry_notice(
+        &self,
+        token: &TokenId,
+        days: u32,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
+    /// The (token, address) pairs not seen before.
+    async fn list_unseen_token_addresses(
+        &self,
+        pairs: &[(TokenId, String)],
+    ) -> StoreResult<Vec<(TokenId, String)>>;
+    /// Records first uses from new addresses in one transaction; an address recorded meanwhile
+    /// (another instance) is skipped with its event. Returns how many were new.
+    async fn record_new_token_addresses(&self, found: &[NewTokenAddress]) -> StoreResult<u64>;
+    async fn find_cancel_link(&self, hash: &TokenHash) -> StoreResult<Option<CancelLink>>;
+    /// Marks the link used and revokes its token, atomically, if the link is unused and
+    /// unexpired and the token still pending at `now`; returns whether it did.
+    async fn use_cancel_link(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
 
     /// An event that records something that changed nothing (a refused attempt).
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;

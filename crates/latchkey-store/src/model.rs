@@ -1,6 +1,8 @@
 //! The records the store reads and writes. Plain data: no behaviour beyond conversions.
 
-use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, TokenStatus, UserId};
+use latchkey_core::{
+    Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, TokenStatus, UserId,
+};
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -130,6 +132,9 @@ pub struct NewToken {
     pub allowed_ips: Vec<String>,
     /// The key that signed a JWT-format token.
     pub signing_kid: Option<String>,
+    /// The SHA-256 of the cancel link's code, for a token created with an activation delay:
+    /// stored with the token, usable until `active_from`.
+    pub cancel_code_hash: Option<TokenHash>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +211,48 @@ pub struct NewEvent {
     pub ip: Option<String>,
     pub outcome: String,
     pub details: Option<String>,
+    /// Mails that report the change, put in the outbox in the same transaction as the event.
+    pub mails: Vec<NewMail>,
+}
+
+/// A notification waiting in the outbox. Plain text; never holds a secret.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    pub id: MailId,
+    pub recipient: Email,
+    pub subject: String,
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
+/// A mail taken from the outbox by a worker, leased to it until it reports back.
+#[derive(Debug, Clone)]
+pub struct OutboxMail {
+    pub id: MailId,
+    pub event_id: String,
+    pub recipient: Email,
+    pub subject: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    /// Tries so far, this one included.
+    pub attempts: u32,
+}
+
+/// An address a token was first accepted from, with the event (and mails) that report it.
+#[derive(Debug, Clone)]
+pub struct NewTokenAddress {
+    pub token_id: TokenId,
+    pub ip: String,
+    pub at: Timestamp,
+    pub event: NewEvent,
+}
+
+/// A cancel link as stored (the code itself is never stored).
+#[derive(Debug, Clone)]
+pub struct CancelLink {
+    pub token_id: TokenId,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]

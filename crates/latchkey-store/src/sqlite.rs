@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_core::{Email, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -178,7 +178,37 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> St
     .execute(&mut **tx)
     .await
     .map_err(db_err("event"))?;
+    // The outbox half of the change: its mails commit with it or not at all (SPEC 6).
+    for m in &e.mails {
+        sqlx::query(
+            "INSERT INTO outbox (id, event_id, recipient, subject, body, created_at, next_attempt_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(m.id.as_str())
+        .bind(&e.id)
+        .bind(m.recipient.as_str())
+        .bind(&m.subject)
+        .bind(&m.body)
+        .bind(ts(m.created_at))
+        .bind(ts(m.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("mail"))?;
+    }
     Ok(())
+}
+
+fn mail_from_row(row: &SqliteRow) -> StoreResult<OutboxMail> {
+    let recipient: String = get(row, "recipient")?;
+    Ok(OutboxMail {
+        id: parse(&get::<String>(row, "id")?, "mail id")?,
+        event_id: get(row, "event_id")?,
+        recipient: Email::parse(&recipient).map_err(|e| StoreError::Internal(e.to_string()))?,
+        subject: get(row, "subject")?,
+        body: get(row, "body")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+        attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
+    })
 }
 
 async fn bump_epoch(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
@@ -215,6 +245,18 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> St
     .execute(&mut **tx)
     .await
     .map_err(db_err("token"))?;
+    if let Some(hash) = &t.cancel_code_hash {
+        sqlx::query(
+            "INSERT INTO cancel_links (code_hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .bind(t.id.as_str())
+        .bind(ts(t.created_at))
+        .bind(ts(t.active_from))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err("cancel link"))?;
+    }
     Ok(())
 }
 
@@ -1464,6 +1506,250 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err("grant"))?;
         rows.iter().map(|r| get(r, "id")).collect()
+    }
+
+    async fn claim_mails(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET locked_until = ?2, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE sent_at IS NULL AND next_attempt_at <= ?1
+                            AND (locked_until IS NULL OR locked_until <= ?1)
+                          ORDER BY created_at, id LIMIT ?3)
+             RETURNING *",
+        )
+        .bind(ts(now))
+        .bind(ts(lease_until))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err("mail"))?;
+        tx.commit().await.map_err(db_err("mail"))?;
+        let mut mails = rows
+            .iter()
+            .map(mail_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        mails.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+        Ok(mails)
+    }
+
+    async fn mark_mail_sent(&self, id: &MailId, at: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET sent_at = ?, locked_until = NULL, last_error = NULL WHERE id = ?",
+        )
+        .bind(ts(at))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("mail"))?;
+        Ok(())
+    }
+
+    async fn mark_mail_failed(
+        &self,
+        id: &MailId,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET locked_until = NULL, next_attempt_at = ?, last_error = ?
+             WHERE id = ? AND sent_at IS NULL",
+        )
+        .bind(ts(next_attempt_at))
+        .bind(error)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("mail"))?;
+        Ok(())
+    }
+
+    async fn count_unsent_mails(&self) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("mail"))?;
+        Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    }
+
+    async fn list_tokens_due_expiry_notice(
+        &self,
+        now: Timestamp,
+        days: &[u32],
+        limit: u32,
+    ) -> StoreResult<Vec<(TokenRecord, u32)>> {
+        let mut days = days.to_vec();
+        days.sort_unstable();
+        let Some(longest) = days.last().copied() else {
+            return Ok(Vec::new());
+        };
+        // The due notice is computed here, so that tokens already told (the many) are skipped
+        // by the query instead of filling the page.
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT * FROM (SELECT t.*, CASE");
+        for d in &days {
+            let secs = i64::from(*d) * 86_400;
+            q.push(" WHEN t.expires_at - ")
+                .push_bind(ts(now))
+                .push(" <= ")
+                .push_bind(secs)
+                .push(" AND t.expires_at - t.created_at > ")
+                .push_bind(secs)
+                .push(" THEN ")
+                .push_bind(i64::from(*d));
+        }
+        q.push(" END AS due FROM tokens t WHERE t.revoked_at IS NULL AND t.expires_at > ")
+            .push_bind(ts(now))
+            .push(" AND t.expires_at <= ")
+            .push_bind(ts(now) + i64::from(longest) * 86_400)
+            .push(
+                ") AS c WHERE c.due IS NOT NULL AND NOT EXISTS
+                   (SELECT 1 FROM expiry_notices n WHERE n.token_id = c.id AND n.days <= c.due)
+                 ORDER BY c.expires_at, c.id LIMIT ",
+            )
+            .push_bind(i64::from(limit));
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("token"))?;
+        rows.iter()
+            .map(|r| {
+                let due = u32::try_from(get::<i64>(r, "due")?)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok((token_from_row(r)?, due))
+            })
+            .collect()
+    }
+
+    async fn record_expiry_notice(
+        &self,
+        token: &TokenId,
+        days: u32,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO expiry_notices (token_id, days, sent_at) VALUES (?, ?, ?)",
+        )
+        .bind(token.as_str())
+        .bind(i64::from(days))
+        .bind(ts(event.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("expiry notice"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("expiry notice"))?;
+        Ok(true)
+    }
+
+    async fn list_unseen_token_addresses(
+        &self,
+        pairs: &[(TokenId, String)],
+    ) -> StoreResult<Vec<(TokenId, String)>> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let mut unseen = Vec::new();
+        for (id, ip) in pairs {
+            let seen = sqlx::query("SELECT 1 FROM token_addresses WHERE token_id = ? AND ip = ?")
+                .bind(id.as_str())
+                .bind(ip)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err("token address"))?
+                .is_some();
+            if !seen {
+                unseen.push((id.clone(), ip.clone()));
+            }
+        }
+        Ok(unseen)
+    }
+
+    async fn record_new_token_addresses(&self, found: &[NewTokenAddress]) -> StoreResult<u64> {
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx().await?;
+        let mut new = 0;
+        for a in found {
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO token_addresses (token_id, ip, first_seen) VALUES (?, ?, ?)",
+            )
+            .bind(a.token_id.as_str())
+            .bind(&a.ip)
+            .bind(ts(a.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("token address"))?;
+            if done.rows_affected() == 1 {
+                insert_event(&mut tx, &a.event).await?;
+                new += 1;
+            }
+        }
+        tx.commit().await.map_err(db_err("token address"))?;
+        Ok(new)
+    }
+
+    async fn find_cancel_link(&self, hash: &TokenHash) -> StoreResult<Option<CancelLink>> {
+        let row = sqlx::query("SELECT * FROM cancel_links WHERE code_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("cancel link"))?;
+        row.map(|r| {
+            Ok(CancelLink {
+                token_id: parse(&get::<String>(&r, "token_id")?, "token id")?,
+                expires_at: from_ts(get(&r, "expires_at")?)?,
+                used_at: opt_ts(get(&r, "used_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn use_cancel_link(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE cancel_links SET used_at = ?1
+             WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1
+             RETURNING token_id",
+        )
+        .bind(ts(now))
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("cancel link"))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let token_id: String = get(&row, "token_id")?;
+        let done = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?1
+             WHERE id = ?2 AND revoked_at IS NULL AND active_from > ?1",
+        )
+        .bind(ts(now))
+        .bind(&token_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
+        if done.rows_affected() == 0 {
+            // Dropping the transaction rolls the link back: it was not used for anything.
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        bump_epoch(&mut tx).await?;
+        tx.commit().await.map_err(db_err("cancel link"))?;
+        Ok(true)
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {

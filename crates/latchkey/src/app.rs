@@ -50,6 +50,7 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
         access_token_ttl: config.oauth.access_token_ttl,
         code_ttl: config.oauth.code_ttl,
         refresh_token_ttl: config.oauth.refresh_token_ttl,
+        mail: config.mail_settings(),
     };
     let master_key = load_or_create_master_key(&config.master_key_file())?;
     let service = Service::new(store, clock, config.token_types()?, settings, master_key)
@@ -144,6 +145,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    let outbox = tokio::spawn(service.clone().run_outbox(rx.clone()));
     let warm = (service.clone(), config.cache_warm_tokens);
     tokio::spawn(async move {
         match warm.0.warm_cache(warm.1).await {
@@ -163,6 +165,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         .await
         .context("server error")?;
         background.await.context("background task failed")?;
+        outbox.await.context("outbox task failed")?;
         Ok(())
     });
     Ok(Running {

@@ -23,7 +23,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` (default: `latchkey.db` in the data directory).
     pub database_url: Option<String>,
+    /// Where notifications are sent: `smtp://host:port` (plain), `smtp://host:port?tls=required`
+    /// (STARTTLS) or `smtps://host:port`, optionally with `user:password@`. Without it, mails are
+    /// written as `.eml` files under `<data_dir>/mail`.
     pub smtp_url: Option<String>,
+    /// The From header of notifications.
+    pub mail_from: String,
     pub master_key_file: Option<PathBuf>,
     /// A tracing filter, like `info` or `latchkey=debug,info`.
     pub log: String,
@@ -143,6 +148,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./latchkey-data"),
             database_url: None,
             smtp_url: None,
+            mail_from: "Latchkey <latchkey@localhost>".to_owned(),
             master_key_file: None,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
@@ -216,6 +222,15 @@ impl Config {
             .map_err(|e: String| anyhow::anyhow!("oauth.{e}"))
     }
 
+    /// Where notifications go.
+    pub fn mail_settings(&self) -> latchkey_service::outbox::MailSettings {
+        latchkey_service::outbox::MailSettings {
+            smtp_url: self.smtp_url.clone().filter(|u| !u.trim().is_empty()),
+            mail_from: self.mail_from.clone(),
+            mail_dir: self.data_dir.join("mail"),
+        }
+    }
+
     /// The master key file (default: `master.key` in the data directory).
     pub fn master_key_file(&self) -> PathBuf {
         self.master_key_file
@@ -247,6 +262,9 @@ listen = "127.0.0.1:8080"
 # public_url = "http://127.0.0.1:8080"   # the issuer and base of links; default http:// + listen
 data_dir = "./latchkey-data"
 # database_url = "sqlite://./latchkey-data/latchkey.db"
+# smtp_url = "smtp://127.0.0.1:2525"     # notifications; smtps://… or ?tls=required for TLS.
+#                                        # Without it, mails are .eml files in <data_dir>/mail
+mail_from = "Latchkey <latchkey@localhost>"
 log = "info"                             # a tracing filter: "debug", "latchkey_http=debug,info"
 log_format = "text"                      # or "json"
 session_ttl = "12h"

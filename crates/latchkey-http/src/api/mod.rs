@@ -1,5 +1,6 @@
 //! The JSON API under `/v1`, one module per resource.
 
+pub mod cancellations;
 pub mod clients;
 pub mod events;
 pub mod health;

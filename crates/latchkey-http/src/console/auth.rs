@@ -3,8 +3,9 @@
 
 use askama::Template;
 use axum::Form;
+use axum::extract::Query;
 use axum::extract::State;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
@@ -44,11 +45,23 @@ pub fn session_cookie(state: &AppState, session: &NewSessionToken) -> Option<Hea
     .ok()
 }
 
+/// Where to go after signing in: a path on this site, never another site (`//host`, `/\\host`
+/// or a scheme would be an open redirect).
+fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
+        && next.len() <= 2_000;
+    ok.then_some(next)
+}
+
 fn login_response(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
     email: &str,
+    next: &str,
     error: Option<&str>,
 ) -> Response {
     let (seed, fresh) = match cookie(headers, LOGIN_COOKIE) {
@@ -65,7 +78,9 @@ fn login_response(
         heading: "Sign in to Latchkey".to_owned(),
         action: "/login".to_owned(),
         email: email.to_owned(),
-        hidden: Vec::new(),
+        hidden: safe_next(next)
+            .map(|n| vec![("next".to_owned(), n.to_owned())])
+            .unwrap_or_default(),
     };
     let mut response = render(status, &page);
     if fresh {
@@ -87,9 +102,20 @@ pub async fn get_home(console: Result<Console, Response>) -> Response {
     }
 }
 
-/// `GET /login`.
-pub async fn get_login(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    login_response(&state, &headers, StatusCode::OK, "", None)
+#[derive(serde::Deserialize)]
+pub struct Next {
+    #[serde(default)]
+    next: String,
+}
+
+/// `GET /login` (`?next=/path` comes back after signing in).
+pub async fn get_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    next: Result<Query<Next>, QueryRejection>,
+) -> Response {
+    let next = next.map(|Query(n)| n.next).unwrap_or_default();
+    login_response(&state, &headers, StatusCode::OK, "", &next, None)
 }
 
 #[derive(serde::Deserialize)]
@@ -100,6 +126,8 @@ pub struct LoginForm {
     password: String,
     #[serde(default)]
     csrf_token: String,
+    #[serde(default)]
+    next: String,
 }
 
 /// `POST /login`.
@@ -115,6 +143,7 @@ pub async fn post_login(
             &headers,
             StatusCode::BAD_REQUEST,
             "",
+            "",
             Some("Fill in your email and password."),
         );
     };
@@ -126,13 +155,14 @@ pub async fn post_login(
             &headers,
             StatusCode::FORBIDDEN,
             &form.email,
+            &form.next,
             Some("The form has expired. Try again."),
         );
     }
     let password = SecretString::from(form.password);
     match state.service.login(Some(ip), &form.email, &password).await {
         Ok(session) => {
-            let mut response = redirect("/credentials");
+            let mut response = redirect(safe_next(&form.next).unwrap_or("/credentials"));
             if let Some(v) = session_cookie(&state, &session) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -144,6 +174,7 @@ pub async fn post_login(
                 &headers,
                 StatusCode::TOO_MANY_REQUESTS,
                 &form.email,
+                &form.next,
                 Some("Too many attempts. Wait a moment and try again."),
             );
             response
@@ -156,6 +187,7 @@ pub async fn post_login(
             &headers,
             StatusCode::UNAUTHORIZED,
             &form.email,
+            &form.next,
             Some("The email or password is not correct."),
         ),
         Err(_) => unavailable(),
@@ -187,4 +219,27 @@ pub async fn post_logout(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_paths_on_this_site_are_followed() {
+        assert_eq!(
+            safe_next("/credentials/new?name=x"),
+            Some("/credentials/new?name=x")
+        );
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil",
+            "/a\nb",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod apps;
 pub mod auth;
+pub mod cancel;
 pub mod credentials;
 pub mod org_tokens;
 
@@ -113,8 +114,20 @@ impl FromRequestParts<AppState> for Console {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        // After signing in, a page opened from a link (an expiry notice) is shown as asked.
+        let to_login = || {
+            let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if parts.method == axum::http::Method::GET && here != "/" {
+                match serde_urlencoded::to_string([("next", here)]) {
+                    Ok(query) => redirect(&format!("/login?{query}")),
+                    Err(_) => redirect("/login"),
+                }
+            } else {
+                redirect("/login")
+            }
+        };
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(redirect("/login"));
+            return Err(to_login());
         };
         match state.service.authenticate_session(token).await {
             Ok(session) => Ok(Self {
@@ -123,7 +136,7 @@ impl FromRequestParts<AppState> for Console {
                 ip: peer_ip(parts),
             }),
             Err(ServiceError::Unavailable(_)) => Err(unavailable()),
-            Err(_) => Err(redirect("/login")),
+            Err(_) => Err(to_login()),
         }
     }
 }

@@ -96,6 +96,22 @@ fn check_spec(grants: &[String], uris: &[String], confidential: bool) -> Service
 }
 
 impl Service {
+    /// Tells the organisation's admins that a client secret was made (hint only).
+    async fn attach_client_secret_mail(
+        &self,
+        event: &mut latchkey_store::NewEvent,
+        org: &Org,
+        client: &OAuthClient,
+        hint: &str,
+    ) -> ServiceResult<()> {
+        let at = self.now();
+        let owner = latchkey_store::Owner::Organisation(org.id.clone());
+        self.notify_owner(event, &owner, |a| {
+            crate::mails::client_secret_created(&client.name, &client.id, hint, &a.label, at)
+        })
+        .await
+    }
+
     fn new_client_secret(&self, client_id: &str) -> ServiceResult<(NewClientSecret, TokenSecret)> {
         let prefix = Prefix::parse(CLIENT_SECRET_PREFIX)
             .map_err(|_| ServiceError::Internal("client secret prefix".into()))?;
@@ -141,7 +157,7 @@ impl Service {
         } else {
             None
         };
-        let event = self.event(
+        let mut event = self.event(
             caller,
             EventSpec {
                 action: "client.created",
@@ -156,9 +172,14 @@ impl Service {
                 })),
             },
         )?;
+        if let Some((s, _)) = &secret {
+            self.attach_client_secret_mail(&mut event, org, &client, &s.hint)
+                .await?;
+        }
         self.store
             .create_client(&client, secret.as_ref().map(|(s, _)| s), &event)
             .await?;
+        self.mail_written();
         let secret = secret.map(|(s, clear)| {
             let record = ClientSecretRecord {
                 id: s.id,
@@ -319,7 +340,7 @@ impl Service {
             ));
         }
         let (secret, clear) = self.new_client_secret(&client.id)?;
-        let event = self.event(
+        let mut event = self.event(
             caller,
             EventSpec {
                 action: "client_secret.created",
@@ -331,6 +352,8 @@ impl Service {
                 details: Some(json!({ "secret_id": secret.id, "hint": secret.hint })),
             },
         )?;
+        self.attach_client_secret_mail(&mut event, &org, &client, &secret.hint)
+            .await?;
         self.store
             .add_client_secret_within_limit(&secret, MAX_CLIENT_SECRETS, &event)
             .await
@@ -341,6 +364,7 @@ impl Service {
                 ),
                 other => other.into(),
             })?;
+        self.mail_written();
         let record = ClientSecretRecord {
             id: secret.id,
             client_id: secret.client_id,

@@ -27,7 +27,7 @@ async fn sign_in_shows_the_organisations_and_sign_out_ends_the_session() {
 
     // Not signed in: every page leads to the login form.
     b.goto("/credentials").await;
-    assert_eq!(b.path().await, "/login");
+    assert_eq!(b.path().await, "/login?next=%2Fcredentials");
     b.screenshot("login").await;
 
     // Unknown email and wrong password get the same answer.
@@ -49,7 +49,10 @@ async fn sign_in_shows_the_organisations_and_sign_out_ends_the_session() {
     b.click(".logout button").await;
     assert_eq!(b.path().await, "/login");
     b.goto("/credentials").await;
-    assert_eq!(b.path().await, "/login", "the session must be gone");
+    assert!(
+        b.path().await.starts_with("/login"),
+        "the session must be gone"
+    );
     b.close().await;
 
     // A member sees the organisation but not its Tokens, Apps or Activity links.
@@ -445,7 +448,10 @@ async fn pages_carry_the_security_headers_and_cookies_their_flags() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()[header::LOCATION], "/login");
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        "/login?next=%2Fcredentials"
+    );
 }
 
 #[tokio::test]
@@ -767,4 +773,70 @@ async fn the_console_sign_in_has_the_same_back_off_and_answers_as_the_api() {
     app.clock.advance(1);
     let ok = attempt("ada@example.com", PASSWORD).await.unwrap();
     assert_eq!(ok.status(), 303);
+}
+
+/// The path and query of a link in a mail, to open in the browser.
+fn path_of(link: &str, app: &TestApp) -> String {
+    link.strip_prefix(&app.url)
+        .unwrap_or_else(|| panic!("{link} does not start with the public URL"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn links_in_mails_open_the_console_a_cancel_link_and_an_expiry_notice() {
+    use crate::mail_helpers::{SmtpSink, one};
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let b = Browser::start(&app.url).await;
+    b.sign_in("ada@example.com", PASSWORD).await;
+
+    // An s2s token waits 30 minutes before it works; its creation mail carries a cancel link.
+    b.goto(&format!("/orgs/{org}/tokens")).await;
+    b.fill("#new-name", "backend").await;
+    b.select("#new-type", "s2s").await;
+    b.click("#new button[type=submit]").await;
+    let secret = b.value("#secret").await;
+    let mails = sink.wait_for(1).await;
+    let created = one(&mails, "ada@example.com", "\"backend\" created");
+    created.assert_free_of(&[&secret]);
+    let link = created
+        .link(&format!("{}/cancel?code=", app.url))
+        .unwrap_or_else(|| panic!("no cancel link in {}", created.body));
+
+    // Opening the link changes nothing (mail scanners open links); the button cancels.
+    b.goto(&path_of(&link, &app)).await;
+    assert_eq!(b.text("h1").await, "Cancel “backend”?");
+    b.screenshot("cancel").await;
+    b.click("form button.danger").await;
+    assert_eq!(b.text("h1").await, "Token cancelled");
+    app.clock.advance(31 * 60);
+    app.me(&secret).await.expect(401);
+    // Single use.
+    b.goto(&path_of(&link, &app)).await;
+    assert_eq!(b.text("h1").await, "This link cannot be used");
+
+    // An expiry notice's link opens the creation form with the same name and type.
+    b.goto("/credentials").await;
+    b.fill("#new-name", "ci deploy").await;
+    b.fill("#new-days", "10").await;
+    b.fill("#new-password", PASSWORD).await;
+    b.click("#new button[type=submit]").await;
+    app.clock.advance(9 * 86_400 + 3_600);
+    app.service().send_expiry_notices().await.unwrap();
+    let mails = sink.wait_for(4).await;
+    let notice = one(&mails, "ada@example.com", "\"ci deploy\" expires in");
+    let link = notice
+        .link(&format!("{}/credentials/new?", app.url))
+        .unwrap_or_else(|| panic!("no renewal link in {}", notice.body));
+    // Nine days on, the session has long ended: the link leads through the sign-in, then on.
+    b.goto(&path_of(&link, &app)).await;
+    assert!(b.path().await.starts_with("/login?next="));
+    b.fill("#email", "ada@example.com").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("form button[type=submit]").await;
+    assert!(b.path().await.starts_with("/credentials/new?"));
+    assert_eq!(b.value("#new-name").await, "ci deploy");
+    assert_eq!(b.value("#new-type").await, "personal");
+    b.close().await;
 }

@@ -50,11 +50,18 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     types: BTreeMap<String, TokenTypeConfig>,
     limits: Option<latchkey::config::LimitsConfig>,
+    smtp_url: Option<String>,
 }
 
 impl TestAppBuilder {
     pub fn limits(mut self, limits: latchkey::config::LimitsConfig) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// Sends notifications to this SMTP server (see `mail_helpers::SmtpSink`).
+    pub fn smtp_url(mut self, url: &str) -> Self {
+        self.smtp_url = Some(url.to_owned());
         self
     }
 
@@ -73,6 +80,7 @@ impl TestAppBuilder {
             token_types: self.types,
             limits: self.limits.unwrap_or_default(),
             password_hash_concurrency: Some(2),
+            smtp_url: self.smtp_url,
             ..Config::default()
         };
         let start_at = time::macros::datetime!(2026-06-01 12:00:00 UTC);

@@ -1,0 +1,394 @@
+//! Who hears of what (SPEC 6, 2.4): resolves recipients when a change happens and attaches the
+//! mails to the change's audit event, so the store puts them in the outbox in the same
+//! transaction. Also the periodic expiry notices, the new-address alerts written by the usage
+//! flush, and cancel links. Sending is `outbox.rs`'s; the wording is `mails.rs`'s.
+
+use std::collections::HashMap;
+
+use latchkey_core::token_string::TokenHash;
+use latchkey_core::{Email, MailId, Role, TokenId, TokenSecret, TokenStatus, base62};
+use latchkey_store::{NewEvent, NewMail, NewTokenAddress, Owner, TokenRecord, TokenUsage};
+use serde_json::json;
+
+use crate::crypto::random_bytes;
+use crate::error::{ErrorCode, ServiceError, ServiceResult};
+use crate::events::EventSpec;
+use crate::mails::{self, MailText, TokenFacts};
+use crate::tokens::{owner_org, owner_user};
+use crate::{Caller, Service};
+
+/// Expiry notices are sent this many days before a token expires, each once.
+pub const EXPIRY_NOTICE_DAYS: [u32; 3] = [30, 7, 1];
+/// Tokens looked at per sweep; the rest wait for the next one.
+const SWEEP_LIMIT: u32 = 10_000;
+/// New addresses recorded per usage flush; the rest wait for the next flush, so a burst of
+/// first uses never becomes one huge transaction.
+const NEW_ADDRESSES_PER_FLUSH: usize = 500;
+
+/// The people told about an owner's tokens: the user, or every admin of the organisation.
+pub(crate) struct Audience {
+    pub emails: Vec<Email>,
+    /// How mails name the owner.
+    pub label: String,
+}
+
+/// A fresh cancel-link code (256 bits, base62) and the hash that is stored.
+fn new_cancel_code() -> ServiceResult<(String, TokenHash)> {
+    let bytes: [u8; 32] = random_bytes()?;
+    let code = base62::encode_bytes(&bytes, 43)
+        .ok_or_else(|| ServiceError::Internal("cancel code encoding".into()))?;
+    let hash = TokenSecret::hash_of(&code);
+    Ok((code, hash))
+}
+
+fn cancel_link_gone() -> ServiceError {
+    ServiceError::client(
+        ErrorCode::NotFound,
+        "this cancel link is unknown, already used or expired",
+    )
+}
+
+impl Service {
+    pub(crate) async fn audience(&self, owner: &Owner) -> ServiceResult<Audience> {
+        match owner {
+            Owner::User(id) => {
+                let emails = self
+                    .store
+                    .find_user(id)
+                    .await?
+                    .map(|u| vec![u.email])
+                    .unwrap_or_default();
+                Ok(Audience {
+                    emails,
+                    label: "your account".to_owned(),
+                })
+            }
+            Owner::Organisation(id) => {
+                let emails = self
+                    .store
+                    .list_org_members(id)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.role == Role::Admin)
+                    .map(|m| m.email)
+                    .collect();
+                let name = self.store.find_org(id).await?.map(|o| o.name);
+                Ok(Audience {
+                    emails,
+                    label: format!("the organisation \"{}\" ({id})", name.unwrap_or_default()),
+                })
+            }
+        }
+    }
+
+    /// One mail per recipient, ready to ride on an event.
+    pub(crate) fn mails_to(
+        &self,
+        emails: &[Email],
+        text: &MailText,
+    ) -> ServiceResult<Vec<NewMail>> {
+        emails
+            .iter()
+            .map(|to| {
+                Ok(NewMail {
+                    id: MailId::from_random(random_bytes()?),
+                    recipient: to.clone(),
+                    subject: text.subject.clone(),
+                    body: text.body.clone(),
+                    created_at: self.now(),
+                })
+            })
+            .collect()
+    }
+
+    /// Attaches `text`, addressed to the owner's audience, to `event`.
+    pub(crate) async fn notify_owner(
+        &self,
+        event: &mut NewEvent,
+        owner: &Owner,
+        text: impl FnOnce(&Audience) -> MailText,
+    ) -> ServiceResult<()> {
+        let audience = self.audience(owner).await?;
+        let text = text(&audience);
+        event.mails = self.mails_to(&audience.emails, &text)?;
+        Ok(())
+    }
+
+    /// Wakes the outbox worker after a change with mails committed.
+    pub(crate) fn mail_written(&self) {
+        self.outbox.wake();
+    }
+
+    /// The creation mail; with an activation delay, a cancel link whose hash is stored with the
+    /// token (`token.cancel_code_hash`).
+    pub(crate) async fn attach_created_mail(
+        &self,
+        event: &mut NewEvent,
+        token: &mut latchkey_store::NewToken,
+    ) -> ServiceResult<()> {
+        let cancel = if token.active_from > token.created_at {
+            let (code, hash) = new_cancel_code()?;
+            token.cancel_code_hash = Some(hash);
+            Some(mails::cancel_url(&self.settings.public_url, &code))
+        } else {
+            None
+        };
+        let t = &*token;
+        self.notify_owner(event, &t.owner, |a| {
+            mails::token_created(
+                &TokenFacts {
+                    id: t.id.as_str(),
+                    name: &t.name,
+                    token_type: &t.token_type,
+                    hint: &t.hint,
+                    owner_label: &a.label,
+                    is_org: matches!(t.owner, Owner::Organisation(_)),
+                },
+                t.created_at,
+                t.active_from,
+                cancel.as_deref(),
+            )
+        })
+        .await
+    }
+
+    /// The mail that tells the owner a token stopped working, and why.
+    pub(crate) async fn attach_revoked_mail(
+        &self,
+        event: &mut NewEvent,
+        token: &TokenRecord,
+        reason: &str,
+    ) -> ServiceResult<()> {
+        let at = self.now();
+        self.notify_owner(event, &token.owner, |a| {
+            mails::token_revoked(&facts(token, &a.label), reason, at)
+        })
+        .await
+    }
+
+    /// Sends the expiry notices that are due (30, 7 and 1 days before expiry, each once per
+    /// token). Runs every minute in the background; tests call it after moving the clock.
+    /// Returns how many notices it wrote to the outbox.
+    pub async fn send_expiry_notices(&self) -> ServiceResult<usize> {
+        let now = self.now();
+        let due = self
+            .store
+            .list_tokens_due_expiry_notice(now, &EXPIRY_NOTICE_DAYS, SWEEP_LIMIT)
+            .await?;
+        let mut sent = 0;
+        for (token, days) in due {
+            let Some(expires_at) = token.expires_at else {
+                continue;
+            };
+            let mut event = self.event(
+                &Caller::operator(),
+                EventSpec {
+                    action: "token.expiry_notice",
+                    subject_kind: "token",
+                    subject_id: token.id.as_str(),
+                    user: owner_user(&token.owner),
+                    org: owner_org(&token.owner),
+                    outcome: "success",
+                    details: Some(json!({ "days": days, "name": token.name })),
+                },
+            )?;
+            let url = mails::replacement_url(
+                &self.settings.public_url,
+                &token.owner,
+                &token.name,
+                &token.token_type,
+                &token.scopes,
+            );
+            self.notify_owner(&mut event, &token.owner, |a| {
+                mails::token_expiring(&facts(&token, &a.label), days, expires_at, &url)
+            })
+            .await?;
+            if self
+                .store
+                .record_expiry_notice(&token.id, days, &event)
+                .await?
+            {
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            self.mail_written();
+        }
+        Ok(sent)
+    }
+
+    /// Part of the usage flush (never the request path): the first accepted use of a token from
+    /// each address is written to the audit log and mailed to the owner, in one transaction.
+    /// Returns the uses whose new address is left for the next flush.
+    pub(crate) async fn note_new_addresses(
+        &self,
+        batch: &[TokenUsage],
+    ) -> ServiceResult<Vec<TokenUsage>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<(TokenId, String)> = batch
+            .iter()
+            .map(|u| (u.token_id.clone(), u.ip.clone()))
+            .collect();
+        let mut unseen = self.store.list_unseen_token_addresses(&pairs).await?;
+        let later: Vec<TokenUsage> = if unseen.len() > NEW_ADDRESSES_PER_FLUSH {
+            let rest = unseen.split_off(NEW_ADDRESSES_PER_FLUSH);
+            batch
+                .iter()
+                .filter(|u| rest.iter().any(|(id, ip)| id == &u.token_id && ip == &u.ip))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if unseen.is_empty() {
+            return Ok(later);
+        }
+        let at_of: HashMap<&TokenId, latchkey_core::Timestamp> =
+            batch.iter().map(|u| (&u.token_id, u.at)).collect();
+        let mut audiences: HashMap<String, Audience> = HashMap::new();
+        let mut found = Vec::with_capacity(unseen.len());
+        for (id, ip) in unseen {
+            let Some(token) = self.store.find_token(&id).await? else {
+                continue;
+            };
+            let at = at_of.get(&id).copied().unwrap_or_else(|| self.now());
+            let key = format!("{}:{}", token.owner.kind(), token.owner.id());
+            if !audiences.contains_key(&key) {
+                let audience = self.audience(&token.owner).await?;
+                audiences.insert(key.clone(), audience);
+            }
+            let Some(audience) = audiences.get(&key) else {
+                continue;
+            };
+            let mut event = self.event(
+                &Caller::anonymous(ip.parse().ok()),
+                EventSpec {
+                    action: "token.new_address",
+                    subject_kind: "token",
+                    subject_id: token.id.as_str(),
+                    user: owner_user(&token.owner),
+                    org: owner_org(&token.owner),
+                    outcome: "success",
+                    details: Some(json!({ "ip": ip, "name": token.name })),
+                },
+            )?;
+            event.at = at;
+            let text = mails::token_new_address(&facts(&token, &audience.label), &ip, at);
+            event.mails = self.mails_to(&audience.emails, &text)?;
+            found.push(NewTokenAddress {
+                token_id: id,
+                ip,
+                at,
+                event,
+            });
+        }
+        if self.store.record_new_token_addresses(&found).await? > 0 {
+            self.mail_written();
+        }
+        Ok(later)
+    }
+
+    /// The mail for a use refused by the token's IP allowlist (the first from `ip`).
+    pub(crate) async fn attach_ip_refused_mail(
+        &self,
+        event: &mut NewEvent,
+        token_id: &TokenId,
+        ip: &str,
+    ) -> ServiceResult<()> {
+        let Some(token) = self.store.find_token(token_id).await? else {
+            return Ok(());
+        };
+        let at = self.now();
+        self.notify_owner(event, &token.owner, |a| {
+            mails::token_ip_refused(&facts(&token, &a.label), ip, at)
+        })
+        .await
+    }
+
+    /// The token a cancel link would cancel: refused when the link is unknown, used or expired,
+    /// or the token is no longer pending. For the console's confirmation page.
+    pub async fn cancel_link_token(&self, code: &str) -> ServiceResult<TokenRecord> {
+        let code = code.trim();
+        if code.is_empty() || code.len() > 100 || !base62::is_base62(code) {
+            return Err(cancel_link_gone());
+        }
+        let link = self
+            .store
+            .find_cancel_link(&TokenSecret::hash_of(code))
+            .await?
+            .ok_or_else(cancel_link_gone)?;
+        let now = self.now();
+        if link.used_at.is_some() || link.expires_at <= now {
+            return Err(cancel_link_gone());
+        }
+        let token = self
+            .store
+            .find_token(&link.token_id)
+            .await?
+            .ok_or_else(cancel_link_gone)?;
+        if token.status(now) != TokenStatus::Pending {
+            return Err(cancel_link_gone());
+        }
+        Ok(token)
+    }
+
+    /// Uses a cancel link: marks it used and revokes its still-pending token in one
+    /// transaction (a link works once, SECURITY.md invariant 4), with the event
+    /// `token.cancelled` and a mail to the owner.
+    pub async fn use_cancel_link(&self, code: &str, caller: &Caller) -> ServiceResult<TokenRecord> {
+        let token = self.cancel_link_token(code).await?;
+        let mut event = self.event(
+            caller,
+            EventSpec {
+                action: "token.cancelled",
+                subject_kind: "token",
+                subject_id: token.id.as_str(),
+                user: owner_user(&token.owner),
+                org: owner_org(&token.owner),
+                outcome: "success",
+                details: Some(json!({ "name": token.name, "type": token.token_type })),
+            },
+        )?;
+        self.attach_revoked_mail(&mut event, &token, "cancelled")
+            .await?;
+        let used = self
+            .store
+            .use_cancel_link(&TokenSecret::hash_of(code.trim()), self.now(), &event)
+            .await?;
+        if !used {
+            return Err(cancel_link_gone());
+        }
+        self.cache.invalidate();
+        self.mail_written();
+        self.store
+            .find_token(&token.id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("token"))
+    }
+}
+
+fn facts<'a>(token: &'a TokenRecord, owner_label: &'a str) -> TokenFacts<'a> {
+    TokenFacts {
+        id: token.id.as_str(),
+        name: &token.name,
+        token_type: &token.token_type,
+        hint: &token.hint,
+        owner_label,
+        is_org: matches!(token.owner, Owner::Organisation(_)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_codes_are_256_bit_base62() {
+        let (code, hash) = new_cancel_code().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code.len(), 43);
+        assert!(base62::is_base62(&code));
+        assert_eq!(hash.as_bytes(), TokenSecret::hash_of(&code).as_bytes());
+    }
+}

@@ -1,0 +1,287 @@
+//! The outbox worker (SPEC 6): sends the mails that changes wrote to the outbox, over SMTP when
+//! `smtp_url` is set, else as `.eml` files under the data directory.
+//!
+//! A mail is leased before it is sent (so two workers never send the same one) and marked sent
+//! only after the server accepted it; a failure keeps it and retries with exponential back-off.
+//! So an outage or a crash loses nothing, and nothing is sent twice in normal operation (a crash
+//! between the server's "250 OK" and the mark can repeat one mail: its Message-ID, the outbox id,
+//! makes the duplicate recognisable). Must not compose mails (`mails.rs`) or decide who gets
+//! them (`notifications.rs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use latchkey_store::OutboxMail;
+use lettre::message::{Mailbox, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use tokio::sync::Notify;
+
+use crate::Service;
+use crate::error::{ServiceError, ServiceResult};
+
+/// Mails taken per claim; each is leased for `LEASE` (well above a batch's worst case).
+const BATCH: u32 = 10;
+const LEASE: time::Duration = time::Duration::minutes(5);
+/// Claims per round, so a huge backlog does not hold the worker from its shutdown signal.
+const MAX_BATCHES_PER_ROUND: usize = 50;
+/// How long one SMTP exchange may take before it counts as a failure.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+const FIRST_RETRY_SECS: i64 = 5;
+const MAX_RETRY_SECS: i64 = 600;
+
+/// Mail settings, from the binary's configuration.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port` (no TLS), `smtp://host:port?tls=required` (STARTTLS) or
+    /// `smtps://host:port` (TLS), with optional `user:password@`. None: `.eml` files.
+    pub smtp_url: Option<String>,
+    /// The From header, like `Latchkey <latchkey@localhost>`.
+    pub mail_from: String,
+    /// Where `.eml` files go without SMTP (`<data_dir>/mail`).
+    pub mail_dir: PathBuf,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            mail_from: "Latchkey <latchkey@localhost>".to_owned(),
+            mail_dir: PathBuf::from("./latchkey-data/mail"),
+        }
+    }
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(PathBuf),
+}
+
+pub(crate) struct Outbox {
+    transport: Transport,
+    from: Mailbox,
+    wake: Notify,
+}
+
+/// The wait before try number `attempts + 1`: 5 s, 10 s, 20 s, … capped at 10 minutes.
+pub fn retry_delay_secs(attempts: u32) -> i64 {
+    let doublings = attempts.saturating_sub(1).min(20);
+    (FIRST_RETRY_SECS << doublings).min(MAX_RETRY_SECS)
+}
+
+impl Outbox {
+    pub(crate) fn new(settings: &MailSettings) -> ServiceResult<Self> {
+        let from: Mailbox = settings
+            .mail_from
+            .parse()
+            .map_err(|e| ServiceError::Internal(format!("mail_from is not a mail address: {e}")))?;
+        let transport = match &settings.smtp_url {
+            // The URL may hold a password: errors name the problem, never the URL.
+            Some(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| ServiceError::Internal(format!("smtp_url does not parse: {e}")))?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build(),
+            ),
+            None => Transport::Files(settings.mail_dir.clone()),
+        };
+        Ok(Self {
+            transport,
+            from,
+            wake: Notify::new(),
+        })
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn send(&self, mail: &OutboxMail) -> Result<(), SendError> {
+        let about_this_mail = |text: String| SendError {
+            text,
+            server_down: false,
+        };
+        let to: Mailbox = mail
+            .recipient
+            .as_str()
+            .parse()
+            .map_err(|e| about_this_mail(format!("recipient is not a mail address: {e}")))?;
+        let message = Message::builder()
+            .message_id(Some(format!("<{}@latchkey>", mail.id)))
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject.clone())
+            .date(SystemTime::from(mail.created_at))
+            // A MIME part (not a raw body) so the message says `MIME-Version: 1.0`, which its
+            // UTF-8 quoted-printable text needs (RFC 2045).
+            .singlepart(SinglePart::plain(mail.body.clone()))
+            .map_err(|e| about_this_mail(format!("cannot build the message: {e}")))?;
+        match &self.transport {
+            Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| SendError {
+                text: format!("SMTP: {e}"),
+                // A 5xx answer is about this message (a refused recipient); anything else (no
+                // connection, a timeout, a 4xx) says the server cannot take mail now.
+                server_down: !e.is_permanent(),
+            }),
+            Transport::Files(dir) => {
+                let dir = dir.clone();
+                let name = mail.id.to_string();
+                let bytes = message.formatted();
+                let down = |text: String| SendError {
+                    text,
+                    server_down: true,
+                };
+                tokio::task::spawn_blocking(move || write_eml(&dir, &name, &bytes))
+                    .await
+                    .map_err(|e| down(format!("mail file task: {e}")))?
+                    .map_err(|e| down(format!("cannot write the mail file: {e}")))
+            }
+        }
+    }
+}
+
+struct SendError {
+    text: String,
+    /// The transport cannot take mail now: the rest of the round would fail the same way.
+    server_down: bool,
+}
+
+/// Writes `<dir>/<name>.eml` through a temporary file and a rename, so a crash never leaves
+/// half a message under the final name.
+fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.eml.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.eml")))
+}
+
+impl Service {
+    /// Runs the outbox worker until `shutdown` changes: every second, at once when a change
+    /// wrote mails, and the expiry-notice sweep every minute.
+    pub async fn run_outbox(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.outbox.wake.notified() => {}
+                _ = sweep.tick() => {
+                    if let Err(e) = self.send_expiry_notices().await {
+                        tracing::warn!(error = %e, "could not send the expiry notices; will retry");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+            if let Err(e) = self.deliver_mails().await {
+                tracing::warn!(error = %e, "could not read the outbox; will retry");
+            }
+        }
+    }
+
+    /// Sends the mails that are due now, once each; returns how many were sent. The worker
+    /// calls it; tests may too (leases keep the two from sending the same mail).
+    pub async fn deliver_mails(&self) -> ServiceResult<usize> {
+        let mut sent = 0;
+        let mut failed = 0;
+        let mut first_error: Option<String> = None;
+        'round: for _ in 0..MAX_BATCHES_PER_ROUND {
+            let now = self.now();
+            let batch = self.store.claim_mails(now, now + LEASE, BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut down: Option<String> = None;
+            for mail in batch {
+                // With the server down, the rest of the batch is not tried (each try could take
+                // the whole timeout and hold up shutdown): it is released with the same back-off.
+                let result = match &down {
+                    Some(text) => Err(format!("not tried: {text}")),
+                    None => self.outbox.send(&mail).await.map_err(|e| {
+                        if e.server_down {
+                            down = Some(e.text.clone());
+                        }
+                        e.text
+                    }),
+                };
+                match result {
+                    Ok(()) => {
+                        self.store.mark_mail_sent(&mail.id, self.now()).await?;
+                        self.metrics.mail_sent();
+                        sent += 1;
+                    }
+                    Err(error) => {
+                        let next =
+                            self.now() + time::Duration::seconds(retry_delay_secs(mail.attempts));
+                        self.store.mark_mail_failed(&mail.id, next, &error).await?;
+                        self.metrics.mail_failed();
+                        failed += 1;
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            if down.is_some() {
+                break 'round;
+            }
+        }
+        // Said once per round, not once per mail: an outage would otherwise flood the log.
+        if let Some(error) = first_error {
+            tracing::warn!(failed, sent, error = %error, "could not send mails; they stay in the outbox and will be retried");
+        }
+        Ok(sent)
+    }
+
+    /// Mails in the outbox not yet sent (for tests and operators).
+    pub async fn unsent_mails(&self) -> ServiceResult<u64> {
+        Ok(self.store.count_unsent_mails().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_ten_minutes() {
+        let delays: Vec<i64> = (1..=9).map(retry_delay_secs).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600]);
+        assert_eq!(retry_delay_secs(0), 5);
+        assert_eq!(retry_delay_secs(u32::MAX), 600);
+    }
+
+    #[tokio::test]
+    async fn the_default_sender_and_urls_parse() {
+        let settings = MailSettings::default();
+        assert!(Outbox::new(&settings).is_ok());
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://mail.example.com:587?tls=required",
+            "smtps://user:pass@mail.example.com:465",
+        ] {
+            let settings = MailSettings {
+                smtp_url: Some(url.to_owned()),
+                ..MailSettings::default()
+            };
+            assert!(Outbox::new(&settings).is_ok(), "{url}");
+        }
+        let bad = MailSettings {
+            smtp_url: Some("ftp://nope".to_owned()),
+            ..MailSettings::default()
+        };
+        assert!(Outbox::new(&bad).is_err());
+    }
+
+    #[test]
+    fn eml_files_appear_whole() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        write_eml(dir.path(), "mail_x", b"Subject: hi\r\n\r\nbody")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert_eq!(names, ["mail_x.eml"]);
+    }
+}
