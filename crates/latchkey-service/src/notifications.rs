@@ -233,10 +233,13 @@ impl Service {
             .collect();
         let mut unseen = self.store.list_unseen_token_addresses(&pairs).await?;
         let later: Vec<TokenUsage> = if unseen.len() > NEW_ADDRESSES_PER_FLUSH {
-            let rest = unseen.split_off(NEW_ADDRESSES_PER_FLUSH);
+            let rest: std::collections::HashSet<(TokenId, String)> = unseen
+                .split_off(NEW_ADDRESSES_PER_FLUSH)
+                .into_iter()
+                .collect();
             batch
                 .iter()
-                .filter(|u| rest.iter().any(|(id, ip)| id == &u.token_id && ip == &u.ip))
+                .filter(|u| rest.contains(&(u.token_id.clone(), u.ip.clone())))
                 .cloned()
                 .collect()
         } else {
@@ -245,15 +248,20 @@ impl Service {
         if unseen.is_empty() {
             return Ok(later);
         }
-        let at_of: HashMap<&TokenId, latchkey_core::Timestamp> =
-            batch.iter().map(|u| (&u.token_id, u.at)).collect();
+        let at_of: HashMap<(&TokenId, &str), latchkey_core::Timestamp> = batch
+            .iter()
+            .map(|u| ((&u.token_id, u.ip.as_str()), u.at))
+            .collect();
         let mut audiences: HashMap<String, Audience> = HashMap::new();
         let mut found = Vec::with_capacity(unseen.len());
         for (id, ip) in unseen {
             let Some(token) = self.store.find_token(&id).await? else {
                 continue;
             };
-            let at = at_of.get(&id).copied().unwrap_or_else(|| self.now());
+            let at = at_of
+                .get(&(&id, ip.as_str()))
+                .copied()
+                .unwrap_or_else(|| self.now());
             let key = format!("{}:{}", token.owner.kind(), token.owner.id());
             if !audiences.contains_key(&key) {
                 let audience = self.audience(&token.owner).await?;

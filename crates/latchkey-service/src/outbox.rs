@@ -119,9 +119,11 @@ impl Outbox {
         match &self.transport {
             Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| SendError {
                 text: format!("SMTP: {e}"),
-                // A 5xx answer is about this message (a refused recipient); anything else (no
-                // connection, a timeout, a 4xx) says the server cannot take mail now.
-                server_down: !e.is_permanent(),
+                // An answer with a code is about this message (a refused or greylisted
+                // recipient: 4xx or 5xx), except 421, the server closing; no answer at all (no
+                // connection, a timeout, TLS) says the server cannot take mail now. So one
+                // stuck mailbox never holds back everyone else's mail.
+                server_down: e.status().is_none_or(|code| u16::from(code) == 421),
             }),
             Transport::Files(dir) => {
                 let dir = dir.clone();
@@ -152,10 +154,20 @@ fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.eml.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
+    // Readable by the service's user only: a mail may carry a cancel link.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(format!("{name}.eml")))
+    std::fs::rename(&tmp, dir.join(format!("{name}.eml")))?;
+    // The rename itself must survive a power cut before the row is marked sent.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Service {

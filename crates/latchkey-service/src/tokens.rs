@@ -551,7 +551,7 @@ impl Service {
             token.ends_on_first_use = Some(old.id.clone());
         }
         let old_expires_at = grace.old_token_expiry(now).max(token.active_from);
-        let event = self.event(caller, EventSpec {
+        let mut event = self.event(caller, EventSpec {
             action: "token.rotated",
             subject_kind: "token",
             subject_id: old.id.as_str(),
@@ -560,6 +560,9 @@ impl Service {
             outcome: "success",
             details: Some(json!({ "new_token": token.id, "grace": grace.to_string(), "hint": token.hint })),
         })?;
+        // A rotation makes a working token like a create does: the owner is told the same way
+        // (with the cancel link when the type has an activation delay).
+        self.attach_created_mail(&mut event, &mut token).await?;
         let record = self
             .store
             .rotate_token(&old.id, old_expires_at, &token, &event)

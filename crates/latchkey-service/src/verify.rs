@@ -42,6 +42,8 @@ use crate::{Caller, Service};
 const MAX_CACHED: usize = 1_000_000;
 /// `last_used_at` is written when the address changes or at most once a minute per token.
 const USAGE_GRANULARITY_SECS: i64 = 60;
+/// Refused addresses remembered per cached token before the list starts over.
+const MAX_NOTED_REFUSALS: usize = 32;
 
 /// What the store said about a token, ready to answer requests.
 #[derive(Debug)]
@@ -66,6 +68,8 @@ pub struct Verified {
     first_use_seen: AtomicBool,
     last_use_at: AtomicI64,
     last_use_ip: AtomicU64,
+    /// Refused addresses already written to the audit log (a few; see `note_refused_address`).
+    refused_noted: Mutex<Vec<IpAddr>>,
 }
 
 impl Verified {
@@ -224,9 +228,16 @@ impl VerifyCache {
 /// Uses waiting to be written, and first-use rotations waiting to end their old token.
 #[derive(Default)]
 pub(crate) struct UsageRecorder {
+    /// The latest use of each token, for `last_used_at`/`last_used_ip`.
     pending: Mutex<HashMap<TokenId, TokenUsage>>,
+    /// Every (token, address) pair used since the last flush, not only the latest: one use
+    /// from a stolen token's new address must not hide behind the owner's traffic.
+    addresses: Mutex<HashMap<(TokenId, String), Timestamp>>,
     first_use: Mutex<Vec<TokenId>>,
 }
+
+/// Pairs held for the next flush; beyond this a pair waits for its next recorded use.
+const MAX_PENDING_ADDRESSES: usize = 100_000;
 
 impl Service {
     /// Verifies a bearer token string from a request made from `ip`.
@@ -413,6 +424,7 @@ impl Service {
             first_use_seen: AtomicBool::new(true),
             last_use_at: AtomicI64::new(0),
             last_use_ip: AtomicU64::new(0),
+            refused_noted: Mutex::new(Vec::new()),
             me_body: Bytes::from(me_body),
             introspection: Bytes::from(
                 serde_json::to_vec(&serde_json::Value::Object(introspection))
@@ -432,21 +444,20 @@ impl Service {
     }
 
     /// The first refusal from an address is written to the owner's audit log (and, with
-    /// notifications, mailed): once per address, not once per request.
+    /// notifications, mailed): once per address, not once per request. The "seen" mark, the
+    /// event and the mail are one transaction, so a crash cannot keep the mark and lose the mail.
     async fn note_refused_address(&self, entry: &Verified, ip: IpAddr, now: Timestamp) {
-        let first = match self
-            .store
-            .record_token_address(&entry.token_id, &format!("refused:{ip}"), now)
-            .await
-        {
-            Ok(first) => first,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record a refused address");
-                return;
+        // Repeated refusals from one address (a misconfigured client, a scan) stop here, in
+        // memory, without building the event or touching storage.
+        match entry.refused_noted.lock() {
+            Ok(noted) if noted.contains(&ip) => return,
+            Ok(mut noted) => {
+                if noted.len() >= MAX_NOTED_REFUSALS {
+                    noted.clear();
+                }
+                noted.push(ip);
             }
-        };
-        if !first {
-            return;
+            Err(_) => {}
         }
         let event = self.event(
             &Caller::anonymous(Some(ip)),
@@ -467,11 +478,28 @@ impl Service {
             .attach_ip_refused_mail(&mut event, &entry.token_id, &ip.to_string())
             .await
         {
+            // Without its mail the event is not written either: the next refusal tries again.
             tracing::warn!(error = %e, "could not address the refused-address mail");
+            self.forget_refusal(entry, ip);
+            return;
         }
-        match self.store.insert_event(&event).await {
-            Ok(()) => self.mail_written(),
-            Err(e) => tracing::warn!(error = %e, "could not write the refused-address event"),
+        match self
+            .store
+            .record_token_address(&entry.token_id, &format!("refused:{ip}"), now, &event)
+            .await
+        {
+            Ok(true) => self.mail_written(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a refused address");
+                self.forget_refusal(entry, ip);
+            }
+        }
+    }
+
+    fn forget_refusal(&self, entry: &Verified, ip: IpAddr) {
+        if let Ok(mut noted) = entry.refused_noted.lock() {
+            noted.retain(|seen| *seen != ip);
         }
     }
 
@@ -479,17 +507,25 @@ impl Service {
         if !entry.stored {
             return;
         }
-        if entry.should_record(now.unix_timestamp(), ip_hash(ip))
-            && let Ok(mut pending) = self.usage.pending.lock()
-        {
-            pending.insert(
-                entry.token_id.clone(),
-                TokenUsage {
-                    token_id: entry.token_id.clone(),
-                    at: now,
-                    ip: ip.to_string(),
-                },
-            );
+        if entry.should_record(now.unix_timestamp(), ip_hash(ip)) {
+            let ip = ip.to_string();
+            if let Ok(mut addresses) = self.usage.addresses.lock()
+                && addresses.len() < MAX_PENDING_ADDRESSES
+            {
+                addresses
+                    .entry((entry.token_id.clone(), ip.clone()))
+                    .or_insert(now);
+            }
+            if let Ok(mut pending) = self.usage.pending.lock() {
+                pending.insert(
+                    entry.token_id.clone(),
+                    TokenUsage {
+                        token_id: entry.token_id.clone(),
+                        at: now,
+                        ip,
+                    },
+                );
+            }
         }
         if let Some(old) = &entry.ends_on_first_use
             && !entry.first_use_seen.swap(true, Ordering::AcqRel)
@@ -590,6 +626,7 @@ impl Service {
                     .map_or(i64::MIN / 2, |t| t.unix_timestamp()),
             ),
             last_use_ip: AtomicU64::new(last_ip),
+            refused_noted: Mutex::new(Vec::new()),
             me_body: Bytes::from(me_body),
             introspection: Bytes::from(
                 serde_json::to_vec(&serde_json::Value::Object(introspection))
@@ -640,27 +677,34 @@ impl Service {
             Ok(mut pending) => pending.drain().map(|(_, u)| u).collect(),
             Err(_) => Vec::new(),
         };
-        // New addresses are noted before the uses are written; if either fails, the batch waits
-        // for the next flush (noting an address twice is harmless: it is recorded once).
-        let written = match self.note_new_addresses(&batch).await {
-            Ok(later) => {
-                let written = self
-                    .store
-                    .record_token_usage(&batch)
-                    .await
-                    .map_err(ServiceError::from);
-                if written.is_ok()
-                    && !later.is_empty()
-                    && let Ok(mut pending) = self.usage.pending.lock()
-                {
-                    for u in later {
-                        pending.entry(u.token_id.clone()).or_insert(u);
-                    }
-                }
-                written
-            }
-            Err(e) => Err(e),
+        let addresses: Vec<TokenUsage> = match self.usage.addresses.lock() {
+            Ok(mut addresses) => addresses
+                .drain()
+                .map(|((token_id, ip), at)| TokenUsage { token_id, at, ip })
+                .collect(),
+            Err(_) => Vec::new(),
         };
+        // New addresses are noted before the uses are written; what fails or is left over waits
+        // for the next flush (noting an address twice is harmless: it is recorded once).
+        let requeue = |uses: Vec<TokenUsage>| {
+            if let Ok(mut pending) = self.usage.addresses.lock() {
+                for u in uses {
+                    pending.entry((u.token_id, u.ip)).or_insert(u.at);
+                }
+            }
+        };
+        match self.note_new_addresses(&addresses).await {
+            Ok(later) => requeue(later),
+            Err(e) => {
+                tracing::warn!(error = %e, count = addresses.len(), "could not note new addresses; will retry");
+                requeue(addresses);
+            }
+        }
+        let written = self
+            .store
+            .record_token_usage(&batch)
+            .await
+            .map_err(ServiceError::from);
         if let Err(e) = written {
             tracing::warn!(error = %e, count = batch.len(), "could not record token usage; will retry");
             if let Ok(mut pending) = self.usage.pending.lock() {

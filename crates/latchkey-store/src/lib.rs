@@ -139,12 +139,14 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<Vec<TokenId>>;
-    /// Remembers that a token was presented from `ip`; true the first time.
+    /// Remembers that a token was presented from `ip` and, the first time only, writes
+    /// `event` (and its mails) in the same transaction; true the first time.
     async fn record_token_address(
         &self,
         id: &TokenId,
         ip: &str,
         at: Timestamp,
+        event: &NewEvent,
     ) -> StoreResult<bool>;
     /// Revokes a token that is not yet revoked; returns whether it did.
     async fn revoke_token(

@@ -964,17 +964,24 @@ impl Store for SqliteStore {
         id: &TokenId,
         ip: &str,
         at: Timestamp,
+        event: &NewEvent,
     ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT OR IGNORE INTO token_addresses (token_id, ip, first_seen) VALUES (?, ?, ?)",
         )
         .bind(id.as_str())
         .bind(ip)
         .bind(ts(at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err("token address"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        tx.commit().await.map_err(db_err("token address"))?;
+        Ok(true)
     }
 
     async fn list_signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
@@ -1539,8 +1546,11 @@ impl Store for SqliteStore {
     }
 
     async fn mark_mail_sent(&self, id: &MailId, at: Timestamp) -> StoreResult<()> {
+        // The body goes once sent: it may hold a cancel link, whose code is kept only as a
+        // hash anywhere else. The row stays as the record that the mail went out.
         sqlx::query(
-            "UPDATE outbox SET sent_at = ?, locked_until = NULL, last_error = NULL WHERE id = ?",
+            "UPDATE outbox SET sent_at = ?, locked_until = NULL, last_error = NULL, body = ''
+             WHERE id = ?",
         )
         .bind(ts(at))
         .bind(id.as_str())
@@ -1602,16 +1612,21 @@ impl Store for SqliteStore {
                 .push(" THEN ")
                 .push_bind(i64::from(*d));
         }
-        q.push(" END AS due FROM tokens t WHERE t.revoked_at IS NULL AND t.expires_at > ")
-            .push_bind(ts(now))
-            .push(" AND t.expires_at <= ")
-            .push_bind(ts(now) + i64::from(longest) * 86_400)
-            .push(
-                ") AS c WHERE c.due IS NOT NULL AND NOT EXISTS
+        // A rotated token has its replacement already: no "create its replacement" notice.
+        q.push(
+            " END AS due FROM tokens t WHERE t.revoked_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM tokens s WHERE s.rotated_from = t.id)
+               AND t.expires_at > ",
+        )
+        .push_bind(ts(now))
+        .push(" AND t.expires_at <= ")
+        .push_bind(ts(now) + i64::from(longest) * 86_400)
+        .push(
+            ") AS c WHERE c.due IS NOT NULL AND NOT EXISTS
                    (SELECT 1 FROM expiry_notices n WHERE n.token_id = c.id AND n.days <= c.due)
                  ORDER BY c.expires_at, c.id LIMIT ",
-            )
-            .push_bind(i64::from(limit));
+        )
+        .push_bind(i64::from(limit));
         let rows = q
             .build()
             .fetch_all(&self.pool)
@@ -1633,8 +1648,12 @@ impl Store for SqliteStore {
         event: &NewEvent,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
+        // Only while the token is still live: one revoked since the sweep read it is not told
+        // it expires.
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO expiry_notices (token_id, days, sent_at) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO expiry_notices (token_id, days, sent_at)
+             SELECT ?1, ?2, ?3 WHERE EXISTS
+               (SELECT 1 FROM tokens WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?3)",
         )
         .bind(token.as_str())
         .bind(i64::from(days))

@@ -280,7 +280,7 @@ async fn create_demo(service: &Service, config: &Config) -> anyhow::Result<()> {
         .map_err(err)?;
     let url = config.public_url();
     println!(
-        "Demo data created.\n  operator: {DEMO_OPERATOR} / {operator_password} (admin of {org_id})\n  user:     {DEMO_USER} / {user_password} (member)\n\nSign in and create a personal token:\n  curl -s {url}/v1/sessions -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_USER}\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/user/tokens -H \"authorization: Bearer $SESSION\" -H 'content-type: application/json' -d '{{\"name\":\"my laptop\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/me -H \"authorization: Bearer $TOKEN\"",
+        "Demo data created.\n  operator: {DEMO_OPERATOR} / {operator_password} (admin of {org_id})\n  user:     {DEMO_USER} / {user_password} (member)\n\nOpen the console at {url}/ and sign in, or use the API:\n  curl -s {url}/v1/sessions -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_USER}\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/user/tokens -H \"authorization: Bearer $SESSION\" -H 'content-type: application/json' -d '{{\"name\":\"my laptop\",\"password\":\"{user_password}\"}}'\n  curl -s {url}/v1/me -H \"authorization: Bearer $TOKEN\"",
         org_id = org.id
     );
     Ok(())

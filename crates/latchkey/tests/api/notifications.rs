@@ -123,7 +123,13 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     let new = res.str("secret");
     app.me(&new).await.expect(200);
     app.service().flush_usage().await;
-    let mails = sink.wait_for(8).await;
+    // The rotation told the owner about the replacement like a creation does.
+    let mails = sink.wait_for(9).await;
+    let created = to(&mails, email)
+        .into_iter()
+        .filter(|m| m.subject.contains("personal token \"deploy\" created"))
+        .count();
+    assert_eq!(created, 2, "the original and its replacement");
     let ended = one(&mails, email, "personal token \"deploy\" revoked");
     assert!(
         ended.body.contains("replacement has now been used"),
@@ -137,7 +143,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
         "personal token \"deploy\" used from a new address",
     );
 
-    assert_eq!(mails.len(), 8, "{mails:#?}");
+    assert_eq!(mails.len(), 9, "{mails:#?}");
     assert_message_ids_unique(&mails);
     for m in &mails {
         assert_eq!(m.to, email);
@@ -364,8 +370,11 @@ async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
     .await
     .expect(201);
     sink.wait_for(2).await;
-    app.service().send_expiry_notices().await.unwrap();
-    assert_eq!(app.deliver_mails().await, 0, "nothing is due yet");
+    assert_eq!(
+        app.service().send_expiry_notices().await.unwrap(),
+        0,
+        "nothing is due yet"
+    );
 
     let personal_link = format!(
         "{}/credentials/new?name=laptop&type=personal&scopes=api",
@@ -428,14 +437,14 @@ async fn a_token_shorter_lived_than_a_notice_gets_only_the_notices_that_fit() {
     sink.wait_for(1).await;
     // Four days left: inside the 30- and 7-day windows, but the token never had 7 days.
     app.clock.advance(86_400);
-    app.service().send_expiry_notices().await.unwrap();
+    assert_eq!(app.service().send_expiry_notices().await.unwrap(), 0);
     app.wait_outbox_empty().await;
     assert_eq!(sink.mails().len(), 1, "{:#?}", sink.mails());
     app.clock.advance(3 * 86_400);
-    app.service().send_expiry_notices().await.unwrap();
+    assert_eq!(app.service().send_expiry_notices().await.unwrap(), 1);
     let mails = sink.wait_for(2).await;
     one(&mails, owner, "personal token \"week\" expires in 1 day");
-    app.service().send_expiry_notices().await.unwrap();
+    assert_eq!(app.service().send_expiry_notices().await.unwrap(), 0);
     app.wait_outbox_empty().await;
     assert_eq!(sink.mails().len(), 2);
 }
@@ -657,4 +666,80 @@ async fn a_kill_9_with_mails_waiting_loses_none_and_repeats_none() {
         one(&mails, email, subject);
     }
     assert_eq!(mails_counted(&server, "sent").await, 4);
+}
+
+#[tokio::test]
+async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_notice() {
+    let sink = SmtpSink::start().await;
+    // s2s keeps its default activation delay (30 minutes).
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let admin = "admin@example.com";
+    let org = admin_org(&app, "Rotating", admin).await;
+    let res = create(
+        &app,
+        &org,
+        json!({ "name": "backend", "type": "s2s", "expires_in_days": 30 }),
+    )
+    .await
+    .expect(201);
+    let id = res.str("id");
+    sink.wait_for(1).await;
+    app.clock.advance(1_800);
+    let res = app
+        .post(
+            &format!("/v1/orgs/{}/tokens/{id}/rotate", org.id),
+            &org.admin,
+            json!({ "grace": "7d" }),
+        )
+        .await
+        .expect(201);
+    let (new_id, new_secret) = (res.str("id"), res.str("secret"));
+    let mails = sink.wait_for(2).await;
+    let created: Vec<_> = to(&mails, admin)
+        .into_iter()
+        .filter(|m| m.subject.contains("\"backend\" created"))
+        .collect();
+    assert_eq!(created.len(), 2, "{mails:#?}");
+    let replacement = created
+        .iter()
+        .find(|m| m.body.contains(&new_id))
+        .unwrap_or_else(|| panic!("no mail names {new_id}"));
+    replacement.assert_free_of(&[&new_secret]);
+    let code = cancel_code(replacement, &app);
+    assert_eq!(
+        app.service()
+            .cancel_link_token(&code)
+            .await
+            .unwrap()
+            .id
+            .to_string(),
+        new_id
+    );
+    // The old token now ends within 7 days, but it has its replacement: no "expires" notice.
+    assert_eq!(app.service().send_expiry_notices().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn every_new_address_in_one_flush_is_told_not_only_the_latest() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let email = "owner@example.com";
+    let (_, session) = app.signed_in(email).await;
+    let (_, secret) = app.personal_token(&session, "ci").await;
+    sink.wait_for(1).await;
+    // A stolen token used once from one address, then by its owner from another, within the
+    // same flush window: both addresses are news.
+    let stolen: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let owner: std::net::IpAddr = "198.51.100.2".parse().unwrap();
+    app.service().verify_bearer(&secret, stolen).await.unwrap();
+    app.service().verify_bearer(&secret, owner).await.unwrap();
+    app.service().flush_usage().await;
+    let mails = sink.wait_for(3).await;
+    let alerts: Vec<_> = to(&mails, email)
+        .into_iter()
+        .filter(|m| m.subject.contains("used from a new address"))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{mails:#?}");
+    assert!(alerts.iter().any(|m| m.body.contains("203.0.113.7")));
+    assert!(alerts.iter().any(|m| m.body.contains("198.51.100.2")));
 }
