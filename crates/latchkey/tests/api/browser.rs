@@ -1,7 +1,7 @@
 //! A real headless Chromium driven through WebDriver (fantoccini + Debian's chromium-driver).
 //!
 //! `scripts/test` installs `chromium` and `chromium-driver` and starts one `chromedriver`,
-//! passing its address in `LATCHKEY_TEST_WEBDRIVER`; without it, each browser starts its own
+//! passing its address in `WEBDRIVER_URL`; without it, each browser starts its own
 //! `chromedriver`. A missing driver or browser fails the test with a message saying what to
 //! install: a browser test never skips.
 
@@ -34,7 +34,7 @@ fn webdriver_from_env() -> Option<String> {
         clippy::disallowed_methods,
         reason = "the test harness learns where scripts/test started chromedriver"
     )]
-    std::env::var("LATCHKEY_TEST_WEBDRIVER")
+    std::env::var("WEBDRIVER_URL")
         .ok()
         .filter(|v| !v.is_empty())
 }
@@ -198,7 +198,7 @@ impl Browser {
     }
 
     /// Saves a PNG of the page under `target/screenshots/` (and, with
-    /// `LATCHKEY_UPDATE_SCREENSHOTS=1`, under `docs/screenshots/` for the README).
+    /// `UPDATE_SCREENSHOTS=1`, under `docs/screenshots/` for the README).
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
@@ -209,7 +209,7 @@ impl Browser {
             clippy::disallowed_methods,
             reason = "refreshing the README's screenshots is a choice of whoever runs the tests"
         )]
-        if std::env::var("LATCHKEY_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        if std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
             dirs.push(root.join("docs/screenshots"));
         }
         for dir in dirs {
