@@ -101,6 +101,18 @@ impl Limiters {
         Ok(())
     }
 
+    /// A password prompt inside a session (create, revoke, reveal): the account's back-off
+    /// applies as at sign-in, so a stolen session cannot guess the password at will. Not the
+    /// per-address count: a person making tokens is not a sign-in flood.
+    pub(crate) fn reauth_attempt(&self, account: &str, now: Timestamp) -> ServiceResult<()> {
+        if let Ok(b) = self.login_account.lock()
+            && let Some(wait) = b.wait(&account.to_owned(), now)
+        {
+            return Err(limited(wait));
+        }
+        Ok(())
+    }
+
     pub(crate) fn login_result(&self, account: &str, ok: bool, now: Timestamp) {
         if let Ok(mut b) = self.login_account.lock() {
             if ok {

@@ -123,11 +123,14 @@ impl Service {
         action: &str,
         org: Option<&latchkey_core::OrgId>,
     ) -> ServiceResult<()> {
-        if self
+        let account = user.email.as_str().to_lowercase();
+        self.limits.reauth_attempt(&account, self.now())?;
+        let ok = self
             .hasher
             .verify(password, Some(&user.password_hash))
-            .await?
-        {
+            .await?;
+        self.limits.login_result(&account, ok, self.now());
+        if ok {
             return Ok(());
         }
         let event = self.event(

@@ -56,6 +56,37 @@ fn safe_next(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
+/// The login form's CSRF seed: the browser's `latchkey_login` cookie, or a new one (`true`:
+/// the response must set it).
+pub(crate) fn login_seed(headers: &HeaderMap) -> Option<(String, bool)> {
+    match cookie(headers, LOGIN_COOKIE) {
+        Some(seed) if seed.len() >= 32 => Some((seed.to_owned(), false)),
+        _ => random_bytes::<32>()
+            .ok()
+            .map(|bytes| (URL_SAFE_NO_PAD.encode(bytes), true)),
+    }
+}
+
+/// Sets the seed cookie on a login page's response when it is new.
+pub(crate) fn set_login_seed(state: &AppState, response: &mut Response, seed: &str, fresh: bool) {
+    if !fresh {
+        return;
+    }
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={seed}; Path=/; HttpOnly; SameSite=Strict{secure}"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// A sign-in form may be used: its token matches the seed cookie and it came from this site.
+pub(crate) fn login_form_ok(state: &AppState, headers: &HeaderMap, csrf_token: &str) -> bool {
+    let token_ok =
+        cookie(headers, LOGIN_COOKIE).is_some_and(|seed| csrf_token_matches(seed, csrf_token));
+    token_ok && origin_ok(state, headers)
+}
+
 fn login_response(
     state: &AppState,
     headers: &HeaderMap,
@@ -64,12 +95,8 @@ fn login_response(
     next: &str,
     error: Option<&str>,
 ) -> Response {
-    let (seed, fresh) = match cookie(headers, LOGIN_COOKIE) {
-        Some(seed) if seed.len() >= 32 => (seed.to_owned(), false),
-        _ => match random_bytes::<32>() {
-            Ok(bytes) => (URL_SAFE_NO_PAD.encode(bytes), true),
-            Err(_) => return unavailable(),
-        },
+    let Some((seed, fresh)) = login_seed(headers) else {
+        return unavailable();
     };
     let mut layout = Layout::anonymous("Sign in", csrf_token_for(&seed));
     layout.error = error.map(str::to_owned);
@@ -83,14 +110,7 @@ fn login_response(
             .unwrap_or_default(),
     };
     let mut response = render(status, &page);
-    if fresh {
-        let secure = if state.secure_cookies { "; Secure" } else { "" };
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{LOGIN_COOKIE}={seed}; Path=/login; HttpOnly; SameSite=Strict{secure}"
-        )) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
+    set_login_seed(state, &mut response, &seed, fresh);
     response
 }
 
@@ -147,9 +167,7 @@ pub async fn post_login(
             Some("Fill in your email and password."),
         );
     };
-    let csrf_ok = cookie(&headers, LOGIN_COOKIE)
-        .is_some_and(|seed| csrf_token_matches(seed, &form.csrf_token));
-    if !csrf_ok || !origin_ok(&state, &headers) {
+    if !login_form_ok(&state, &headers, &form.csrf_token) {
         return login_response(
             &state,
             &headers,

@@ -16,7 +16,7 @@ use latchkey_service::{Caller, ServiceError};
 use secrecy::SecretString;
 
 use crate::AppState;
-use crate::console::auth::{LoginPage, session_cookie};
+use crate::console::auth::{LoginPage, login_form_ok, login_seed, session_cookie, set_login_seed};
 use crate::console::{Layout, MessagePage, origin_ok, redirect, render};
 use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
 
@@ -90,11 +90,17 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<(String, Ses
 }
 
 fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
     map: &HashMap<String, String>,
     message: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let mut layout = Layout::anonymous("Sign in", String::new());
+    // The same login CSRF protection as the console's own sign-in page.
+    let Some((seed, fresh)) = login_seed(headers) else {
+        return error_page("The service is temporarily unavailable. Try again shortly.");
+    };
+    let mut layout = Layout::anonymous("Sign in", csrf_token_for(&seed));
     layout.error = message.map(str::to_owned);
     let page = LoginPage {
         layout,
@@ -103,7 +109,9 @@ fn login_page(
         email: String::new(),
         hidden: hidden_params(map),
     };
-    render(status, &page)
+    let mut response = render(status, &page);
+    set_login_seed(state, &mut response, &seed, fresh);
+    response
 }
 
 async fn consent_page(
@@ -146,7 +154,7 @@ pub async fn get_authorize(
     };
     match signed_in(&state, &headers).await {
         Some((token, session)) => consent_page(&state, &session, &token, &valid, &map).await,
-        None => login_page(&map, None, StatusCode::OK),
+        None => login_page(&state, &headers, &map, None, StatusCode::OK),
     }
 }
 
@@ -154,8 +162,19 @@ pub async fn get_authorize(
 pub async fn post_login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Form(map): Form<HashMap<String, String>>,
 ) -> Response {
+    let csrf = map.get("csrf_token").map_or("", String::as_str);
+    if !login_form_ok(&state, &headers, csrf) {
+        return login_page(
+            &state,
+            &headers,
+            &map,
+            Some("The form has expired. Try again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
     let email = map.get("email").cloned().unwrap_or_default();
     let password = SecretString::from(map.get("password").cloned().unwrap_or_default());
     match state.service.login(Some(ip), &email, &password).await {
@@ -167,11 +186,15 @@ pub async fn post_login(
             response
         }
         Err(ServiceError::RateLimited { .. }) => login_page(
+            &state,
+            &headers,
             &map,
             Some("Too many attempts. Wait a moment and try again."),
             StatusCode::TOO_MANY_REQUESTS,
         ),
         Err(ServiceError::Client { .. }) => login_page(
+            &state,
+            &headers,
             &map,
             Some("The email or password is not correct."),
             StatusCode::UNAUTHORIZED,
@@ -189,6 +212,8 @@ pub async fn post_authorize(
 ) -> Response {
     let Some((token, session)) = signed_in(&state, &headers).await else {
         return login_page(
+            &state,
+            &headers,
             &map,
             Some("Your session ended. Sign in again."),
             StatusCode::UNAUTHORIZED,

@@ -840,3 +840,47 @@ async fn links_in_mails_open_the_console_a_cancel_link_and_an_expiry_notice() {
     assert_eq!(b.value("#new-type").await, "personal");
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_oauth_sign_in_form_needs_its_csrf_token_too() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let res = no_redirects()
+        .post(format!("{}/oauth2/login", app.url))
+        .header(header::ORIGIN, "https://evil.example")
+        .form(&[("email", "ada@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let cookies: Vec<_> = res.headers().get_all(header::SET_COOKIE).iter().collect();
+    assert!(
+        cookies
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("latchkey_session=")),
+        "no session for a forged sign-in: {cookies:?}"
+    );
+}
+
+#[tokio::test]
+async fn password_prompts_in_a_session_back_off_like_the_sign_in() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let session = app.login("ada@example.com").await;
+    let (id, _) = app.personal_token(&session, "laptop").await;
+    let (cookie, csrf) = console_session(&app, "ada@example.com").await;
+    let revoke = |password: &'static str| {
+        no_redirects()
+            .post(format!("{}/credentials/tokens/{id}/revoke", app.url))
+            .header(header::COOKIE, &cookie)
+            .form(&[("csrf_token", csrf.as_str()), ("password", password)])
+            .send()
+    };
+    for _ in 0..6 {
+        assert_eq!(revoke("wrong password!").await.unwrap().status(), 403);
+    }
+    // Even the right password waits now: a stolen session cannot guess at will.
+    assert_eq!(revoke(PASSWORD).await.unwrap().status(), 429);
+    app.clock.advance(1);
+    assert_eq!(revoke(PASSWORD).await.unwrap().status(), 303);
+}

@@ -177,6 +177,7 @@ async fn consent(
         .collect();
     form.push(("email".into(), "ada@example.com".into()));
     form.push(("password".into(), PASSWORD.into()));
+    form.push(("csrf_token".into(), hidden(&html, "csrf_token")));
     let res = browser
         .post(format!("{}/oauth2/login", app.url))
         .form(&form)
