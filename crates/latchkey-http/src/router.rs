@@ -16,6 +16,7 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
@@ -29,6 +30,8 @@ use crate::oauth2;
 
 /// Request bodies above this are refused with `413` (SECURITY.md).
 pub(crate) const MAX_BODY: usize = 256 * 1024;
+/// How long a request body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub fn router(state: AppState) -> Router {
     with_layers(routes().with_state(state))
@@ -238,6 +241,9 @@ fn with_layers(router: Router) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .layer(axum::middleware::from_fn(limit_header_size))
+        // A body that stalls is cut off (slow clients, SECURITY.md); the timer starts only
+        // when a handler reads the body, so requests without one pay nothing.
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     router.layer(stack)
 }

@@ -2,12 +2,12 @@
 //! 50 to a page.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_store::{Event, EventFilter, EventScope};
 
-use super::{Console, Layout, error_page, render, when};
+use super::{Console, Layout, PageQuery, error_page, render, when};
 use crate::AppState;
 
 const PAGE: u32 = 50;
@@ -84,7 +84,7 @@ async fn show(
 pub async fn get_user_activity(
     State(state): State<AppState>,
     console: Console,
-    Query(cursor): Query<Cursor>,
+    PageQuery(cursor): PageQuery<Cursor>,
 ) -> Response {
     let scope = EventScope::User(console.session.user.id.clone());
     show(
@@ -104,7 +104,7 @@ pub async fn get_org_activity(
     State(state): State<AppState>,
     console: Console,
     Path(org): Path<String>,
-    Query(cursor): Query<Cursor>,
+    PageQuery(cursor): PageQuery<Cursor>,
 ) -> Response {
     let org = match state
         .service

@@ -2,7 +2,7 @@
 //! scopes, add and remove secrets (each shown once), delete after typing the app's name.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_service::oauth::clients::{ClientSpec, ClientSpecChange};
@@ -10,8 +10,8 @@ use latchkey_store::{ClientSecretRecord, OAuthClient};
 
 use super::credentials::SecretPage;
 use super::{
-    CheckedForm, Console, Layout, error_page, failure, notice_for, redirect, render, render_secret,
-    when,
+    CheckedForm, Console, Layout, PageQuery, error_page, failure, notice_for, redirect, render,
+    render_secret, when,
 };
 use crate::AppState;
 
@@ -180,7 +180,7 @@ pub async fn get_apps(
     State(state): State<AppState>,
     console: Console,
     Path(org): Path<String>,
-    Query(done): Query<Done>,
+    PageQuery(done): PageQuery<Done>,
 ) -> Response {
     let notice = notice_for(done.done.as_deref());
     let form = AppFormView {
@@ -306,7 +306,7 @@ pub async fn get_app(
     State(state): State<AppState>,
     console: Console,
     Path((org, id)): Path<(String, String)>,
-    Query(done): Query<Done>,
+    PageQuery(done): PageQuery<Done>,
 ) -> Response {
     let notice = notice_for(done.done.as_deref());
     app_page(&state, &console, &org, &id, StatusCode::OK, notice, None).await

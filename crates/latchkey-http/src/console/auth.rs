@@ -48,10 +48,15 @@ pub fn session_cookie(state: &AppState, session: &NewSessionToken) -> Option<Hea
 /// Where to go after signing in: a path on this site, never another site (`//host`, `/\\host`
 /// or a scheme would be an open redirect).
 fn safe_next(next: &str) -> Option<&str> {
+    let path = next.split(['?', '#']).next().unwrap_or_default();
     let ok = next.starts_with('/')
         && !next.starts_with("//")
         && !next.contains('\\')
-        && !next.chars().any(char::is_control)
+        && next.is_ascii()
+        && !next.chars().any(|c| c.is_ascii_control())
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
         && next.len() <= 2_000;
     ok.then_some(next)
 }
@@ -256,6 +261,9 @@ mod tests {
             "https://evil.example",
             "evil",
             "/a\nb",
+            "/../..//evil.example",
+            "/.//evil.example",
+            "/\u{3000}/evil",
         ] {
             assert_eq!(safe_next(bad), None, "{bad:?}");
         }

@@ -71,7 +71,15 @@ pub async fn post_cancel(
     ClientIp(ip): ClientIp,
     form: Result<Form<CodeParam>, FormRejection>,
 ) -> Response {
-    let code = form.map(|Form(f)| f.code).unwrap_or_default();
+    let Ok(Form(CodeParam { code })) = form else {
+        let page = CancelPage {
+            layout: Layout::anonymous("Cancel a token", String::new()),
+            heading: "Cannot continue".to_owned(),
+            text: "The form could not be read.".to_owned(),
+            code: None,
+        };
+        return render(StatusCode::BAD_REQUEST, &page);
+    };
     match state
         .service
         .use_cancel_link(&code, &Caller::anonymous(Some(ip)))

@@ -2,7 +2,7 @@
 //! password; the secret is shown once, on a page that is never cached.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::policy::{OwnerKind, Reveal, TokenTypePolicy};
@@ -12,8 +12,8 @@ use latchkey_store::TokenRecord;
 use secrecy::SecretString;
 
 use super::{
-    CheckedForm, Console, Layout, failure, notice_for, redirect, render, render_secret, when,
-    when_or,
+    CheckedForm, Console, Layout, PageQuery, failure, notice_for, redirect, render, render_secret,
+    when, when_or,
 };
 use crate::AppState;
 
@@ -194,7 +194,7 @@ async fn page(
 pub async fn get_credentials(
     State(state): State<AppState>,
     console: Console,
-    Query(prefill): Query<Prefill>,
+    PageQuery(prefill): PageQuery<Prefill>,
 ) -> Response {
     page(&state, &console, StatusCode::OK, prefill, None).await
 }

@@ -3,8 +3,9 @@
 //! nothing the API would refuse.
 //!
 //! Every page is answered with a strict CSP (`frame-ancestors 'none'`, only our own script and
-//! stylesheet), `no-store` and `no-referrer`; every form carries the session's CSRF token and a
-//! POST whose `Origin` is another site is refused. Errors are shown on the page they came from,
+//! stylesheet), `no-store` and `Referrer-Policy: same-origin` (`no-referrer` on pages that show
+//! a secret); every form carries the session's CSRF token and a POST whose `Origin` is another
+//! site is refused. Errors are shown on the page they came from,
 //! with the service's sentence (which never holds a secret).
 
 pub mod activity;
@@ -174,6 +175,19 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for CheckedForm<T> {
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|_| bad_form("The form is missing a field or has a wrong value."))?;
         Ok(Self(form))
+    }
+}
+
+/// A page's query string as `T`; a malformed one is a `400` page like a malformed form.
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Response> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map(Self)
+            .map_err(|_| bad_form("The address has a malformed query string."))
     }
 }
 

@@ -3,7 +3,7 @@
 //! members and partners (403) and outsiders (404); the layout does not link them here.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::policy::OwnerKind;
@@ -15,7 +15,9 @@ use secrecy::SecretString;
 use super::credentials::{
     PasswordForm, Prefill, RotateForm, TokenRow, TypeOption, days, grace, token_secret_page,
 };
-use super::{CheckedForm, Console, Layout, error_page, failure, notice_for, redirect, render};
+use super::{
+    CheckedForm, Console, Layout, PageQuery, error_page, failure, notice_for, redirect, render,
+};
 use crate::AppState;
 
 #[derive(Template)]
@@ -111,7 +113,7 @@ pub async fn get_tokens(
     State(state): State<AppState>,
     console: Console,
     Path(org): Path<String>,
-    Query(prefill): Query<Prefill>,
+    PageQuery(prefill): PageQuery<Prefill>,
 ) -> Response {
     page(&state, &console, &org, StatusCode::OK, prefill, None).await
 }

@@ -159,7 +159,22 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
+    /// Clicks, and when the click leaves the page (a link, a form), waits for the next one:
+    /// WebDriver's click may return before the navigation it starts has finished.
     pub async fn click(&self, css: &str) {
+        let before = self.client.find(Locator::Css("html")).await.unwrap();
+        self.find(css).await.click().await.unwrap();
+        for _ in 0..60 {
+            // The old document's root goes stale once the new page has replaced it.
+            if before.tag_name().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Clicks something that stays on the page (the copy button).
+    pub async fn click_in_place(&self, css: &str) {
         self.find(css).await.click().await.unwrap();
     }
 

@@ -98,7 +98,7 @@ async fn a_person_generates_rotates_and_revokes_their_api_token() {
         "{dialog}"
     );
     assert!(b.count("button[data-copy=secret]").await == 1);
-    b.click("button[data-copy=secret]").await;
+    b.click_in_place("button[data-copy=secret]").await;
     b.screenshot("token-created").await;
     app.me(&secret).await.expect(200);
 
@@ -243,7 +243,9 @@ async fn an_admin_manages_the_organisation_tokens() {
     b.goto(&format!("/orgs/{org}/tokens")).await;
     b.click(&format!("#{id} a[href$='/delete']")).await;
     b.fill("#confirm", "delete token").await;
-    b.click("form button.danger").await;
+    b.click_in_place("form button.danger").await;
+    // Give a (wrongly) submitted form the time to leave the page before looking.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
         b.path().await.ends_with("/delete"),
         "a wrong phrase must not delete"
@@ -883,4 +885,43 @@ async fn password_prompts_in_a_session_back_off_like_the_sign_in() {
     assert_eq!(revoke(PASSWORD).await.unwrap().status(), 429);
     app.clock.advance(1);
     assert_eq!(revoke(PASSWORD).await.unwrap().status(), 303);
+}
+
+#[tokio::test]
+async fn malformed_queries_and_cancel_forms_get_a_page_not_a_crash() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let (cookie, _) = console_session(&app, "ada@example.com").await;
+    for path in [
+        "/activity?before=abc",
+        "/activity?before=1&before=2",
+        "/credentials/new?name=a&name=b",
+    ] {
+        let res = no_redirects()
+            .get(format!("{}{path}", app.url))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        assert!(res.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        assert!(res.text().await.unwrap().contains("malformed query string"));
+    }
+    let res = no_redirects()
+        .post(format!("{}/cancel", app.url))
+        .json(&json!({ "code": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // A sign-in that comes back only to paths on this site.
+    let html = no_redirects()
+        .get(format!("{}/login?next=/../..//evil.example", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("evil.example"));
 }

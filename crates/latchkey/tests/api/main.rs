@@ -35,4 +35,5 @@ mod org_tokens;
 mod orgs;
 mod personal_tokens;
 mod sessions;
+mod slow_clients;
 mod warm;
