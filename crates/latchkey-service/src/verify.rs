@@ -93,16 +93,17 @@ impl Verified {
         }
     }
 
-    /// True when this use should be written (first use, new address, or a minute later).
-    fn should_record(&self, now: i64, ip_hash: u64) -> bool {
+    /// Whether this use should be written (first use, new address, or a minute later), and
+    /// whether its address differs from the last one (only then can it be news to the owner).
+    fn should_record(&self, now: i64, ip_hash: u64) -> (bool, bool) {
         let last_at = self.last_use_at.load(Ordering::Relaxed);
         let last_ip = self.last_use_ip.load(Ordering::Relaxed);
         if last_ip == ip_hash && now - last_at < USAGE_GRANULARITY_SECS {
-            return false;
+            return (false, false);
         }
         self.last_use_at.store(now, Ordering::Relaxed);
         self.last_use_ip.store(ip_hash, Ordering::Relaxed);
-        true
+        (true, last_ip != ip_hash)
     }
 }
 
@@ -507,9 +508,12 @@ impl Service {
         if !entry.stored {
             return;
         }
-        if entry.should_record(now.unix_timestamp(), ip_hash(ip)) {
+        let (record, other_address) = entry.should_record(now.unix_timestamp(), ip_hash(ip));
+        if record {
             let ip = ip.to_string();
-            if let Ok(mut addresses) = self.usage.addresses.lock()
+            // The same address as last time is known already: the flush need not look it up.
+            if other_address
+                && let Ok(mut addresses) = self.usage.addresses.lock()
                 && addresses.len() < MAX_PENDING_ADDRESSES
             {
                 addresses

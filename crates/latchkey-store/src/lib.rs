@@ -158,7 +158,12 @@ pub trait Store: Send + Sync + 'static {
     /// Writes `last_used_at`/`last_used_ip` for a batch of tokens in one transaction.
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
     /// Inserts many tokens at once without limit checks or events: for seeding benchmarks.
-    async fn insert_tokens_unchecked(&self, tokens: &[NewToken]) -> StoreResult<()>;
+    /// With `used_from`, each counts as used before from that address at that time.
+    async fn insert_tokens_unchecked(
+        &self,
+        tokens: &[NewToken],
+        used_from: Option<(&str, Timestamp)>,
+    ) -> StoreResult<()>;
 
     async fn list_signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;
     /// Adds a key; with `retire_others_at`, every other unretired key stops signing then.

@@ -1091,10 +1091,32 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err("token"))
     }
 
-    async fn insert_tokens_unchecked(&self, tokens: &[NewToken]) -> StoreResult<()> {
+    async fn insert_tokens_unchecked(
+        &self,
+        tokens: &[NewToken],
+        used_from: Option<(&str, Timestamp)>,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         for t in tokens {
             insert_token(&mut tx, t).await?;
+            if let Some((ip, at)) = used_from {
+                sqlx::query("UPDATE tokens SET last_used_at = ?, last_used_ip = ? WHERE id = ?")
+                    .bind(ts(at))
+                    .bind(ip)
+                    .bind(t.id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err("token"))?;
+                sqlx::query(
+                    "INSERT OR IGNORE INTO token_addresses (token_id, ip, first_seen) VALUES (?, ?, ?)",
+                )
+                .bind(t.id.as_str())
+                .bind(ip)
+                .bind(ts(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("token address"))?;
+            }
         }
         tx.commit().await.map_err(db_err("token"))
     }
