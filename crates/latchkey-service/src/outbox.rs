@@ -69,6 +69,28 @@ pub fn retry_delay_secs(attempts: u32) -> i64 {
     (FIRST_RETRY_SECS << doublings).min(MAX_RETRY_SECS)
 }
 
+/// `smtp://user:pass@host` without `tls=required` would send the password in the clear;
+/// that is allowed only to this machine (a local relay).
+fn password_in_clear(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("smtp://") else {
+        return false;
+    };
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or_default();
+    let Some((credentials, host_port)) = authority.rsplit_once('@') else {
+        return false;
+    };
+    if credentials.is_empty() || query.split('&').any(|p| p == "tls=required") {
+        return false;
+    }
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    !matches!(host, "127.0.0.1" | "localhost" | "::1")
+}
+
 impl Outbox {
     pub(crate) fn new(settings: &MailSettings) -> ServiceResult<Self> {
         let from: Mailbox = settings
@@ -77,6 +99,13 @@ impl Outbox {
             .map_err(|e| ServiceError::Internal(format!("mail_from is not a mail address: {e}")))?;
         let transport = match &settings.smtp_url {
             // The URL may hold a password: errors name the problem, never the URL.
+            Some(url) if password_in_clear(url) => {
+                return Err(ServiceError::Internal(
+                    "smtp_url sends a password without TLS to another host: use smtps:// or \
+                     ?tls=required"
+                        .into(),
+                ));
+            }
             Some(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| ServiceError::Internal(format!("smtp_url does not parse: {e}")))?
@@ -278,11 +307,22 @@ mod tests {
             };
             assert!(Outbox::new(&settings).is_ok(), "{url}");
         }
-        let bad = MailSettings {
-            smtp_url: Some("ftp://nope".to_owned()),
+        for bad in [
+            "ftp://nope",
+            "smtp://user:pass@mail.example.com:587",
+            "smtp://user:pass@mail.example.com:587?tls=opportunistic",
+        ] {
+            let bad = MailSettings {
+                smtp_url: Some(bad.to_owned()),
+                ..MailSettings::default()
+            };
+            assert!(Outbox::new(&bad).is_err(), "{:?}", bad.smtp_url);
+        }
+        let local = MailSettings {
+            smtp_url: Some("smtp://user:pass@127.0.0.1:25".to_owned()),
             ..MailSettings::default()
         };
-        assert!(Outbox::new(&bad).is_err());
+        assert!(Outbox::new(&local).is_ok());
     }
 
     #[test]

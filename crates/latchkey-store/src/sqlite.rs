@@ -1549,7 +1549,7 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM outbox
                           WHERE sent_at IS NULL AND next_attempt_at <= ?1
                             AND (locked_until IS NULL OR locked_until <= ?1)
-                          ORDER BY created_at, id LIMIT ?3)
+                          ORDER BY created_at, rowid LIMIT ?3)
              RETURNING *",
         )
         .bind(ts(now))
