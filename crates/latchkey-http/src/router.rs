@@ -21,8 +21,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::api::{
-    cancellations, clients, events, health, leaks, me, org_tokens, orgs, sessions, user_tokens,
-    well_known,
+    cancellations, clients, events, health, leaks, me, openapi, org_tokens, orgs, sessions,
+    user_tokens, well_known,
 };
 use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
 use crate::error::error_response;
@@ -43,6 +43,8 @@ fn routes() -> Router<AppState> {
         .route("/readyz", get(health::get_readyz))
         .route("/metrics", get(health::get_metrics))
         .route("/.well-known/jwks.json", get(well_known::get_jwks))
+        .route("/openapi.json", get(openapi::get_openapi))
+        .route("/docs", get(openapi::get_docs))
         // Bearer API token, verified by the handler (the hot path).
         .route("/v1/me", get(me::get_me))
         // Open to anyone, rate-limited per address.

@@ -6,6 +6,7 @@ pub mod events;
 pub mod health;
 pub mod leaks;
 pub mod me;
+pub mod openapi;
 pub mod org_tokens;
 pub mod orgs;
 pub mod sessions;

@@ -34,6 +34,7 @@ mod org_policies;
 mod org_tokens;
 mod orgs;
 mod personal_tokens;
+mod reference;
 mod sessions;
 mod slow_clients;
 mod warm;
