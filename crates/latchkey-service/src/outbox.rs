@@ -61,6 +61,8 @@ pub(crate) struct Outbox {
     transport: Transport,
     from: Mailbox,
     wake: Notify,
+    /// Set on shutdown: a round in progress stops between two mails instead of running on.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The wait before try number `attempts + 1`: 5 s, 10 s, 20 s, … capped at 10 minutes.
@@ -118,6 +120,7 @@ impl Outbox {
             transport,
             from,
             wake: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -205,6 +208,17 @@ impl Service {
     pub async fn run_outbox(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut sweep = tokio::time::interval(Duration::from_secs(60));
+        // A round (up to 500 mails, each allowed SMTP_TIMEOUT) must not hold up a SIGTERM:
+        // the flag makes it stop between two mails and hand the rest back.
+        let service = self.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+            service
+                .outbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+        });
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -238,6 +252,13 @@ impl Service {
             for mail in batch {
                 // With the server down, the rest of the batch is not tried (each try could take
                 // the whole timeout and hold up shutdown): it is released with the same back-off.
+                let stopping = self
+                    .outbox
+                    .stopping
+                    .load(std::sync::atomic::Ordering::Acquire);
+                if stopping && down.is_none() {
+                    down = Some("the server is shutting down".to_owned());
+                }
                 let result = match &down {
                     Some(text) => Err(format!("not tried: {text}")),
                     None => self.outbox.send(&mail).await.map_err(|e| {
@@ -254,8 +275,13 @@ impl Service {
                         sent += 1;
                     }
                     Err(error) => {
-                        let next =
-                            self.now() + time::Duration::seconds(retry_delay_secs(mail.attempts));
+                        // Handed back at shutdown: due again at once, for the next start.
+                        let delay = if stopping {
+                            0
+                        } else {
+                            retry_delay_secs(mail.attempts)
+                        };
+                        let next = self.now() + time::Duration::seconds(delay);
                         self.store.mark_mail_failed(&mail.id, next, &error).await?;
                         self.metrics.mail_failed();
                         failed += 1;
