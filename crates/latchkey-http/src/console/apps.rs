@@ -5,13 +5,14 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use latchkey_service::ServiceError;
 use latchkey_service::oauth::clients::{ClientSpec, ClientSpecChange};
 use latchkey_store::{ClientSecretRecord, OAuthClient};
 
 use super::credentials::SecretPage;
 use super::{
-    CheckedForm, Console, Layout, PageQuery, error_page, failure, notice_for, redirect, render,
-    render_secret, when,
+    CheckedForm, Console, Empty, Layout, PageQuery, error_page, failure, notice_for, redirect,
+    render, render_secret, when,
 };
 use crate::AppState;
 
@@ -301,6 +302,18 @@ async fn app_page(
     render(status, &page)
 }
 
+/// The app's page again, with the refusal of an action on it.
+async fn app_refused(
+    state: &AppState,
+    console: &Console,
+    org: &str,
+    id: &str,
+    error: &ServiceError,
+) -> Response {
+    let (status, text) = failure(error);
+    app_page(state, console, org, id, status, None, Some(text)).await
+}
+
 /// `GET /orgs/{org}/apps/{id}`.
 pub async fn get_app(
     State(state): State<AppState>,
@@ -338,15 +351,9 @@ pub async fn post_edit(
         .await;
     match updated {
         Ok(_) => redirect(&format!("{}/{id}?done=saved", base(&org))),
-        Err(e) => {
-            let (status, text) = failure(&e);
-            app_page(&state, &console, &org, &id, status, None, Some(text)).await
-        }
+        Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
-
-#[derive(serde::Deserialize)]
-pub struct Empty {}
 
 /// `POST /orgs/{org}/apps/{id}/secrets`: a new secret, shown once.
 pub async fn post_add_secret(
@@ -370,10 +377,7 @@ pub async fn post_add_secret(
             }
             Err(e) => error_page(&e),
         },
-        Err(e) => {
-            let (status, text) = failure(&e);
-            app_page(&state, &console, &org, &id, status, None, Some(text)).await
-        }
+        Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
 
@@ -390,10 +394,7 @@ pub async fn post_remove_secret(
         .await;
     match removed {
         Ok(_) => redirect(&format!("{}/{id}?done=secret_removed", base(&org))),
-        Err(e) => {
-            let (status, text) = failure(&e);
-            app_page(&state, &console, &org, &id, status, None, Some(text)).await
-        }
+        Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
 
@@ -437,9 +438,6 @@ pub async fn post_delete(
         .await;
     match deleted {
         Ok(()) => redirect(&format!("{}?done=app_deleted", base(&org))),
-        Err(e) => {
-            let (status, text) = failure(&e);
-            app_page(&state, &console, &org, &id, status, None, Some(text)).await
-        }
+        Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }

@@ -15,7 +15,7 @@ use latchkey_service::crypto::random_bytes;
 use latchkey_service::sessions::{NewSessionToken, csrf_token_for, csrf_token_matches};
 use secrecy::SecretString;
 
-use super::{CheckedForm, Console, Layout, origin_ok, redirect, render, unavailable};
+use super::{CheckedForm, Console, Empty, Layout, origin_ok, redirect, render, unavailable};
 use crate::AppState;
 use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
 
@@ -63,7 +63,7 @@ fn safe_next(next: &str) -> Option<&str> {
 
 /// The login form's CSRF seed: the browser's `latchkey_login` cookie, or a new one (`true`:
 /// the response must set it).
-pub(crate) fn login_seed(headers: &HeaderMap) -> Option<(String, bool)> {
+fn login_seed(headers: &HeaderMap) -> Option<(String, bool)> {
     match cookie(headers, LOGIN_COOKIE) {
         Some(seed) if seed.len() >= 32 => Some((seed.to_owned(), false)),
         _ => random_bytes::<32>()
@@ -73,7 +73,7 @@ pub(crate) fn login_seed(headers: &HeaderMap) -> Option<(String, bool)> {
 }
 
 /// Sets the seed cookie on a login page's response when it is new.
-pub(crate) fn set_login_seed(state: &AppState, response: &mut Response, seed: &str, fresh: bool) {
+fn set_login_seed(state: &AppState, response: &mut Response, seed: &str, fresh: bool) {
     if !fresh {
         return;
     }
@@ -92,6 +92,22 @@ pub(crate) fn login_form_ok(state: &AppState, headers: &HeaderMap, csrf_token: &
     token_ok && origin_ok(state, headers)
 }
 
+/// Renders a sign-in form (the console's or the OAuth one) with its login CSRF token.
+pub(crate) fn render_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    mut page: LoginPage,
+) -> Response {
+    let Some((seed, fresh)) = login_seed(headers) else {
+        return unavailable();
+    };
+    page.layout.csrf = csrf_token_for(&seed);
+    let mut response = render(status, &page);
+    set_login_seed(state, &mut response, &seed, fresh);
+    response
+}
+
 fn login_response(
     state: &AppState,
     headers: &HeaderMap,
@@ -100,10 +116,7 @@ fn login_response(
     next: &str,
     error: Option<&str>,
 ) -> Response {
-    let Some((seed, fresh)) = login_seed(headers) else {
-        return unavailable();
-    };
-    let mut layout = Layout::anonymous("Sign in", csrf_token_for(&seed));
+    let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = error.map(str::to_owned);
     let page = LoginPage {
         layout,
@@ -114,9 +127,7 @@ fn login_response(
             .map(|n| vec![("next".to_owned(), n.to_owned())])
             .unwrap_or_default(),
     };
-    let mut response = render(status, &page);
-    set_login_seed(state, &mut response, &seed, fresh);
-    response
+    render_login(state, headers, status, page)
 }
 
 /// `GET /`: the console's home is the API credentials page.
@@ -216,9 +227,6 @@ pub async fn post_login(
         Err(_) => unavailable(),
     }
 }
-
-#[derive(serde::Deserialize)]
-pub struct Empty {}
 
 /// `POST /logout`: ends the session in the database, not only in the browser.
 pub async fn post_logout(

@@ -5,8 +5,9 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use latchkey_core::policy::{OwnerKind, Reveal, TokenTypePolicy};
+use latchkey_core::policy::OwnerKind;
 use latchkey_core::{Grace, Timestamp, TokenStatus};
+use latchkey_service::ServiceError;
 use latchkey_service::tokens::{CreatePersonalToken, Created};
 use latchkey_store::TokenRecord;
 use secrecy::SecretString;
@@ -121,26 +122,10 @@ pub async fn token_secret_page(
         secret: secret.to_owned(),
         extra: (record.active_from > state.service.now())
             .then(|| format!("It starts working at {}.", when(record.active_from))),
-        // From the type, not the record: a record read back before its sealed copy is known
-        // would say no.
-        revealable: state
-            .service
-            .types()
-            .get(&record.token_type)
-            .is_some_and(|p| p.reveal == Reveal::Reauth),
+        revealable: record.is_revealable,
         back: back.to_owned(),
     };
     render_secret(&page)
-}
-
-fn personal_types(types: impl Iterator<Item = TokenTypePolicy>) -> Vec<TypeOption> {
-    types
-        .filter(|t| t.owner == OwnerKind::User)
-        .map(|t| TypeOption {
-            disabled: None,
-            name: t.name,
-        })
-        .collect()
 }
 
 async fn page(
@@ -154,39 +139,46 @@ async fn page(
         .layout(state, "API credentials", "credentials")
         .await;
     layout.notice = notice_for(form.done.as_deref());
-    layout.error = error;
-    let tokens = match state
+    let listed = state
         .service
         .list_personal_tokens(&console.session.user)
-        .await
-    {
-        Ok(tokens) => tokens,
+        .await;
+    let (status, tokens) = match listed {
+        Ok(tokens) => {
+            layout.error = error;
+            (status, tokens)
+        }
         Err(e) => {
             let (status, text) = failure(&e);
             layout.error = Some(text);
-            return render(
-                status,
-                &CredentialsPage {
-                    layout,
-                    tokens: Vec::new(),
-                    types: Vec::new(),
-                    form,
-                    org: None,
-                    base: "/credentials/tokens".to_owned(),
-                },
-            );
+            (status, Vec::new())
         }
     };
     let now = state.service.now();
     let page = CredentialsPage {
         layout,
         tokens: tokens.iter().map(|t| TokenRow::new(t, now)).collect(),
-        types: personal_types(state.service.types().iter().cloned()),
+        types: state
+            .service
+            .types()
+            .iter()
+            .filter(|t| t.owner == OwnerKind::User)
+            .map(|t| TypeOption {
+                name: t.name.clone(),
+                disabled: None,
+            })
+            .collect(),
         form,
         org: None,
         base: "/credentials/tokens".to_owned(),
     };
     render(status, &page)
+}
+
+/// The page again, with the refusal of an action on one of its tokens.
+async fn refused(state: &AppState, console: &Console, error: &ServiceError) -> Response {
+    let (status, text) = failure(error);
+    page(state, console, status, Prefill::default(), Some(text)).await
 }
 
 /// `GET /credentials` and `GET /credentials/new?name=…&type=…` (the link of an expiry notice
@@ -321,10 +313,7 @@ pub async fn post_rotate(
             )
             .await
         }
-        Err(e) => {
-            let (status, text) = failure(&e);
-            page(&state, &console, status, Prefill::default(), Some(text)).await
-        }
+        Err(e) => refused(&state, &console, &e).await,
     }
 }
 
@@ -348,10 +337,7 @@ pub async fn post_revoke(
         .await
     {
         Ok(_) => redirect("/credentials?done=revoked"),
-        Err(e) => {
-            let (status, text) = failure(&e);
-            page(&state, &console, status, Prefill::default(), Some(text)).await
-        }
+        Err(e) => refused(&state, &console, &e).await,
     }
 }
 
@@ -382,9 +368,6 @@ pub async fn post_reveal(
             )
             .await
         }
-        (Err(e), _) | (_, Err(e)) => {
-            let (status, text) = failure(&e);
-            page(&state, &console, status, Prefill::default(), Some(text)).await
-        }
+        (Err(e), _) | (_, Err(e)) => refused(&state, &console, &e).await,
     }
 }

@@ -146,6 +146,10 @@ impl FromRequestParts<AppState> for Console {
 /// browser sends one, our own `Origin`.
 pub struct CheckedForm<T>(pub T);
 
+/// A form with nothing but its CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct Empty {}
+
 #[derive(serde::Deserialize)]
 struct CsrfField {
     csrf_token: Option<String>,

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::policy::OwnerKind;
+use latchkey_service::ServiceError;
 use latchkey_service::org_tokens::CreateOrgToken;
 use latchkey_service::tokens::Created;
 use latchkey_store::Org;
@@ -106,6 +107,12 @@ async fn page(
         base: base(org_id),
     };
     render(status, &page)
+}
+
+/// The page again, with the refusal of an action on one of its tokens.
+async fn refused(state: &AppState, console: &Console, org: &str, error: &ServiceError) -> Response {
+    let (status, text) = failure(error);
+    page(state, console, org, status, Prefill::default(), Some(text)).await
 }
 
 /// `GET /orgs/{org}/tokens` and `GET /orgs/{org}/tokens/new?name=…&type=…` (pre-filled).
@@ -217,18 +224,7 @@ pub async fn post_rename(
         .await;
     match result {
         Ok(_) => redirect(&format!("{}?done=renamed", base(&org))),
-        Err(e) => {
-            let (status, text) = failure(&e);
-            page(
-                &state,
-                &console,
-                &org,
-                status,
-                Prefill::default(),
-                Some(text),
-            )
-            .await
-        }
+        Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
 
@@ -270,18 +266,7 @@ pub async fn post_rotate(
             )
             .await
         }
-        Err(e) => {
-            let (status, text) = failure(&e);
-            page(
-                &state,
-                &console,
-                &org,
-                status,
-                Prefill::default(),
-                Some(text),
-            )
-            .await
-        }
+        Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
 
@@ -314,18 +299,7 @@ pub async fn post_reveal(
             }
             Err(e) => error_page(&e),
         },
-        Err(e) => {
-            let (status, text) = failure(&e);
-            page(
-                &state,
-                &console,
-                &org,
-                status,
-                Prefill::default(),
-                Some(text),
-            )
-            .await
-        }
+        Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
 

@@ -16,7 +16,7 @@ use latchkey_service::{Caller, ServiceError};
 use secrecy::SecretString;
 
 use crate::AppState;
-use crate::console::auth::{LoginPage, login_form_ok, login_seed, session_cookie, set_login_seed};
+use crate::console::auth::{LoginPage, login_form_ok, render_login, session_cookie};
 use crate::console::{Layout, MessagePage, origin_ok, redirect, render};
 use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
 
@@ -96,11 +96,7 @@ fn login_page(
     message: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    // The same login CSRF protection as the console's own sign-in page.
-    let Some((seed, fresh)) = login_seed(headers) else {
-        return error_page("The service is temporarily unavailable. Try again shortly.");
-    };
-    let mut layout = Layout::anonymous("Sign in", csrf_token_for(&seed));
+    let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = message.map(str::to_owned);
     let page = LoginPage {
         layout,
@@ -109,9 +105,7 @@ fn login_page(
         email: String::new(),
         hidden: hidden_params(map),
     };
-    let mut response = render(status, &page);
-    set_login_seed(state, &mut response, &seed, fresh);
-    response
+    render_login(state, headers, status, page)
 }
 
 async fn consent_page(

@@ -7,7 +7,7 @@ use reqwest::header;
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::{PASSWORD, TestApp, hidden};
 
 /// A user who is admin of a fresh organisation: (org id, session token).
 async fn admin_of(app: &TestApp, email: &str, org_name: &str) -> (String, String) {
@@ -368,12 +368,7 @@ async fn console_session(app: &TestApp, email: &str) -> (String, String) {
         .text()
         .await
         .unwrap();
-    let csrf = html
-        .split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = hidden(&html, "csrf_token");
     (cookie, csrf)
 }
 
@@ -405,11 +400,7 @@ async fn pages_carry_the_security_headers_and_cookies_their_flags() {
     let login_cookie = h[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
     let html = res.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap();
+    let csrf = hidden(&html, "csrf_token");
     let seed = login_cookie.split(';').next().unwrap();
 
     let res = no_redirects()
@@ -418,7 +409,7 @@ async fn pages_carry_the_security_headers_and_cookies_their_flags() {
         .form(&[
             ("email", "ada@example.com"),
             ("password", PASSWORD),
-            ("csrf_token", csrf),
+            ("csrf_token", &csrf),
         ])
         .send()
         .await
@@ -735,12 +726,7 @@ async fn the_console_sign_in_has_the_same_back_off_and_answers_as_the_api() {
         .text()
         .await
         .unwrap();
-    let csrf = html
-        .split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = hidden(&html, "csrf_token");
     let attempt = |email: &'static str, password: &'static str| {
         client
             .post(format!("{}/login", app.url))

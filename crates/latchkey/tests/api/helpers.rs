@@ -691,3 +691,17 @@ impl TestAppBuilder {
         self.start().await
     }
 }
+
+/// The value of a form's field `name` in a page (the first one: a CSRF token comes first).
+pub fn hidden(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .map(|i| i + needle.len())
+        .unwrap_or_else(|| panic!("no {name} in page"));
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

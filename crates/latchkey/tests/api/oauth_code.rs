@@ -13,7 +13,7 @@ use oauth2::{
 use reqwest::redirect::Policy;
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::{PASSWORD, TestApp, hidden};
 
 const REDIRECT: &str = "http://localhost:9/cb";
 
@@ -134,19 +134,6 @@ fn location(res: &reqwest::Response) -> String {
     res.headers()
         .get("location")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&needle)
-        .map(|i| i + needle.len())
-        .unwrap_or_else(|| panic!("no {name} in page"));
-    html[start..]
-        .split('"')
-        .next()
         .unwrap_or_default()
         .to_owned()
 }
