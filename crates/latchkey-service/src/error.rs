@@ -120,6 +120,10 @@ impl From<StoreError> for ServiceError {
                 ErrorCode::TokenLimitReached,
                 "the limit of live tokens of this type is reached: revoke one or rotate it",
             ),
+            StoreError::LastAdmin => Self::client(
+                ErrorCode::Conflict,
+                "an organisation keeps at least one admin: make someone else admin first",
+            ),
             StoreError::Unavailable(detail) => Self::Unavailable(detail),
             StoreError::Internal(detail) => Self::Internal(detail),
         }

@@ -134,7 +134,8 @@ impl Service {
     ) -> ServiceResult<()> {
         let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        self.change_role(caller, &org, &user.id, role)
+        // An operator may leave an organisation without an admin (to hand it over).
+        self.change_role(caller, &org, &user.id, role, false)
             .await
             .map(|_| ())
     }
@@ -147,13 +148,23 @@ impl Service {
     ) -> ServiceResult<()> {
         let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
+        self.delete_member(caller, &org, &user.id, false).await
+    }
+
+    async fn delete_member(
+        &self,
+        caller: &Caller,
+        org: &Org,
+        user: &UserId,
+        keep_an_admin: bool,
+    ) -> ServiceResult<()> {
         let event = self.event(
             caller,
             EventSpec {
                 action: "member.removed",
                 subject_kind: "user",
-                subject_id: user.id.as_str(),
-                user: Some(&user.id),
+                subject_id: user.as_str(),
+                user: Some(user),
                 org: Some(&org.id),
                 outcome: "success",
                 details: None,
@@ -161,7 +172,7 @@ impl Service {
         )?;
         if !self
             .store
-            .delete_membership(&org.id, &user.id, &event)
+            .delete_membership(&org.id, user, keep_an_admin, &event)
             .await?
         {
             return Err(ServiceError::not_found("membership"));
@@ -217,7 +228,9 @@ impl Service {
     ) -> ServiceResult<Member> {
         let org = self.require_admin(admin, org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        self.change_role(caller, &org, &user.id, role).await
+        // Adding someone already in the organisation changes their role: the same guard as
+        // PATCH, or the last admin could be demoted through POST.
+        self.change_role(caller, &org, &user.id, role, true).await
     }
 
     /// An admin changes a member's role. An organisation always keeps at least one admin.
@@ -231,10 +244,8 @@ impl Service {
     ) -> ServiceResult<Member> {
         let org = self.require_admin(admin, org_id).await?;
         let member = self.member(&org, user_id).await?;
-        if member.role.is_admin() && !role.is_admin() {
-            self.keep_an_admin(&org, &member.user_id).await?;
-        }
-        self.change_role(caller, &org, &member.user_id, role).await
+        self.change_role(caller, &org, &member.user_id, role, true)
+            .await
     }
 
     /// An admin removes a member (themselves included, unless they are the last admin).
@@ -247,10 +258,7 @@ impl Service {
     ) -> ServiceResult<()> {
         let org = self.require_admin(admin, org_id).await?;
         let member = self.member(&org, user_id).await?;
-        if member.role.is_admin() {
-            self.keep_an_admin(&org, &member.user_id).await?;
-        }
-        self.remove_member(caller, org.id.as_str(), member.email.as_str())
+        self.delete_member(caller, &org, &member.user_id, true)
             .await
     }
 
@@ -262,27 +270,13 @@ impl Service {
             .ok_or_else(|| ServiceError::not_found("member"))
     }
 
-    async fn keep_an_admin(&self, org: &Org, leaving: &UserId) -> ServiceResult<()> {
-        let members = self.store.list_org_members(&org.id).await?;
-        if members
-            .iter()
-            .any(|m| m.role.is_admin() && &m.user_id != leaving)
-        {
-            Ok(())
-        } else {
-            Err(ServiceError::client(
-                crate::error::ErrorCode::Conflict,
-                "an organisation keeps at least one admin: make someone else admin first",
-            ))
-        }
-    }
-
     async fn change_role(
         &self,
         caller: &Caller,
         org: &Org,
         user: &UserId,
         role: Role,
+        keep_an_admin: bool,
     ) -> ServiceResult<Member> {
         let event = self.event(
             caller,
@@ -297,7 +291,7 @@ impl Service {
             },
         )?;
         self.store
-            .upsert_membership(&org.id, user, role, self.now(), &event)
+            .upsert_membership(&org.id, user, role, self.now(), keep_an_admin, &event)
             .await?;
         self.cache.invalidate();
         self.member(org, user.as_str()).await

@@ -399,6 +399,7 @@ impl Service {
         user: &User,
         id: &str,
         grace: Grace,
+        password: &SecretString,
     ) -> ServiceResult<CreatedToken> {
         let token = self.personal_token(user, id).await?;
         if !user.api_tokens_enabled {
@@ -407,6 +408,9 @@ impl Service {
                 "API tokens are switched off for this account",
             ));
         }
+        // A rotation hands out a new secret: the same proof as creating one (SPEC 2.3).
+        self.check_password(caller, user, password, "token.rotate")
+            .await?;
         self.rotate_token(caller, &token, grace).await
     }
 
@@ -551,21 +555,40 @@ impl Service {
             token.ends_on_first_use = Some(old.id.clone());
         }
         let old_expires_at = grace.old_token_expiry(now).max(token.active_from);
-        let mut event = self.event(caller, EventSpec {
-            action: "token.rotated",
-            subject_kind: "token",
-            subject_id: old.id.as_str(),
-            user: owner_user(&old.owner),
-            org: owner_org(&old.owner),
-            outcome: "success",
-            details: Some(json!({ "new_token": token.id, "grace": grace.to_string(), "hint": token.hint })),
-        })?;
+        // At most one token of a chain is in its grace period: rotating a token whose own
+        // predecessor still works ends that predecessor now, so chained rotations never hold
+        // more than `max_active` + 1 live tokens (SPEC 2.3). The store ends it in the same
+        // transaction; the event names it.
+        let ends_predecessor = match &old.rotated_from {
+            Some(id) => self
+                .store
+                .find_token(id)
+                .await?
+                .filter(|p| p.status(now).is_live())
+                .map(|p| p.id),
+            None => None,
+        };
+        let mut event = self.event(
+            caller,
+            EventSpec {
+                action: "token.rotated",
+                subject_kind: "token",
+                subject_id: old.id.as_str(),
+                user: owner_user(&old.owner),
+                org: owner_org(&old.owner),
+                outcome: "success",
+                details: Some(json!({
+                    "new_token": token.id, "grace": grace.to_string(), "hint": token.hint,
+                    "ended_predecessor": ends_predecessor,
+                })),
+            },
+        )?;
         // A rotation makes a working token like a create does: the owner is told the same way
         // (with the cancel link when the type has an activation delay).
         self.attach_created_mail(&mut event, &mut token).await?;
         let record = self
             .store
-            .rotate_token(&old.id, old_expires_at, &token, &event)
+            .rotate_token(&old.id, old_expires_at, now, &token, &event)
             .await?;
         self.cache.invalidate();
         Ok(CreatedToken { record, secret })

@@ -24,6 +24,8 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("the limit of live tokens is reached")]
     LimitReached,
+    #[error("the organisation would be left without an admin")]
+    LastAdmin,
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -64,20 +66,25 @@ pub trait Store: Send + Sync + 'static {
         change: &OrgChange,
         event: &NewEvent,
     ) -> StoreResult<Org>;
-    /// Adds the user to the organisation or changes their role.
+    /// Adds the user to the organisation or changes their role. With `keep_an_admin`, demoting
+    /// the organisation's last admin is refused (`LastAdmin`), checked in the same transaction
+    /// so two admins demoting each other at once cannot both win.
     async fn upsert_membership(
         &self,
         org: &OrgId,
         user: &UserId,
         role: Role,
         at: Timestamp,
+        keep_an_admin: bool,
         event: &NewEvent,
     ) -> StoreResult<()>;
-    /// Returns whether there was a membership to remove.
+    /// Returns whether there was a membership to remove. With `keep_an_admin`, removing the
+    /// last admin is refused (`LastAdmin`), in the same transaction.
     async fn delete_membership(
         &self,
         org: &OrgId,
         user: &UserId,
+        keep_an_admin: bool,
         event: &NewEvent,
     ) -> StoreResult<bool>;
     /// The organisations a user belongs to, with their role, oldest membership first.
@@ -103,11 +110,13 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<&IdempotencyKey>,
     ) -> StoreResult<CreateOutcome>;
     /// Creates the replacement and moves the old token's expiry to `old_expires_at`, atomically.
-    /// A token already rotated once is refused (`Conflict`): it has its successor.
+    /// A token already rotated once is refused (`Conflict`): it has its successor. The old
+    /// token's own predecessor, if still live at `now` (in its grace period), ends at `now`.
     async fn rotate_token(
         &self,
         old: &TokenId,
         old_expires_at: Timestamp,
+        now: Timestamp,
         new: &NewToken,
         event: &NewEvent,
     ) -> StoreResult<TokenRecord>;

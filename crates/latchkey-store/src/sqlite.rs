@@ -343,6 +343,31 @@ async fn insert_client_secret(
     Ok(())
 }
 
+/// `LastAdmin` if `user` is the only admin of `org` (so demoting or removing them would leave
+/// the organisation without one).
+async fn refuse_last_admin(
+    tx: &mut Transaction<'static, Sqlite>,
+    org: &OrgId,
+    user: &UserId,
+) -> StoreResult<()> {
+    let row = sqlx::query(
+        "SELECT
+           (SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2) AS role,
+           (SELECT COUNT(*) FROM memberships WHERE org_id = ?1 AND role = 'admin' AND user_id != ?2) AS others",
+    )
+    .bind(org.as_str())
+    .bind(user.as_str())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_err("membership"))?;
+    let role: Option<String> = get(&row, "role")?;
+    let others: i64 = get(&row, "others")?;
+    if role.as_deref() == Some(Role::Admin.as_str()) && others == 0 {
+        return Err(StoreError::LastAdmin);
+    }
+    Ok(())
+}
+
 async fn insert_refresh(
     tx: &mut Transaction<'static, Sqlite>,
     t: &NewRefreshToken,
@@ -561,9 +586,13 @@ impl Store for SqliteStore {
         user: &UserId,
         role: Role,
         at: Timestamp,
+        keep_an_admin: bool,
         event: &NewEvent,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        if keep_an_admin && !role.is_admin() {
+            refuse_last_admin(&mut tx, org, user).await?;
+        }
         sqlx::query(
             "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
@@ -589,9 +618,13 @@ impl Store for SqliteStore {
         &self,
         org: &OrgId,
         user: &UserId,
+        keep_an_admin: bool,
         event: &NewEvent,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
+        if keep_an_admin {
+            refuse_last_admin(&mut tx, org, user).await?;
+        }
         let done = sqlx::query("DELETE FROM memberships WHERE org_id = ? AND user_id = ?")
             .bind(org.as_str())
             .bind(user.as_str())
@@ -771,6 +804,7 @@ impl Store for SqliteStore {
         &self,
         old: &TokenId,
         old_expires_at: Timestamp,
+        now: Timestamp,
         new: &NewToken,
         event: &NewEvent,
     ) -> StoreResult<TokenRecord> {
@@ -804,6 +838,16 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("token"));
         }
+        sqlx::query(
+            "UPDATE tokens SET expires_at = ?1
+             WHERE id = (SELECT rotated_from FROM tokens WHERE id = ?2)
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)",
+        )
+        .bind(ts(now))
+        .bind(old.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("token"))?;
         insert_token(&mut tx, new).await?;
         insert_event(&mut tx, event).await?;
         bump_epoch(&mut tx).await?;

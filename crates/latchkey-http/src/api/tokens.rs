@@ -33,6 +33,15 @@ pub struct RotateBody {
     pub grace: Grace,
 }
 
+/// A personal token's rotation: like creating one, it needs the password (SPEC 2.3).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalRotateBody {
+    #[serde(default)]
+    pub grace: Grace,
+    pub password: SecretString,
+}
+
 /// The `Idempotency-Key` header, if any.
 pub fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers

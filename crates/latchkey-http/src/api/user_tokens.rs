@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::tokens::{
-    PasswordBody, RotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
+    PasswordBody, PersonalRotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
 };
 use crate::api::views::{AccountView, TokenView};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, JsonOrEmpty, SignedIn};
+use crate::extract::{JsonBody, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,11 +116,17 @@ pub async fn rotate_user_token(
     State(state): State<AppState>,
     me: SignedIn,
     Path(id): Path<String>,
-    JsonOrEmpty(body): JsonOrEmpty<RotateBody>,
+    JsonBody(body): JsonBody<PersonalRotateBody>,
 ) -> ApiResult<Response> {
     let token = state
         .service
-        .rotate_personal_token(&me.caller, &me.session.user, &id, body.grace)
+        .rotate_personal_token(
+            &me.caller,
+            &me.session.user,
+            &id,
+            body.grace,
+            &body.password,
+        )
         .await?;
     Ok(created(&state, &token))
 }

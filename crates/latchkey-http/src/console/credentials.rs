@@ -264,6 +264,9 @@ pub async fn post_create(
 pub struct RotateForm {
     #[serde(default)]
     pub grace: String,
+    /// Asked on personal tokens only (SPEC 2.3); organisation pages do not send it.
+    #[serde(default)]
+    pub password: String,
 }
 
 /// Reads the grace choice of a rotate form (`0s` when absent).
@@ -298,7 +301,13 @@ pub async fn post_rotate(
     };
     match state
         .service
-        .rotate_personal_token(&console.caller(), &console.session.user, &id, grace)
+        .rotate_personal_token(
+            &console.caller(),
+            &console.session.user,
+            &id,
+            grace,
+            &SecretString::from(form.password),
+        )
         .await
     {
         Ok(created) => {

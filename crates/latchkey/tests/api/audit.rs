@@ -497,7 +497,7 @@ async fn no_secret_or_hash_appears_outside_the_create_rotate_and_reveal_answers(
     s.post(
         &format!("/v1/user/tokens/{personal_id}/rotate"),
         &session,
-        json!({}),
+        json!({ "password": PASSWORD }),
     )
     .await
     .expect(201);

@@ -123,6 +123,11 @@ async fn a_person_generates_rotates_and_revokes_their_api_token() {
     // Rotate: a replacement, shown once; the old one ends now.
     let id = b.find("tbody tr").await.attr("id").await.unwrap().unwrap();
     b.select(&format!("#{id} select[name=grace]"), "0s").await;
+    b.fill(
+        &format!("#{id} form[action$='/rotate'] input[name=password]"),
+        PASSWORD,
+    )
+    .await;
     b.click(&format!("#{id} form[action$='/rotate'] button"))
         .await;
     let replacement = b.value("#secret").await;

@@ -84,7 +84,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
             Method::POST,
             &format!("/v1/user/tokens/{first_id}/rotate"),
             Some(&session),
-            Some(json!({ "grace": "1h" })),
+            Some(json!({ "grace": "1h", "password": password })),
         )
         .await
         .expect(201);

@@ -116,7 +116,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
         .post(
             &format!("/v1/user/tokens/{old_id}/rotate"),
             &session,
-            json!({ "grace": "first_use" }),
+            json!({ "grace": "first_use", "password": PASSWORD }),
         )
         .await
         .expect(201);

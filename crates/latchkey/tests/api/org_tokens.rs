@@ -615,3 +615,53 @@ async fn a_token_is_rotated_once_so_rotation_never_outgrows_max_active() {
         .count();
     assert_eq!(live, 2);
 }
+
+#[tokio::test]
+async fn chained_rotation_ends_the_predecessor_still_in_grace() {
+    let app = TestApp::spawn().await;
+    let org = admin_org(&app, "Chain", "chain@example.com").await;
+    let (first, first_secret) = create_token(&app, &org, "s2s", "one").await;
+    create_token(&app, &org, "s2s", "two").await;
+    app.clock.advance(31 * 60);
+
+    // one → second (one keeps a day of grace) → third: one ends now, second keeps its grace.
+    let rotate = |id: String| {
+        let app = &app;
+        let org = &org;
+        async move {
+            app.post(
+                &format!("{}/rotate", org.token(&id)),
+                &org.admin,
+                json!({ "grace": "1d" }),
+            )
+            .await
+            .expect(201)
+        }
+    };
+    let second = rotate(first.clone()).await;
+    let (second_id, second_secret) = (second.str("id"), second.str("secret"));
+    app.clock.advance(31 * 60);
+    app.me(&first_secret).await.expect(200);
+    let third = rotate(second_id.clone()).await;
+    let third_id = third.str("id");
+
+    assert_refused(&app.me(&first_secret).await, "expired");
+    app.me(&second_secret).await.expect(200);
+    let listed = app.get(&org.tokens(), &org.admin).await.expect(200).body;
+    let live: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "s2s" && (t["status"] == "active" || t["status"] == "pending"))
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(live.len(), 3, "max_active + 1, not more: {live:?}");
+    assert!(!live.contains(&first.as_str()));
+    assert!(live.contains(&third_id.as_str()));
+    let ev = crate::org_helpers::events(&app, &org).await;
+    let rotated = ev
+        .iter()
+        .find(|e| e["action"] == "token.rotated" && e["subject"]["id"] == second_id.as_str())
+        .unwrap_or_else(|| panic!("no rotation event: {ev:?}"));
+    assert_eq!(rotated["details"]["ended_predecessor"], first.as_str());
+}

@@ -132,6 +132,72 @@ async fn the_last_admin_cannot_leave_or_be_demoted() {
     app.call(Method::DELETE, &me, Some(&admin), None)
         .await
         .expect(409);
+    // POST on an existing member changes the role: the same guard.
+    let res = app
+        .post(
+            &format!("/v1/orgs/{org}/members"),
+            &admin,
+            json!({ "email": "solo@example.com", "role": "member" }),
+        )
+        .await
+        .expect(409);
+    assert_eq!(res.code(), "conflict");
+    let members = app
+        .get(&format!("/v1/orgs/{org}/members"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(members.body[0]["role"], "admin", "{}", members.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let app = TestApp::spawn().await;
+    let (a_id, a) = app.signed_in("a@example.com").await;
+    let (b_id, b) = app.signed_in("b@example.com").await;
+    let org = app.org("Pair").await;
+    app.add_member(&org, "a@example.com", Role::Admin).await;
+    app.add_member(&org, "b@example.com", Role::Admin).await;
+    for _ in 0..5 {
+        let demote = |session: String, target: String| {
+            let client = app.client.clone();
+            let url = format!("{}/v1/orgs/{org}/members/{target}", app.url);
+            tokio::spawn(async move {
+                client
+                    .patch(url)
+                    .bearer_auth(session)
+                    .json(&json!({ "role": "member" }))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        };
+        let (x, y) = (
+            demote(a.clone(), b_id.clone()),
+            demote(b.clone(), a_id.clone()),
+        );
+        let mut codes = [x.await.unwrap().unwrap(), y.await.unwrap().unwrap()];
+        codes.sort_unstable();
+        let members = app
+            .service()
+            .list_members(&a_id.parse().unwrap(), &org)
+            .await;
+        let admins = match members {
+            Ok(m) => m.iter().filter(|m| m.role == Role::Admin).count(),
+            // a was demoted: ask as b.
+            Err(_) => app
+                .service()
+                .list_members(&b_id.parse().unwrap(), &org)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|m| m.role == Role::Admin)
+                .count(),
+        };
+        assert_eq!(admins, 1, "codes {codes:?}");
+        // Promote both again for the next round.
+        app.add_member(&org, "a@example.com", Role::Admin).await;
+        app.add_member(&org, "b@example.com", Role::Admin).await;
+    }
 }
 
 #[tokio::test]

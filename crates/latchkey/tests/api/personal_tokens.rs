@@ -204,7 +204,7 @@ async fn rotate_with_the_default_grace_expires_the_old_token_at_once() {
             Method::POST,
             &format!("/v1/user/tokens/{old_id}/rotate"),
             Some(&session),
-            None,
+            Some(json!({ "password": PASSWORD })),
         )
         .await
         .expect(201);
@@ -229,7 +229,7 @@ async fn rotate_with_the_default_grace_expires_the_old_token_at_once() {
         .post(
             &format!("/v1/user/tokens/{old_id}/rotate"),
             &session,
-            json!({}),
+            json!({ "password": PASSWORD }),
         )
         .await;
     assert_error(&res, 409, "token_not_live");
@@ -244,7 +244,7 @@ async fn rotate_with_a_grace_period_keeps_the_old_token_until_it_ends() {
         .post(
             &format!("/v1/user/tokens/{old_id}/rotate"),
             &session,
-            json!({ "grace": "1h" }),
+            json!({ "grace": "1h", "password": PASSWORD }),
         )
         .await
         .expect(201);
@@ -276,7 +276,7 @@ async fn rotate_refuses_a_grace_beyond_seven_days() {
             .post(
                 &format!("/v1/user/tokens/{id}/rotate"),
                 &session,
-                json!({ "grace": grace }),
+                json!({ "grace": grace, "password": PASSWORD }),
             )
             .await;
         assert_error(&res, 400, "invalid_request");
@@ -291,7 +291,7 @@ async fn rotate_refuses_a_grace_beyond_seven_days() {
     app.post(
         &format!("/v1/user/tokens/{id}/rotate"),
         &session,
-        json!({ "grace": "7d" }),
+        json!({ "grace": "7d", "password": PASSWORD }),
     )
     .await
     .expect(201);
@@ -305,7 +305,7 @@ async fn rotate_ending_on_first_use_revokes_the_old_token_once_the_new_one_is_us
         .post(
             &format!("/v1/user/tokens/{old_id}/rotate"),
             &session,
-            json!({ "grace": "first_use" }),
+            json!({ "grace": "first_use", "password": PASSWORD }),
         )
         .await
         .expect(201);
@@ -331,7 +331,7 @@ async fn rotate_ending_on_first_use_is_capped_at_seven_days() {
     app.post(
         &format!("/v1/user/tokens/{old_id}/rotate"),
         &session,
-        json!({ "grace": "first_use" }),
+        json!({ "grace": "first_use", "password": PASSWORD }),
     )
     .await
     .expect(201);
@@ -379,7 +379,11 @@ async fn revoke_needs_the_password_and_takes_effect_on_the_next_request() {
     // The record stays, for audit; a revoked token cannot be rotated back to life.
     assert_eq!(app.listed(&session, &id).await["status"], "revoked");
     let res = app
-        .post(&format!("/v1/user/tokens/{id}/rotate"), &session, json!({}))
+        .post(
+            &format!("/v1/user/tokens/{id}/rotate"),
+            &session,
+            json!({ "password": PASSWORD }),
+        )
         .await;
     assert_error(&res, 409, "token_not_live");
     // The slot is free again.
@@ -573,7 +577,7 @@ async fn another_users_token_is_not_found() {
         app.post(
             &format!("/v1/user/tokens/{id}/rotate"),
             &intruder,
-            json!({}),
+            json!({ "password": PASSWORD }),
         )
         .await,
     );
@@ -663,4 +667,23 @@ async fn a_graceful_stop_writes_the_uses_still_pending() {
         .unwrap_or_else(|| panic!("{id} is gone"));
     assert_eq!(token.last_used_at, Some(used_at));
     assert_eq!(token.last_used_ip.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn rotate_needs_the_password_like_create() {
+    let app = TestApp::spawn().await;
+    let (_, session, id, secret) = app.user_with_token("rotatepw@example.com").await;
+    let url = format!("/v1/user/tokens/{id}/rotate");
+    let res = app.post(&url, &session, json!({ "grace": "1h" })).await;
+    assert_error(&res, 400, "invalid_request");
+    let res = app
+        .post(&url, &session, json!({ "password": "not my password" }))
+        .await;
+    assert_error(&res, 403, "invalid_password");
+    // Nothing was rotated by the refused attempts.
+    app.me(&secret).await.expect(200);
+    assert_eq!(app.listed(&session, &id).await["status"], "active");
+    app.post(&url, &session, json!({ "password": PASSWORD }))
+        .await
+        .expect(201);
 }
