@@ -85,6 +85,10 @@ pub fn replacement_url(
     )
 }
 
+/// Where a mail's sealed part (a cancel link's code) goes: the outbox stores the body with this
+/// placeholder and the code sealed beside it; the worker fills it in at send time.
+pub const SEALED_SLOT: &str = "LATCHKEY-SEALED-PART";
+
 /// The one-click cancel link. The code travels in the query string because request paths are
 /// logged and query strings are not.
 pub fn cancel_url(public_url: &str, code: &str) -> String {

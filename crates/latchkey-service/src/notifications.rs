@@ -41,6 +41,11 @@ fn new_cancel_code() -> ServiceResult<(String, TokenHash)> {
     Ok((code, hash))
 }
 
+/// Binds a sealed part to its mail: it cannot be moved into another row.
+pub(crate) fn sealed_part_aad(mail: &latchkey_core::MailId) -> String {
+    format!("mail:{mail}")
+}
+
 fn cancel_link_gone() -> ServiceError {
     ServiceError::client(
         ErrorCode::NotFound,
@@ -95,6 +100,7 @@ impl Service {
                     recipient: to.clone(),
                     subject: text.subject.clone(),
                     body: text.body.clone(),
+                    sealed: None,
                     created_at: self.now(),
                 })
             })
@@ -126,13 +132,18 @@ impl Service {
         event: &mut NewEvent,
         token: &mut latchkey_store::NewToken,
     ) -> ServiceResult<()> {
-        let cancel = if token.active_from > token.created_at {
+        // The code is never stored in clear: the body carries a placeholder, and each mail the
+        // code sealed under the master key, filled in when it is sent (SECURITY.md "Files").
+        let code = if token.active_from > token.created_at {
             let (code, hash) = new_cancel_code()?;
             token.cancel_code_hash = Some(hash);
-            Some(mails::cancel_url(&self.settings.public_url, &code))
+            Some(code)
         } else {
             None
         };
+        let cancel = code
+            .as_ref()
+            .map(|_| mails::cancel_url(&self.settings.public_url, mails::SEALED_SLOT));
         let t = &*token;
         self.notify_owner(event, &t.owner, |a| {
             mails::token_created(
@@ -149,7 +160,16 @@ impl Service {
                 cancel.as_deref(),
             )
         })
-        .await
+        .await?;
+        if let Some(code) = code {
+            for mail in &mut event.mails {
+                mail.sealed = Some(
+                    self.master_key
+                        .seal(code.as_bytes(), &sealed_part_aad(&mail.id))?,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The mail that tells the owner a token stopped working, and why.

@@ -236,6 +236,23 @@ impl Service {
         }
     }
 
+    /// The mail as it is sent: its sealed part (a cancel link's code), opened under the master
+    /// key, in the place the stored body keeps for it.
+    fn with_sealed_part(&self, mail: &OutboxMail) -> Result<OutboxMail, String> {
+        let Some(sealed) = &mail.sealed else {
+            return Ok(mail.clone());
+        };
+        let part = self
+            .master_key
+            .open(sealed, &crate::notifications::sealed_part_aad(&mail.id))
+            .map_err(|_| "the sealed part does not open under this master key".to_owned())?;
+        let part = String::from_utf8(part).map_err(|_| "the sealed part is not text".to_owned())?;
+        let mut whole = mail.clone();
+        whole.body = mail.body.replace(crate::mails::SEALED_SLOT, &part);
+        whole.sealed = None;
+        Ok(whole)
+    }
+
     /// Sends the mails that are due now, once each; returns how many were sent. The worker
     /// calls it; tests may too (leases keep the two from sending the same mail).
     pub async fn deliver_mails(&self) -> ServiceResult<usize> {
@@ -259,9 +276,10 @@ impl Service {
                 if stopping && down.is_none() {
                     down = Some("the server is shutting down".to_owned());
                 }
-                let result = match &down {
-                    Some(text) => Err(format!("not tried: {text}")),
-                    None => self.outbox.send(&mail).await.map_err(|e| {
+                let result = match (&down, self.with_sealed_part(&mail)) {
+                    (Some(text), _) => Err(format!("not tried: {text}")),
+                    (None, Err(e)) => Err(e),
+                    (None, Ok(whole)) => self.outbox.send(&whole).await.map_err(|e| {
                         if e.server_down {
                             down = Some(e.text.clone());
                         }

@@ -654,16 +654,14 @@ impl Service {
             crate::mails::tokens_revoked_all(&a.label, token_type, at)
         })
         .await?;
+        // The whole owner (no type named): its OAuth grants and access tokens too (SPEC 2.4),
+        // in the same transaction and event.
+        let whole_owner = token_type.is_none();
         let ids = self
             .store
-            .revoke_owner_tokens(owner, token_type, self.now(), &event)
+            .revoke_owner_tokens(owner, token_type, whole_owner, self.now(), &event)
             .await?;
-        // The whole owner (no type named): its OAuth grants and access tokens too (SPEC 2.4).
-        if token_type.is_none() {
-            let (user, org) = (owner_user(owner), owner_org(owner));
-            self.store
-                .revoke_oauth_of_owner(user, org, self.now())
-                .await?;
+        if whole_owner {
             self.load_deny_list().await?;
         }
         self.cache.invalidate();

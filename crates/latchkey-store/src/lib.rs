@@ -139,12 +139,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The sealed secret of a revealable token.
     async fn find_token_secret(&self, id: &TokenId) -> StoreResult<Option<Vec<u8>>>;
-    /// The kill switch: revokes every live token of `owner` (of one type, if given) in one
-    /// transaction and returns their ids.
+    /// The kill switch: revokes every live token of `owner` (of one type, if given) and returns
+    /// their ids. With `with_oauth`, in the same transaction (and the same event), every OAuth
+    /// grant of the user, or of every client of the organisation, and the organisation's
+    /// clients' access tokens issued until `at`.
     async fn revoke_owner_tokens(
         &self,
         owner: &Owner,
         token_type: Option<&str>,
+        with_oauth: bool,
         at: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<Vec<TokenId>>;
@@ -256,15 +259,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Consumed<RefreshTokenRecord>>;
     /// Revokes a grant: its refresh tokens and access tokens stop working. Returns whether it did.
     async fn revoke_grant(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool>;
-    /// The kill switch for OAuth: revokes every grant of `user` (or of every client of `org`),
-    /// and refuses the access tokens of `org`'s clients issued until `at`. Returns how many
-    /// grants it revoked.
-    async fn revoke_oauth_of_owner(
-        &self,
-        user: Option<&UserId>,
-        org: Option<&OrgId>,
-        at: Timestamp,
-    ) -> StoreResult<u64>;
     /// Ids of grants revoked whose access tokens may still be unexpired.
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
 

@@ -222,6 +222,9 @@ pub struct NewMail {
     pub recipient: Email,
     pub subject: String,
     pub body: String,
+    /// The single-use part of the body (a cancel link's code), sealed under the master key;
+    /// the body holds a placeholder for it, filled in at send time.
+    pub sealed: Option<Vec<u8>>,
     pub created_at: Timestamp,
 }
 
@@ -233,6 +236,7 @@ pub struct OutboxMail {
     pub recipient: Email,
     pub subject: String,
     pub body: String,
+    pub sealed: Option<Vec<u8>>,
     pub created_at: Timestamp,
     /// Tries so far, this one included.
     pub attempts: u32,

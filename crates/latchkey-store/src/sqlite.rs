@@ -27,13 +27,24 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)
+        Self::connect_with(url, &[]).await
+    }
+
+    async fn connect_with(
+        url: &str,
+        pragmas: &[(&'static str, &'static str)],
+    ) -> StoreResult<Self> {
+        let mut options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        for (key, value) in pragmas {
+            options = options.pragma(*key, *value);
+        }
+        private_files(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -63,12 +74,69 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The database file and its journals are the owner's only (SECURITY.md "Files"). SQLite
+/// creates `-wal` and `-shm` with the database file's mode, so the file is made `0600` before
+/// SQLite first opens it; files from an older version are narrowed at start.
+fn private_files(path: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let outage = |e: std::io::Error| StoreError::Unavailable(format!("database file: {e}"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(outage)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(outage(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether an SQLite result code (extended codes carry the primary one in their low byte) says
+/// the storage cannot take the request now, rather than that the request is wrong: busy or
+/// locked past the busy timeout, out of memory, read-only, an I/O error, the disk full, the
+/// file unopenable or damaged. The caller answers 503 with `Retry-After`, never 500.
+fn is_outage_code(code: &str) -> bool {
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    const NOMEM: i64 = 7;
+    const READONLY: i64 = 8;
+    const IOERR: i64 = 10;
+    const CORRUPT: i64 = 11;
+    const FULL: i64 = 13;
+    const CANTOPEN: i64 = 14;
+    const PROTOCOL: i64 = 15;
+    const NOTADB: i64 = 26;
+    code.parse::<i64>().is_ok_and(|c| {
+        matches!(
+            c & 0xff,
+            BUSY | LOCKED
+                | NOMEM
+                | READONLY
+                | IOERR
+                | CORRUPT
+                | FULL
+                | CANTOPEN
+                | PROTOCOL
+                | NOTADB
+        )
+    })
+}
+
 /// Maps a driver error, naming `what` in a conflict.
 fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy timeout: an outage, retry later.
-        sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6" | "517")) => {
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| is_outage_code(&c)) => {
             StoreError::Unavailable(e.to_string())
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
@@ -181,14 +249,15 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> St
     // The outbox half of the change: its mails commit with it or not at all (SPEC 6).
     for m in &e.mails {
         sqlx::query(
-            "INSERT INTO outbox (id, event_id, recipient, subject, body, created_at, next_attempt_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (id, event_id, recipient, subject, body, sealed, created_at, next_attempt_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(m.id.as_str())
         .bind(&e.id)
         .bind(m.recipient.as_str())
         .bind(&m.subject)
         .bind(&m.body)
+        .bind(m.sealed.as_deref())
         .bind(ts(m.created_at))
         .bind(ts(m.created_at))
         .execute(&mut **tx)
@@ -206,6 +275,7 @@ fn mail_from_row(row: &SqliteRow) -> StoreResult<OutboxMail> {
         recipient: Email::parse(&recipient).map_err(|e| StoreError::Internal(e.to_string()))?,
         subject: get(row, "subject")?,
         body: get(row, "body")?,
+        sealed: get(row, "sealed")?,
         created_at: from_ts(get(row, "created_at")?)?,
         attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
     })
@@ -366,6 +436,40 @@ async fn refuse_last_admin(
         return Err(StoreError::LastAdmin);
     }
     Ok(())
+}
+
+/// The OAuth half of the kill switch, inside its transaction: every grant of a user (or of
+/// every client of an organisation) ends, and an organisation's clients' access tokens issued
+/// until `at` are refused. Returns how many grants it ended.
+async fn revoke_oauth_of_owner(
+    tx: &mut Transaction<'static, Sqlite>,
+    owner: &Owner,
+    at: Timestamp,
+) -> StoreResult<u64> {
+    let (user, org) = match owner {
+        Owner::User(u) => (Some(u.as_str()), None),
+        Owner::Organisation(o) => (None, Some(o.as_str())),
+    };
+    let done = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = ?1 WHERE revoked_at IS NULL
+           AND ((?2 IS NOT NULL AND user_id = ?2)
+             OR (?3 IS NOT NULL AND client_id IN (SELECT id FROM oauth_clients WHERE org_id = ?3)))",
+    )
+    .bind(ts(at))
+    .bind(user)
+    .bind(org)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err("grant"))?;
+    if let Some(org) = org {
+        sqlx::query("UPDATE oauth_clients SET tokens_valid_after = ? WHERE org_id = ?")
+            .bind(ts(at))
+            .bind(org)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err("client"))?;
+    }
+    Ok(done.rows_affected())
 }
 
 async fn insert_refresh(
@@ -967,6 +1071,7 @@ impl Store for SqliteStore {
         &self,
         owner: &Owner,
         token_type: Option<&str>,
+        with_oauth: bool,
         at: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<Vec<TokenId>> {
@@ -988,14 +1093,20 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| parse(&get::<String>(r, "id")?, "token id"))
             .collect::<StoreResult<Vec<TokenId>>>()?;
+        let grants = if with_oauth {
+            revoke_oauth_of_owner(&mut tx, owner, at).await?
+        } else {
+            0
+        };
         let mut event = event.clone();
         // The ids revoked are known only here, inside the transaction: add them to the event.
         let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
         event.details = Some(format!(
-            "{{\"count\":{},\"tokens\":[{}],\"type\":{}}}",
+            "{{\"count\":{},\"tokens\":[{}],\"type\":{},\"oauth_grants\":{}}}",
             ids.len(),
             list.join(","),
-            token_type.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\""))
+            token_type.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\"")),
+            grants
         ));
         insert_event(&mut tx, &event).await?;
         bump_epoch(&mut tx).await?;
@@ -1539,37 +1650,6 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn revoke_oauth_of_owner(
-        &self,
-        user: Option<&UserId>,
-        org: Option<&OrgId>,
-        at: Timestamp,
-    ) -> StoreResult<u64> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE oauth_grants SET revoked_at = ?1 WHERE revoked_at IS NULL
-               AND ((?2 IS NOT NULL AND user_id = ?2)
-                 OR (?3 IS NOT NULL AND client_id IN (SELECT id FROM oauth_clients WHERE org_id = ?3)))",
-        )
-        .bind(ts(at))
-        .bind(user.map(UserId::as_str))
-        .bind(org.map(OrgId::as_str))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("grant"))?;
-        if let Some(org) = org {
-            sqlx::query("UPDATE oauth_clients SET tokens_valid_after = ? WHERE org_id = ?")
-                .bind(ts(at))
-                .bind(org.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("client"))?;
-        }
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("grant"))?;
-        Ok(done.rows_affected())
-    }
-
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>> {
         let rows = sqlx::query(
             "SELECT id FROM oauth_grants WHERE revoked_at IS NOT NULL AND revoked_at > ?",
@@ -1612,10 +1692,10 @@ impl Store for SqliteStore {
     }
 
     async fn mark_mail_sent(&self, id: &MailId, at: Timestamp) -> StoreResult<()> {
-        // The body goes once sent: it may hold a cancel link, whose code is kept only as a
-        // hash anywhere else. The row stays as the record that the mail went out.
+        // The body and its sealed part go once sent. The row stays as the record that the mail
+        // went out.
         sqlx::query(
-            "UPDATE outbox SET sent_at = ?, locked_until = NULL, last_error = NULL, body = ''
+            "UPDATE outbox SET sent_at = ?, locked_until = NULL, last_error = NULL, body = '', sealed = NULL
              WHERE id = ?",
         )
         .bind(ts(at))
@@ -1877,5 +1957,99 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::os::unix::fs::PermissionsExt;
+
+    use latchkey_core::{Email, Timestamp, UserId};
+
+    use super::*;
+
+    fn user(i: u32) -> (NewUser, NewEvent) {
+        let id: UserId = format!("usr_{i:022}").parse().unwrap();
+        let at = Timestamp::from_unix_timestamp(1_700_000_000).unwrap();
+        let email = Email::parse(&format!("user{i}@example.com")).unwrap();
+        let user = NewUser {
+            id: id.clone(),
+            email,
+            password_hash: "x".repeat(2000),
+            is_operator: false,
+            created_at: at,
+        };
+        let event = NewEvent {
+            id: format!("evt_{i:022}"),
+            at,
+            actor: "operator".into(),
+            action: "user.created".into(),
+            subject_kind: "user".into(),
+            subject_id: id.to_string(),
+            user_id: Some(id),
+            org_id: None,
+            ip: None,
+            outcome: "success".into(),
+            details: Some("y".repeat(2000)),
+            mails: Vec::new(),
+        };
+        (user, event)
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_an_outage_not_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("full.db").display());
+        SqliteStore::connect(&url).await.unwrap().close().await;
+        // A real SQLITE_FULL: the database may not grow past its present size.
+        let store = SqliteStore::connect_with(&url, &[("max_page_count", "1")])
+            .await
+            .unwrap();
+        let mut outcome = None;
+        for i in 0..10_000 {
+            let (u, e) = user(i);
+            if let Err(err) = store.create_user(&u, &e).await {
+                outcome = Some(err);
+                break;
+            }
+        }
+        match outcome {
+            Some(StoreError::Unavailable(_)) => {}
+            other => panic!("a full disk must be Unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outage_codes_include_extended_io_errors_and_exclude_logic_errors() {
+        for code in ["5", "6", "517", "8", "1032", "10", "778", "13", "14"] {
+            assert!(is_outage_code(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "20", "x", ""] {
+            assert!(!is_outage_code(code), "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_journals_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        let (u, e) = user(1);
+        store.create_user(&u, &e).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let mode = std::fs::metadata(&name).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}{suffix}", path.display());
+        }
+        store.close().await;
+        // An older installation's world-readable file is narrowed at the next start.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SqliteStore::connect(&url).await.unwrap().close().await;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

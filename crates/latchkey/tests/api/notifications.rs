@@ -468,6 +468,36 @@ async fn cancel(app: &TestApp, code: &str) -> crate::helpers::Resp {
 }
 
 #[tokio::test]
+async fn a_cancel_code_is_never_stored_in_clear() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let admin = "sealed@example.com";
+    let org = admin_org(&app, "Sealed", admin).await;
+    create(&app, &org, json!({ "name": "backend", "type": "s2s" }))
+        .await
+        .expect(201);
+    let mails = sink.wait_for(1).await;
+    let code = cancel_code(one(&mails, admin, "\"backend\" created"), &app);
+    // Not in the database file nor its write-ahead log, before or after the mail went out.
+    let data = &app.config.data_dir;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(data).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("latchkey.db") {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes.windows(code.len()).any(|w| w == code.as_bytes()),
+                "the cancel code is in {name} in clear"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the database and its WAL were read");
+    // And the link works.
+    cancel(&app, &code).await.expect(200);
+}
+
+#[tokio::test]
 async fn a_cancel_link_cancels_a_pending_token_once() {
     let sink = SmtpSink::start().await;
     // s2s keeps its default activation delay (30 minutes).

@@ -521,6 +521,16 @@ async fn the_kill_switch_reaches_oauth_grants_and_access_tokens() {
         .request_async(&|req| send(&http, req))
         .await;
     assert!(again.is_err());
+    // Tokens and grants end in one transaction, recorded by one event.
+    let events = s.app.get("/v1/user/events", &session).await.expect(200);
+    let kill = events
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["action"] == "tokens.revoked_all")
+        .unwrap_or_else(|| panic!("no kill-switch event: {}", events.text));
+    assert_eq!(kill["details"]["oauth_grants"], 1, "{kill}");
 
     // The organisation's kill switch: its clients' client-credentials tokens too.
     let org = s.app.service().find_org(&s.org).await.unwrap();
