@@ -24,6 +24,10 @@ const SWEEP_LIMIT: u32 = 10_000;
 /// New addresses recorded per usage flush; the rest wait for the next flush, so a burst of
 /// first uses never becomes one huge transaction.
 const NEW_ADDRESSES_PER_FLUSH: usize = 500;
+/// New-address mails per token in any 24 hours. A token used from many addresses (a leak
+/// being exploited from a botnet, or a fleet behind changing NAT) must not flood its owner's
+/// mailbox: past this, each new address is still recorded and audited, without a mail.
+pub const NEW_ADDRESS_MAILS_PER_DAY: u64 = 5;
 
 /// The people told about an owner's tokens: the user, or every admin of the organisation.
 pub(crate) struct Audience {
@@ -273,6 +277,8 @@ impl Service {
             .map(|u| ((&u.token_id, u.ip.as_str()), u.at))
             .collect();
         let mut audiences: HashMap<String, Audience> = HashMap::new();
+        // New addresses per token in the last day, this flush's included.
+        let mut recent: HashMap<TokenId, u64> = HashMap::new();
         let mut found = Vec::with_capacity(unseen.len());
         for (id, ip) in unseen {
             let Some(token) = self.store.find_token(&id).await? else {
@@ -282,6 +288,16 @@ impl Service {
                 .get(&(&id, ip.as_str()))
                 .copied()
                 .unwrap_or_else(|| self.now());
+            let seen_today = match recent.get(&id) {
+                Some(n) => *n,
+                None => {
+                    self.store
+                        .count_token_addresses_since(&id, at - time::Duration::days(1))
+                        .await?
+                }
+            };
+            recent.insert(id.clone(), seen_today + 1);
+            let mailed = seen_today < NEW_ADDRESS_MAILS_PER_DAY;
             let key = format!("{}:{}", token.owner.kind(), token.owner.id());
             if !audiences.contains_key(&key) {
                 let audience = self.audience(&token.owner).await?;
@@ -299,12 +315,20 @@ impl Service {
                     user: owner_user(&token.owner),
                     org: owner_org(&token.owner),
                     outcome: "success",
-                    details: Some(json!({ "ip": ip, "name": token.name })),
+                    details: Some(json!({ "ip": ip, "name": token.name, "mailed": mailed })),
                 },
             )?;
             event.at = at;
-            let text = mails::token_new_address(&facts(&token, &audience.label), &ip, at);
-            event.mails = self.mails_to(&audience.emails, &text)?;
+            if mailed {
+                let mut text = mails::token_new_address(&facts(&token, &audience.label), &ip, at);
+                if seen_today + 1 == NEW_ADDRESS_MAILS_PER_DAY {
+                    text.body.push_str(
+                        "\nThis is the last new-address mail for this token today: further new \
+                         addresses are recorded in the audit log only.\n",
+                    );
+                }
+                event.mails = self.mails_to(&audience.emails, &text)?;
+            }
             found.push(NewTokenAddress {
                 token_id: id,
                 ip,

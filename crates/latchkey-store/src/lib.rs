@@ -302,6 +302,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         pairs: &[(TokenId, String)],
     ) -> StoreResult<Vec<(TokenId, String)>>;
+    /// How many addresses the token was first seen from at or after `since`.
+    async fn count_token_addresses_since(&self, id: &TokenId, since: Timestamp)
+    -> StoreResult<u64>;
     /// Records first uses from new addresses in one transaction; an address recorded meanwhile
     /// (another instance) is skipped with its event. Returns how many were new.
     async fn record_new_token_addresses(&self, found: &[NewTokenAddress]) -> StoreResult<u64>;

@@ -1836,6 +1836,22 @@ impl Store for SqliteStore {
         Ok(unseen)
     }
 
+    async fn count_token_addresses_since(
+        &self,
+        id: &TokenId,
+        since: Timestamp,
+    ) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM token_addresses WHERE token_id = ? AND first_seen >= ?",
+        )
+        .bind(id.as_str())
+        .bind(ts(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err("token address"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn record_new_token_addresses(&self, found: &[NewTokenAddress]) -> StoreResult<u64> {
         if found.is_empty() {
             return Ok(0);

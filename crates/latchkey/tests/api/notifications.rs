@@ -773,3 +773,60 @@ async fn every_new_address_in_one_flush_is_told_not_only_the_latest() {
     assert!(alerts.iter().any(|m| m.body.contains("203.0.113.7")));
     assert!(alerts.iter().any(|m| m.body.contains("198.51.100.2")));
 }
+
+#[tokio::test]
+async fn new_address_mails_are_bounded_per_token_and_every_address_is_audited() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let email = "flooded@example.com";
+    let (_, session) = app.signed_in(email).await;
+    let (id, secret) = app.personal_token(&session, "ci").await;
+    sink.wait_for(1).await;
+    // A leaked token used from many addresses at once.
+    for i in 1..=8 {
+        let ip: std::net::IpAddr = format!("203.0.113.{i}").parse().unwrap();
+        app.service().verify_bearer(&secret, ip).await.unwrap();
+    }
+    app.service().flush_usage().await;
+    let mails = sink.wait_for(6).await;
+    let alerts: Vec<_> = to(&mails, email)
+        .into_iter()
+        .filter(|m| m.subject.contains("used from a new address"))
+        .collect();
+    assert_eq!(alerts.len(), 5, "{mails:#?}");
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|m| m.body.contains("audit log only"))
+            .count(),
+        1
+    );
+    let events = app
+        .get("/v1/user/events?limit=100", &session)
+        .await
+        .expect(200);
+    let news: Vec<&Value> = events
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "token.new_address" && e["subject"]["id"] == id.as_str())
+        .collect();
+    assert_eq!(news.len(), 8, "every address is audited");
+    assert_eq!(
+        news.iter()
+            .filter(|e| e["details"]["mailed"] == false)
+            .count(),
+        3
+    );
+    // A day later the owner hears of new addresses again.
+    app.clock.advance(86_401);
+    let ip: std::net::IpAddr = "198.51.100.9".parse().unwrap();
+    app.service().verify_bearer(&secret, ip).await.unwrap();
+    app.service().flush_usage().await;
+    let mails = sink.wait_for(7).await;
+    assert!(
+        mails.iter().any(|m| m.body.contains("198.51.100.9")),
+        "{mails:#?}"
+    );
+}
