@@ -154,8 +154,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
             Err(e) => tracing::warn!(error = %e, "could not warm the verification cache"),
         }
     });
+    let limits = ConnectionLimits {
+        idle_timeout: config.connection_idle_timeout.to_std(),
+        max_connections: config.max_connections,
+    };
     let task = tokio::spawn(async move {
-        serve_connections(listener, router, rx).await;
+        serve_connections(listener, router, limits, rx).await;
         background.await.context("background task failed")?;
         outbox.await.context("outbox task failed")?;
         Ok(())
@@ -171,13 +175,20 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
 /// A client must send a request's headers within this (slow-loris, SECURITY.md).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+struct ConnectionLimits {
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
 /// Accepts connections until `stop` turns true, then lets the open ones finish their requests.
 ///
-/// Hand-rolled rather than `axum::serve` for one reason: hyper's header-read timeout, which
-/// `axum::serve` does not expose. (Slow bodies are cut by the router's body timeout.)
+/// Hand-rolled rather than `axum::serve`: hyper's header-read timeout, which `axum::serve` does
+/// not expose, the idle timeout and the connection cap (`connections.rs`). (Slow bodies are cut
+/// by the router's body timeout.)
 async fn serve_connections(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -191,6 +202,7 @@ async fn serve_connections(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stopping = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
@@ -208,7 +220,14 @@ async fn serve_connections(
             },
             () = &mut stopping => break,
         };
+        // At the cap, a newcomer is closed at once: a clear signal to retry (or to another
+        // instance), where leaving it in the backlog would hang it.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (stream, activity) = crate::connections::Watched::new(stream);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request
@@ -218,10 +237,16 @@ async fn serve_connections(
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             // Errors here are the client's (a reset, a timeout, garbage): not ours to log.
-            let _ = watcher.watch(connection).await;
+            // Idle past the timeout, the connection is dropped, which closes the socket.
+            tokio::select! {
+                _ = watcher.watch(connection) => {}
+                () = activity.idle_for(idle_timeout) => {}
+            }
+            drop(permit);
         });
     }
     drop(listener);

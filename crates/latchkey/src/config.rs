@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// A connection on which no byte moves for this long is closed (SPEC 7): one that never
+    /// sends a request, an idle keep-alive, an HTTP/2 connection left open.
+    pub connection_idle_timeout: PolicyDuration,
+    /// Connections open at once; one more is closed as soon as it is accepted. Keep it below
+    /// the process's file-descriptor limit (`LimitNOFILE`), with room for the database.
+    pub max_connections: usize,
     /// The address people and clients use; the issuer, and the base of every link
     /// (default: `http://` + `listen`).
     pub public_url: Option<String>,
@@ -144,6 +150,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            connection_idle_timeout: PolicyDuration::from_secs(30),
+            max_connections: 4_096,
             public_url: None,
             data_dir: PathBuf::from("./latchkey-data"),
             database_url: None,
@@ -197,6 +205,12 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.token_types()?;
         self.signing_alg()?;
+        if self.connection_idle_timeout.is_zero() {
+            anyhow::bail!("connection_idle_timeout must be longer than 0s");
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!("max_connections must be at least 1");
+        }
         if self.session_ttl.is_zero() {
             anyhow::bail!("session_ttl must be longer than 0s");
         }

@@ -45,17 +45,27 @@ pub struct TestApp {
     running: Option<Running>,
 }
 
+/// A change to the configuration before start.
+type Tweak = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Builder: token type overrides before start.
 #[derive(Default)]
 pub struct TestAppBuilder {
     types: BTreeMap<String, TokenTypeConfig>,
     limits: Option<latchkey::config::LimitsConfig>,
     smtp_url: Option<String>,
+    tweak: Option<Tweak>,
 }
 
 impl TestAppBuilder {
     pub fn limits(mut self, limits: latchkey::config::LimitsConfig) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// Changes any other setting before start.
+    pub fn configure(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak = Some(Box::new(tweak));
         self
     }
 
@@ -83,6 +93,10 @@ impl TestAppBuilder {
             smtp_url: self.smtp_url,
             ..Config::default()
         };
+        let mut config = config;
+        if let Some(tweak) = self.tweak {
+            tweak(&mut config);
+        }
         let start_at = time::macros::datetime!(2026-06-01 12:00:00 UTC);
         let clock = Arc::new(TestClock(Mutex::new(start_at)));
         let running = start(&config, clock.clone())

@@ -48,3 +48,84 @@ async fn a_stalled_body_is_answered_and_closed() {
     let status = answer.split(' ').nth(1).unwrap_or_default();
     assert!(status.starts_with('4'), "{answer}");
 }
+
+async fn app_with(idle_secs: u64, max_connections: usize) -> TestApp {
+    TestApp::builder()
+        .configure(move |c| {
+            c.connection_idle_timeout = latchkey_core::PolicyDuration::from_secs(idle_secs);
+            c.max_connections = max_connections;
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let app = app_with(1, 100).await;
+    let mut silent = connect(&app).await;
+    let answer = read_to_close(&mut silent, Duration::from_secs(10)).await;
+    assert!(answer.is_empty(), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http2_preface_alone_does_not_hold_a_connection() {
+    let app = app_with(1, 100).await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // The server's SETTINGS come back, then nothing moves and the connection goes.
+    read_to_close(&mut stream, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_busy_keep_alive_connection_is_not_cut() {
+    let app = app_with(1, 100).await;
+    let mut stream = connect(&app).await;
+    // Requests 400 ms apart for well over the idle timeout, on one connection.
+    for _ in 0..8 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_the_rest_are_served() {
+    let app = app_with(30, 2).await;
+    let _first = connect(&app).await;
+    let _second = connect(&app).await;
+    // Give the accept loop the two connections before the third arrives.
+    let mut third = connect(&app).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut out)).await;
+    match closed {
+        // Closed without an answer (or reset).
+        Ok(Ok(_)) | Ok(Err(_)) => assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out)),
+        Err(_) => panic!("the connection past the cap was held open"),
+    }
+    drop(_first);
+    // Once one closes, a new connection is served again.
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(res) = app.client.get(format!("{}/healthz", app.url)).send().await {
+            served = res.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served);
+}
