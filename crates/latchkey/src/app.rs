@@ -146,6 +146,13 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    let control = crate::control::bind(&config.data_dir)?;
+    let control = tokio::spawn(crate::control::serve(
+        control,
+        config.data_dir.clone(),
+        service.clone(),
+        rx.clone(),
+    ));
     let outbox = tokio::spawn(service.clone().run_outbox(rx.clone()));
     let warm = (service.clone(), config.cache_warm_tokens);
     tokio::spawn(async move {
@@ -161,6 +168,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let task = tokio::spawn(async move {
         serve_connections(listener, router, limits, rx).await;
         background.await.context("background task failed")?;
+        control.await.context("control socket task failed")?;
         outbox.await.context("outbox task failed")?;
         Ok(())
     });

@@ -311,9 +311,32 @@ async fn operator_service(config: &Config) -> anyhow::Result<Arc<Service>> {
 
 /// Runs a command other than `serve`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = || Config::load(cli.config.as_deref(), &Overrides::default());
+    let file = cli.config.clone();
+    let config = || Config::load(file.as_deref(), &Overrides::default());
     let caller = Caller::operator();
     let json_mode = cli.json;
+    // A command that changes the database is in force when it returns: the running server is
+    // told after the commit and answers once it applied the change (`control.rs`).
+    let changes = !matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Keys(KeysCommand::List)
+            | Command::Config(_)
+            | Command::Token(TokenCommand::List { .. })
+    );
+    let result = run_command(cli, config, caller, json_mode).await;
+    if changes && result.is_ok() {
+        crate::control::apply_on_running_server(&config()?.data_dir).await?;
+    }
+    result
+}
+
+async fn run_command(
+    cli: Cli,
+    config: impl Fn() -> anyhow::Result<Config>,
+    caller: Caller,
+    json_mode: bool,
+) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let overrides = Overrides {

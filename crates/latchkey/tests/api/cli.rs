@@ -600,3 +600,96 @@ async fn the_server_obeys_a_revocation_made_by_the_cli_and_stops_on_sigterm() {
         "latchkey serve exited with {status} on SIGTERM"
     );
 }
+
+/// SPEC 7: an operator command is in force when it returns. No waiting, no retry: the very
+/// first request after the command exits sees the change.
+#[tokio::test]
+async fn a_cli_change_is_in_force_when_the_command_returns() {
+    let bin = Binary::fresh();
+    bin.create_user("hana@example.com", PASSWORD).await;
+    let server = bin.serve(&[], None, None).await;
+    let session = server
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "hana@example.com", "password": PASSWORD })),
+        )
+        .await
+        .expect(201)
+        .str("session_token");
+    let secret = server
+        .call(
+            Method::POST,
+            "/v1/user/tokens",
+            Some(&session),
+            Some(json!({ "name": "laptop", "password": PASSWORD })),
+        )
+        .await
+        .expect(201)
+        .str("secret");
+    let me = || server.call(Method::GET, "/v1/me", Some(&secret), None);
+    // Cached by the server.
+    let accounts = me().await.expect(200).body["accounts"].clone();
+    assert_eq!(accounts, json!([]));
+    me().await.expect(200);
+
+    // A membership added by the CLI is on the very next request.
+    let org = bin
+        .run(&["org", "create", "--name", "Night Shift"], None)
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    bin.run(
+        &[
+            "org",
+            "add-member",
+            "--org",
+            &org,
+            "--email",
+            "hana@example.com",
+            "--role",
+            "member",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    let res = me().await.expect(200);
+    assert_eq!(res.body["accounts"][0]["id"], org.as_str(), "{}", res.text);
+
+    // Tokens switched off for the user: refused on the very next request.
+    bin.run(
+        &[
+            "user",
+            "update",
+            "--email",
+            "hana@example.com",
+            "--api-tokens",
+            "off",
+        ],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(me().await.status.as_u16(), 401);
+
+    // With the server gone, commands still work (nobody to tell).
+    let status = server.terminate().await;
+    assert!(status.success());
+    bin.run(
+        &[
+            "user",
+            "update",
+            "--email",
+            "hana@example.com",
+            "--api-tokens",
+            "on",
+        ],
+        None,
+    )
+    .await
+    .ok();
+}
