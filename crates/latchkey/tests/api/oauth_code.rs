@@ -54,7 +54,7 @@ async fn setup() -> Setup {
         name: "Zapier <Automation>".into(),
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         redirect_uris: vec![REDIRECT.into()],
-        scopes: vec!["api".into(), "read".into()],
+        scopes: vec!["api".into()],
         confidential: false,
         can_introspect: false,
     };
@@ -568,4 +568,295 @@ async fn the_kill_switch_reaches_oauth_grants_and_access_tokens() {
         .get("/v1/me", body["access_token"].as_str().unwrap())
         .await
         .expect(200);
+}
+
+/// Another public client of the same organisation, with the same redirect URI.
+async fn other_public_client(s: &Setup) -> String {
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Other".into(),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: vec!["api".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    s.app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap()
+        .client
+        .id
+}
+
+/// `POST /oauth2/token` with a form (and optional `Authorization`): (status, body).
+async fn token_post(
+    s: &Setup,
+    authorization: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = api_client()
+        .post(format!("{}/oauth2/token", s.app.url))
+        .form(form);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, res.json().await.unwrap_or_default(), headers)
+}
+
+/// A consented code for `s.client_id` (PKCE): (code, verifier).
+async fn consented_code(s: &Setup) -> (String, String) {
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    (
+        query_param(&back, "code").unwrap(),
+        verifier.secret().clone(),
+    )
+}
+
+/// Issue 9, item 2: a refresh that asks a wider scope is refused without using the token up, so
+/// the right refresh afterwards works and is not taken for a replay.
+#[tokio::test]
+async fn a_refused_refresh_consumes_nothing() {
+    let s = setup().await;
+    let http = api_client();
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let wider = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+        ("scope", "api links"),
+    ];
+    let (status, body, _) = token_post(&s, None, &wider).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    let (status, body, _) = token_post(&s, None, &wider[..3]).await;
+    assert_eq!(status, 200, "the right refresh still works: {body}");
+    assert!(body["refresh_token"].as_str().is_some_and(|r| r != refresh));
+    s.app.get("/v1/me", &access).await.expect(200);
+}
+
+/// Issue 9, item 2: another client presenting the refresh token gets `invalid_grant`, and the
+/// rightful client keeps its grant (no family revocation, nothing used up).
+#[tokio::test]
+async fn another_client_cannot_spend_or_burn_a_refresh_token() {
+    let s = setup().await;
+    let http = api_client();
+    let other = other_public_client(&s).await;
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let form = |client_id: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", client_id.to_owned()),
+            ("refresh_token", refresh.clone()),
+        ]
+    };
+    // Twice: a second presentation by the wrong client is not a replay of the grant either.
+    for _ in 0..2 {
+        let f = form(&other);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body, _) = token_post(&s, None, &pairs).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+    s.app.get("/v1/me", &access).await.expect(200);
+    let f = form(&s.client_id);
+    let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body, _) = token_post(&s, None, &pairs).await;
+    assert_eq!(
+        status, 200,
+        "the rightful client's refresh still works: {body}"
+    );
+    s.app.get("/v1/me", &access).await.expect(200);
+}
+
+/// Issue 9, item 2: a code request refused for a wrong redirect URI, a wrong verifier or the
+/// wrong client leaves the code to the right request, which then succeeds.
+#[tokio::test]
+async fn a_refused_code_request_leaves_the_code_to_the_right_one() {
+    let s = setup().await;
+    let other = other_public_client(&s).await;
+    for case in ["wrong redirect", "wrong verifier", "wrong client"] {
+        let (code, verifier) = consented_code(&s).await;
+        let wrong_verifier = "x".repeat(43);
+        let (mut client_id, mut redirect, mut verifier_sent) =
+            (s.client_id.as_str(), REDIRECT, verifier.as_str());
+        match case {
+            "wrong redirect" => redirect = "http://localhost:9/other",
+            "wrong verifier" => verifier_sent = wrong_verifier.as_str(),
+            _ => client_id = other.as_str(),
+        }
+        let refused = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier_sent),
+        ];
+        let (status, body, _) = token_post(&s, None, &refused).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{case}: {body}"
+        );
+        let right = [
+            ("grant_type", "authorization_code"),
+            ("client_id", s.client_id.as_str()),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let (status, body, _) = token_post(&s, None, &right).await;
+        assert_eq!(status, 200, "{case}: the right request afterwards: {body}");
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        assert!(body["refresh_token"].is_string(), "{case}: {body}");
+        s.app.get("/v1/me", &access).await.expect(200);
+    }
+}
+
+/// Issue 9, item 14: a public client may identify itself by HTTP Basic with an empty password
+/// (requests-oauthlib's default).
+#[tokio::test]
+async fn a_public_client_may_use_basic_with_an_empty_password() {
+    use base64::Engine as _;
+    let s = setup().await;
+    let (code, verifier) = consented_code(&s).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", s.client_id))
+    );
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token_post(&s, Some(&basic), &form).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (status, body, _) = token_post(&s, Some(&basic), &form).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Issue 9, item 15: with one registered redirect URI, `redirect_uri` may be left out of the
+/// authorization request, and then of the token request too; if sent there, it must match.
+#[tokio::test]
+async fn redirect_uri_may_be_left_out_with_one_registered_uri() {
+    let s = setup().await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let url = format!(
+            "{}/oauth2/authorize?client_id={}&response_type=code&state=s1&code_challenge={}&code_challenge_method=S256",
+            s.app.url,
+            s.client_id,
+            challenge.as_str()
+        );
+        let back = consent(&s.app, &browser(), &url, true).await;
+        assert!(back.starts_with(REDIRECT), "{back}");
+        assert_eq!(query_param(&back, "state").as_deref(), Some("s1"));
+        codes.push((
+            query_param(&back, "code").unwrap(),
+            verifier.secret().clone(),
+        ));
+    }
+    let exchange = |code: &str, verifier: &str, redirect: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", s.client_id.clone()),
+            ("code", code.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ];
+        if let Some(r) = redirect {
+            form.push(("redirect_uri", r.to_owned()));
+        }
+        form
+    };
+    let cases = [
+        (None, 200),
+        (Some(REDIRECT), 200),
+        (Some("http://localhost:9/other"), 400),
+    ];
+    for ((code, verifier), (redirect, expected)) in codes.iter().zip(cases) {
+        let form = exchange(code, verifier, redirect);
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body, _) = token_post(&s, None, &pairs).await;
+        assert_eq!(status, expected, "{redirect:?}: {body}");
+    }
+    // A code whose request named the URI still needs it at the token endpoint.
+    let (code, verifier) = consented_code(&s).await;
+    let form = exchange(&code, &verifier, None);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body, _) = token_post(&s, None, &pairs).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}
+
+/// Issue 9, item 21: introspecting a refresh token answers `active: false` (introspection is
+/// for access tokens and Latchkey's own tokens; PARTNERS.md says so).
+#[tokio::test]
+async fn introspecting_a_refresh_token_answers_inactive() {
+    let s = setup().await;
+    let http = api_client();
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Resource server".into(),
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec!["api".into()],
+        confidential: true,
+        can_introspect: true,
+        ..ClientSpec::default()
+    };
+    let rs = s
+        .app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap();
+    let secret = rs.secret.as_ref().unwrap().1.expose().to_owned();
+    let introspect = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/oauth2/introspect", s.app.url);
+        let id = rs.client.id.clone();
+        let secret = secret.clone();
+        async move {
+            let res = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(introspect(access).await["active"], true);
+    assert_eq!(
+        introspect(refresh).await,
+        serde_json::json!({ "active": false })
+    );
 }
