@@ -199,6 +199,26 @@ pub fn check_redirect_uri(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The web origin (RFC 6454) of a URL or of an `Origin` header: `scheme://host[:port]`, in
+/// lower case, without the scheme's default port; `None` unless `http` or `https` with a host.
+/// Used for CORS: a browser app may call the token endpoint from where its redirect URI is.
+pub fn web_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
 /// Reads an `application/x-www-form-urlencoded` body. Parameters sent twice are refused
 /// (RFC 6749 §3.2: "parameters MUST NOT be included more than once"); empty values count as
 /// absent.
@@ -384,6 +404,21 @@ mod tests {
             org_scope(&types, &links, "admin:everything"),
             OrgScope::Unknown
         );
+    }
+
+    #[rstest]
+    #[case("https://App.Example/cb?x=1", Some("https://app.example"))]
+    #[case("https://app.example:443/cb", Some("https://app.example"))]
+    #[case("https://app.example:8443", Some("https://app.example:8443"))]
+    #[case("http://localhost:8080/cb", Some("http://localhost:8080"))]
+    #[case("http://127.0.0.1:80/cb", Some("http://127.0.0.1"))]
+    #[case("http://[::1]:3000", Some("http://[::1]:3000"))]
+    #[case("null", None)]
+    #[case("ftp://x.example/y", None)]
+    #[case("https://", None)]
+    #[case("http://127.0.0.1:80@evil.example/cb", None)]
+    fn web_origins(#[case] text: &str, #[case] origin: Option<&str>) {
+        assert_eq!(web_origin(text).as_deref(), origin, "{text}");
     }
 
     #[test]

@@ -242,6 +242,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Consumed<NewAuthCode>>;
     /// The grant a refresh token belongs to, if the token exists (used or not).
     async fn find_refresh_grant(&self, hash: &TokenHash) -> StoreResult<Option<String>>;
+    /// The redirect URIs of every live client: the CORS preflight of the token and revocation
+    /// endpoints has no client yet, so it allows the origin of any of them (SPEC 3).
+    async fn list_live_redirect_uris(&self) -> StoreResult<Vec<String>>;
     /// A refresh token, used or not, without changing it.
     async fn find_refresh_token(&self, hash: &TokenHash)
     -> StoreResult<Option<StoredRefreshToken>>;

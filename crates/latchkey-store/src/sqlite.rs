@@ -1463,6 +1463,21 @@ impl Store for SqliteStore {
         row.map(|r| get(&r, "grant_id")).transpose()
     }
 
+    async fn list_live_redirect_uris(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT redirect_uris FROM oauth_clients WHERE deleted_at IS NULL AND redirect_uris != ''",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("client"))?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let text: String = get(row, "redirect_uris")?;
+            out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+        Ok(out)
+    }
+
     async fn find_refresh_token(
         &self,
         hash: &TokenHash,

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::oauth2::cors::allow_client_origin;
 
 /// The body limit of the OAuth endpoints (SECURITY.md).
 pub const MAX_FORM: usize = 64 * 1024;
@@ -83,7 +84,9 @@ fn form_decode(part: &str) -> Option<String> {
 
 /// Reads the `Authorization: Basic` credentials; other schemes are ignored, a malformed Basic
 /// header is `invalid_client`.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, OAuthFailure> {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<BasicCredentials>, OAuthFailure> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -185,7 +188,8 @@ pub async fn post_token(
         Ok(Json(answer).into_response())
     }
     .await;
-    answer(&state, has_basic(&headers), result)
+    let response = answer(&state, has_basic(&headers), result);
+    allow_client_origin(&state, &headers, &body, response).await
 }
 
 pub async fn post_introspect(
@@ -217,5 +221,6 @@ pub async fn post_revoke(
         Ok(Json(json!({})).into_response())
     }
     .await;
-    answer(&state, has_basic(&headers), result)
+    let response = answer(&state, has_basic(&headers), result);
+    allow_client_origin(&state, &headers, &body, response).await
 }

@@ -5,6 +5,7 @@
 
 use latchkey_core::oauth::{
     GrantType, OrgScope, check_redirect_uri, is_scope_token, org_scope, parse_scope_list,
+    web_origin,
 };
 use latchkey_core::{ClientId, Prefix, SecretId, TokenName, TokenSecret};
 use latchkey_store::{ClientChange, ClientSecretRecord, NewClientSecret, OAuthClient, Org, User};
@@ -127,6 +128,37 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// CORS (SPEC 3), the actual request: whether `origin` is where one of this live client's
+    /// redirect URIs is.
+    pub async fn client_allows_origin(&self, client_id: &str, origin: &str) -> ServiceResult<bool> {
+        let Some(origin) = web_origin(origin) else {
+            return Ok(false);
+        };
+        let client = self.store.find_client(client_id).await?;
+        Ok(client.is_some_and(|c| {
+            c.deleted_at.is_none()
+                && c.redirect_uris
+                    .iter()
+                    .any(|u| web_origin(u).as_deref() == Some(origin.as_str()))
+        }))
+    }
+
+    /// CORS (SPEC 3), the preflight: it names no client, so an origin passes when it is where
+    /// a redirect URI of any live client is. The preflight only lets the browser send the
+    /// request; whether the page may read the answer is decided again, for the client the
+    /// request authenticates as ([`Self::client_allows_origin`]).
+    pub async fn any_client_allows_origin(&self, origin: &str) -> ServiceResult<bool> {
+        let Some(origin) = web_origin(origin) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .list_live_redirect_uris()
+            .await?
+            .iter()
+            .any(|u| web_origin(u).as_deref() == Some(origin.as_str())))
     }
 
     /// Tells the organisation's admins that a client secret was made (hint only).

@@ -860,3 +860,195 @@ async fn introspecting_a_refresh_token_answers_inactive() {
         serde_json::json!({ "active": false })
     );
 }
+
+/// `method path` with these headers: (status, headers).
+async fn cors_call(
+    s: &Setup,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> (u16, reqwest::header::HeaderMap) {
+    let mut req = api_client().request(method, format!("{}{path}", s.app.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(form) = form {
+        req = req.form(form);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+fn acao(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Issue 9, item 16: a browser app may call the token and revocation endpoints from the origin
+/// of its redirect URI (preflight and answer), not from elsewhere; the JWKS and the metadata
+/// are public to any origin; no other route allows cross-origin use.
+#[tokio::test]
+async fn cors_lets_a_browser_app_use_the_token_endpoint_from_its_origin_only() {
+    let s = setup().await;
+    let app_origin = "http://localhost:9";
+    // Another live client whose redirect URI is elsewhere.
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Elsewhere".into(),
+        grant_types: vec!["authorization_code".into()],
+        redirect_uris: vec!["https://other.example/cb".into()],
+        scopes: vec!["api".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    s.app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap();
+
+    for path in ["/oauth2/token", "/oauth2/revoke"] {
+        for (origin, allowed) in [
+            (app_origin, true),
+            ("https://other.example", true),
+            ("https://evil.example", false),
+        ] {
+            let (status, headers) = cors_call(
+                &s,
+                reqwest::Method::OPTIONS,
+                path,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    ("access-control-request-headers", "content-type"),
+                ],
+                None,
+            )
+            .await;
+            assert!((200..300).contains(&status), "{path} {origin}: {status}");
+            let expected = allowed.then(|| origin.to_owned());
+            assert_eq!(acao(&headers), expected, "{path} preflight from {origin}");
+            if allowed {
+                let methods = headers
+                    .get("access-control-allow-methods")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                assert!(methods.contains("POST"), "{methods}");
+            }
+        }
+    }
+
+    // The answer itself: readable from the client's own redirect-URI origin only.
+    let (code, verifier) = consented_code(&s).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("client_id", s.client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let res = api_client()
+        .post(format!("{}/oauth2/token", s.app.url))
+        .header("origin", app_origin)
+        .form(&exchange)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(acao(res.headers()).as_deref(), Some(app_origin));
+    let vary = res
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(vary.to_ascii_lowercase().contains("origin"), "{vary}");
+    let body: Value = res.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+    ];
+    // Another client's origin may send (its preflight passed) but not read this client's answer.
+    let (status, headers) = cors_call(
+        &s,
+        reqwest::Method::POST,
+        "/oauth2/token",
+        &[("origin", "https://other.example")],
+        Some(&refresh_form),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(acao(&headers), None);
+    let (_, headers) = cors_call(
+        &s,
+        reqwest::Method::POST,
+        "/oauth2/revoke",
+        &[("origin", app_origin)],
+        Some(&[("client_id", s.client_id.as_str()), ("token", "unknown")]),
+    )
+    .await;
+    assert_eq!(acao(&headers).as_deref(), Some(app_origin));
+
+    // Public documents: any origin.
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let (status, headers) = cors_call(
+            &s,
+            reqwest::Method::GET,
+            path,
+            &[("origin", "https://anyone.example")],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(acao(&headers).as_deref(), Some("*"), "{path}");
+        let (_, headers) = cors_call(
+            &s,
+            reqwest::Method::OPTIONS,
+            path,
+            &[
+                ("origin", "https://anyone.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(acao(&headers).as_deref(), Some("*"), "{path} preflight");
+    }
+
+    // Nothing else.
+    let (access, _) = consented_tokens(&s, &api_client()).await;
+    let bearer = format!("Bearer {access}");
+    let (status, headers) = cors_call(
+        &s,
+        reqwest::Method::GET,
+        "/v1/me",
+        &[("origin", app_origin), ("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(acao(&headers), None, "/v1/me");
+    for path in ["/v1/me", "/oauth2/introspect", "/v1/sessions"] {
+        let (_, headers) = cors_call(
+            &s,
+            reqwest::Method::OPTIONS,
+            path,
+            &[
+                ("origin", app_origin),
+                ("access-control-request-method", "POST"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(acao(&headers), None, "{path} preflight");
+    }
+}
