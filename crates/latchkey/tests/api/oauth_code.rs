@@ -1052,3 +1052,47 @@ async fn cors_lets_a_browser_app_use_the_token_endpoint_from_its_origin_only() {
         assert_eq!(acao(&headers), None, "{path} preflight");
     }
 }
+
+/// Issue 9, item 2: of two requests racing with one refresh token exactly one wins; the other
+/// is a replay (SECURITY.md: single-use things are used once) and revokes the family.
+#[tokio::test]
+async fn two_parallel_refreshes_with_one_token_are_one_success_and_a_replay() {
+    let s = setup().await;
+    let (_, refresh) = consented_tokens(&s, &api_client()).await;
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (a, b) = tokio::join!(token_post(&s, None, &form), token_post(&s, None, &form));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+    let loser = if a.0 == 400 { &a.1 } else { &b.1 };
+    assert_eq!(loser["error"], "invalid_grant", "{loser}");
+    let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+    let access = winner["access_token"].as_str().unwrap();
+    s.app.get("/v1/me", access).await.expect(401);
+}
+
+/// Issue 9, item 2: the same for a code: one exchange wins, the other is a replay that revokes
+/// what the code produced.
+#[tokio::test]
+async fn two_parallel_exchanges_of_one_code_are_one_success_and_a_replay() {
+    let s = setup().await;
+    let (code, verifier) = consented_code(&s).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", s.client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (a, b) = tokio::join!(token_post(&s, None, &form), token_post(&s, None, &form));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+    let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+    let access = winner["access_token"].as_str().unwrap();
+    s.app.get("/v1/me", access).await.expect(401);
+}
