@@ -105,9 +105,18 @@ impl Service {
                 "this client may not use the authorization code grant",
             );
         }
+        // The client's scopes as its organisation may still give them (SPEC 3): a feature
+        // taken away is not offered on the consent page either.
+        let features = self
+            .store
+            .find_org(&client.org_id)
+            .await?
+            .map(|o| o.features)
+            .unwrap_or_default();
+        let allowed = self.org_bounded(&client.scopes, &features);
         let scopes = match &p.scope {
             Some(text) => match parse_scope_list(text) {
-                Ok(list) if list.iter().all(|s| client.scopes.contains(s)) => list,
+                Ok(list) if list.iter().all(|s| allowed.contains(s)) => list,
                 _ => {
                     return back(
                         OAuthErrorCode::InvalidScope,
@@ -115,7 +124,7 @@ impl Service {
                     );
                 }
             },
-            None => client.scopes.clone(),
+            None => allowed,
         };
         let code_challenge = match (&p.code_challenge, p.code_challenge_method.as_deref()) {
             (Some(c), Some("S256")) if is_code_verifier(c) => c.clone(),

@@ -1096,3 +1096,54 @@ async fn two_parallel_exchanges_of_one_code_are_one_success_and_a_replay() {
     let access = winner["access_token"].as_str().unwrap();
     s.app.get("/v1/me", access).await.expect(401);
 }
+
+/// Issue 9, item 1: a scope whose feature the organisation lost is not offered any more at the
+/// authorization endpoint either.
+#[tokio::test]
+async fn a_removed_feature_s_scope_cannot_be_asked_for_at_authorize() {
+    let s = setup().await;
+    let operator = Caller::operator();
+    let service = s.app.service();
+    service
+        .update_org(&operator, &s.org, &["links".into()], &[], None)
+        .await
+        .unwrap();
+    let org = service.find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Linker".into(),
+        grant_types: vec!["authorization_code".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: vec!["api".into(), "links".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    let client = service
+        .create_client(&operator, &org, spec)
+        .await
+        .unwrap()
+        .client
+        .id;
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let url = |scope: &str| {
+        format!(
+            "{}/oauth2/authorize?client_id={client}&response_type=code&scope={scope}&code_challenge={}&code_challenge_method=S256",
+            s.app.url,
+            challenge.as_str()
+        )
+    };
+    let b = browser();
+    let res = b.get(url("links")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "offered while the feature is on");
+    service
+        .update_org(&operator, &s.org, &[], &["links".into()], None)
+        .await
+        .unwrap();
+    let res = b.get(url("links")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        query_param(&location(&res), "error").as_deref(),
+        Some("invalid_scope")
+    );
+    let res = b.get(url("api")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
