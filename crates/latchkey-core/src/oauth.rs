@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::policy::{OwnerKind, TokenTypes};
+
 /// RFC 6749 §5.2 (and RFC 7009 §2.2.1) error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthErrorCode {
@@ -97,18 +99,68 @@ pub fn is_scope_token(text: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
+/// Whether a byte may appear in `error_description` (RFC 6749 §5.2:
+/// `%x20-21 / %x23-5B / %x5D-7E`).
+fn is_description_byte(b: u8) -> bool {
+    matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)
+}
+
+/// `text` made fit for `error_description`: `"` becomes `'`, `\` becomes `/`, any other
+/// character outside RFC 6749 §5.2's set becomes `?`. Applied where OAuth errors are written
+/// out, so no message (nor an echoed parameter in one) can break a client's parser.
+pub fn error_description_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if u8::try_from(c).is_ok_and(is_description_byte) => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// A space-separated scope list, deduplicated, in first-seen order.
 pub fn parse_scope_list(text: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for s in text.split(' ').filter(|s| !s.is_empty()) {
         if !is_scope_token(s) {
-            return Err(format!("{s:?} is not a valid scope"));
+            return Err(format!("'{s}' is not a valid scope"));
         }
         if !out.iter().any(|o| o == s) {
             out.push(s.to_owned());
         }
     }
     Ok(out)
+}
+
+/// What an organisation may do with one scope it wants to give an OAuth client (SPEC 3
+/// "Scopes are bounded by the organisation").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgScope {
+    /// Some organisation-owned type lists it and needs no feature the organisation lacks.
+    Allowed,
+    /// Only feature-gated types list it, and the organisation has none of their features.
+    NeedsFeature(String),
+    /// No organisation-owned type lists it.
+    Unknown,
+}
+
+/// Reads `scope` against the organisation-owned token types and the organisation's features:
+/// a client's authority can never reach further than a token the admin could create.
+pub fn org_scope(types: &TokenTypes, features: &[String], scope: &str) -> OrgScope {
+    let mut missing = None;
+    for policy in types
+        .iter()
+        .filter(|p| p.owner == OwnerKind::Organisation && p.scopes.iter().any(|s| s == scope))
+    {
+        match &policy.requires_feature {
+            Some(feature) if !features.contains(feature) => {
+                missing.get_or_insert_with(|| feature.clone());
+            }
+            _ => return OrgScope::Allowed,
+        }
+    }
+    missing.map_or(OrgScope::Unknown, OrgScope::NeedsFeature)
 }
 
 /// A redirect URI a client may register: absolute, `https` (or `http` on loopback), no fragment
@@ -120,6 +172,14 @@ pub fn check_redirect_uri(text: &str) -> Result<(), String> {
     }
     if text.contains('#') {
         return bad("must not contain a fragment");
+    }
+    // User-info would make `http://127.0.0.1:80@evil.example/` look like a loopback URI to a
+    // naive host reading while browsers go to evil.example (SPEC 3): refuse any.
+    let authority = text.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?']).next().unwrap_or_default()
+    });
+    if authority.contains('@') {
+        return bad("must not contain user information (user@host)");
     }
     let rest = if let Some(rest) = text.strip_prefix("https://") {
         rest
@@ -139,6 +199,26 @@ pub fn check_redirect_uri(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The web origin (RFC 6454) of a URL or of an `Origin` header: `scheme://host[:port]`, in
+/// lower case, without the scheme's default port; `None` unless `http` or `https` with a host.
+/// Used for CORS: a browser app may call the token endpoint from where its redirect URI is.
+pub fn web_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
 /// Reads an `application/x-www-form-urlencoded` body. Parameters sent twice are refused
 /// (RFC 6749 §3.2: "parameters MUST NOT be included more than once"); empty values count as
 /// absent.
@@ -148,7 +228,7 @@ pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
         if map.contains_key(&k) {
             return Err(OAuthError::new(
                 OAuthErrorCode::InvalidRequest,
-                format!("the parameter {k:?} is repeated"),
+                format!("the parameter '{k}' is repeated"),
             ));
         }
         map.insert(k, v);
@@ -281,6 +361,66 @@ mod tests {
         assert_eq!(check_redirect_uri(uri).is_ok(), ok, "{uri}");
     }
 
+    #[rstest]
+    #[case("http://127.0.0.1:80@evil.example/cb")]
+    #[case("http://localhost@evil.example/cb")]
+    #[case("https://user:pass@app.example/cb")]
+    #[case("https://app.example@evil.example")]
+    #[case("http://[::1]:8080@evil.example/?x=1")]
+    fn redirect_uris_with_user_info_are_refused(#[case] uri: &str) {
+        assert!(check_redirect_uri(uri).is_err(), "{uri}");
+    }
+
+    #[test]
+    fn an_at_sign_after_the_authority_is_not_user_info() {
+        assert!(check_redirect_uri("https://app.example/cb?email=a@b.example").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:8080/u/@me").is_ok());
+    }
+
+    #[rstest]
+    #[case(
+        "the grant type \"password\" is not supported",
+        "the grant type 'password' is not supported"
+    )]
+    #[case("a\\b", "a/b")]
+    #[case("caf\u{e9}\n\u{7f}", "caf???")]
+    #[case("plain text: fine!", "plain text: fine!")]
+    fn error_descriptions_keep_to_rfc_6749(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(error_description_text(text), expected);
+    }
+
+    #[test]
+    fn client_scopes_are_bounded_by_organisation_types_and_features() {
+        let types = TokenTypes::defaults();
+        let none: Vec<String> = Vec::new();
+        let links = vec!["links".to_owned()];
+        assert_eq!(org_scope(&types, &none, "api"), OrgScope::Allowed);
+        assert_eq!(
+            org_scope(&types, &none, "links"),
+            OrgScope::NeedsFeature("links".to_owned())
+        );
+        assert_eq!(org_scope(&types, &links, "links"), OrgScope::Allowed);
+        assert_eq!(
+            org_scope(&types, &links, "admin:everything"),
+            OrgScope::Unknown
+        );
+    }
+
+    #[rstest]
+    #[case("https://App.Example/cb?x=1", Some("https://app.example"))]
+    #[case("https://app.example:443/cb", Some("https://app.example"))]
+    #[case("https://app.example:8443", Some("https://app.example:8443"))]
+    #[case("http://localhost:8080/cb", Some("http://localhost:8080"))]
+    #[case("http://127.0.0.1:80/cb", Some("http://127.0.0.1"))]
+    #[case("http://[::1]:3000", Some("http://[::1]:3000"))]
+    #[case("null", None)]
+    #[case("ftp://x.example/y", None)]
+    #[case("https://", None)]
+    #[case("http://127.0.0.1:80@evil.example/cb", None)]
+    fn web_origins(#[case] text: &str, #[case] origin: Option<&str>) {
+        assert_eq!(web_origin(text).as_deref(), origin, "{text}");
+    }
+
     #[test]
     fn scopes() {
         assert_eq!(
@@ -330,6 +470,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn error_descriptions_never_hold_a_forbidden_byte(text in any::<String>()) {
+            let clean = error_description_text(&text);
+            prop_assert!(clean.bytes().all(is_description_byte), "{clean:?}");
+            prop_assert_eq!(clean.chars().count(), text.chars().count());
+        }
+
         #[test]
         fn form_parsing_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_form(&body);

@@ -42,7 +42,12 @@ fn routes() -> Router<AppState> {
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
         .route("/metrics", get(health::get_metrics))
-        .route("/.well-known/jwks.json", get(well_known::get_jwks))
+        .route(
+            "/.well-known/jwks.json",
+            get(well_known::get_jwks)
+                .options(oauth2::cors::public_preflight)
+                .layer(oauth2::cors::any_origin()),
+        )
         .route("/openapi.json", get(openapi::get_openapi))
         .route("/docs", get(openapi::get_docs))
         // Bearer API token, verified by the handler (the hot path).
@@ -136,16 +141,25 @@ fn routes() -> Router<AppState> {
         // OAuth2 (SPEC 3): form bodies, RFC 6749 errors, client authentication in the service.
         .route(
             "/.well-known/oauth-authorization-server",
-            get(oauth2::metadata::get_metadata),
+            get(oauth2::metadata::get_metadata)
+                .options(oauth2::cors::public_preflight)
+                .layer(oauth2::cors::any_origin()),
         )
         .route(
             "/oauth2/authorize",
             get(oauth2::authorize::get_authorize).post(oauth2::authorize::post_authorize),
         )
         .route("/oauth2/login", post(oauth2::authorize::post_login))
-        .route("/oauth2/token", post(oauth2::token::post_token))
+        // CORS for browser apps (SPEC 3): preflights here, the answer's header in the handler.
+        .route(
+            "/oauth2/token",
+            post(oauth2::token::post_token).options(oauth2::cors::preflight),
+        )
         .route("/oauth2/introspect", post(oauth2::token::post_introspect))
-        .route("/oauth2/revoke", post(oauth2::token::post_revoke))
+        .route(
+            "/oauth2/revoke",
+            post(oauth2::token::post_revoke).options(oauth2::cors::preflight),
+        )
         // The web console (SPEC 5): pages for people, a session cookie, CSRF-checked forms.
         .route("/assets/console.css", get(crate::console::get_stylesheet))
         .route("/assets/console.js", get(crate::console::get_script))

@@ -397,7 +397,7 @@ impl Service {
             };
         let expires_at = Timestamp::from_unix_timestamp(claims.exp).map_err(|_| malformed())?;
         let issued_at = Timestamp::from_unix_timestamp(claims.iat).map_err(|_| malformed())?;
-        let scopes: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        let scopes = self.bounded_scopes(&claims.scope, org.as_ref());
         let body = json!({
             "principal": principal,
             "token": { "id": jti, "type": "access_token", "expires_at": expires_at.format(&Rfc3339).ok() },
@@ -407,7 +407,7 @@ impl Service {
         let me_body =
             serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let mut introspection = serde_json::Map::new();
-        introspection.insert("scope".into(), json!(claims.scope));
+        introspection.insert("scope".into(), json!(scopes.join(" ")));
         introspection.insert("client_id".into(), json!(claims.client_id));
         introspection.insert("token_type".into(), json!("Bearer"));
         introspection.insert("sub".into(), json!(claims.sub));

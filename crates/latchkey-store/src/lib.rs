@@ -241,16 +241,27 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<()>;
     async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>>;
-    /// Marks the code used (atomically: one caller wins) if it is unused and unexpired at `now`.
+    /// A code, used or not, without changing it: every check is made on this before consuming.
+    async fn find_auth_code(&self, hash: &TokenHash) -> StoreResult<Option<StoredAuthCode>>;
+    /// Marks the code used (a conditional update: one caller wins, a loser reads `Reused`) if
+    /// it is unused and unexpired at `now`, and stores the refresh token it produced, in one
+    /// transaction.
     async fn consume_auth_code(
         &self,
         hash: &TokenHash,
         now: Timestamp,
+        refresh: Option<&NewRefreshToken>,
     ) -> StoreResult<Consumed<NewAuthCode>>;
-    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
     /// The grant a refresh token belongs to, if the token exists (used or not).
     async fn find_refresh_grant(&self, hash: &TokenHash) -> StoreResult<Option<String>>;
-    /// Marks the refresh token used (atomically) and stores its successor, in one transaction.
+    /// The redirect URIs of every live client: the CORS preflight of the token and revocation
+    /// endpoints has no client yet, so it allows the origin of any of them (SPEC 3).
+    async fn list_live_redirect_uris(&self) -> StoreResult<Vec<String>>;
+    /// A refresh token, used or not, without changing it.
+    async fn find_refresh_token(&self, hash: &TokenHash)
+    -> StoreResult<Option<StoredRefreshToken>>;
+    /// Marks the refresh token used (a conditional update: the loser of a race reads
+    /// `Reused`) and stores its successor, in one transaction.
     async fn rotate_refresh_token(
         &self,
         hash: &TokenHash,

@@ -383,6 +383,14 @@ pub struct NewAuthCode {
     pub expires_at: Timestamp,
 }
 
+/// An authorization code as stored, used or not: read before any check, so that a refused
+/// request consumes nothing.
+#[derive(Debug, Clone)]
+pub struct StoredAuthCode {
+    pub code: NewAuthCode,
+    pub used_at: Option<Timestamp>,
+}
+
 /// What consuming a code (or a refresh token) found.
 #[derive(Debug, Clone)]
 pub enum Consumed<T> {
@@ -401,6 +409,16 @@ pub struct NewRefreshToken {
     pub client_id: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// A refresh token as stored, used or not, with whether its grant is revoked.
+#[derive(Debug, Clone)]
+pub struct StoredRefreshToken {
+    pub grant_id: String,
+    pub client_id: String,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+    pub grant_revoked: bool,
 }
 
 #[derive(Debug, Clone)]

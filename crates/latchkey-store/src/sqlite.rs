@@ -1534,10 +1534,36 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn find_auth_code(&self, hash: &TokenHash) -> StoreResult<Option<StoredAuthCode>> {
+        let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("authorization code"))?;
+        row.map(|row| {
+            Ok(StoredAuthCode {
+                code: NewAuthCode {
+                    code_hash: *hash,
+                    grant_id: get(&row, "grant_id")?,
+                    client_id: get(&row, "client_id")?,
+                    user_id: parse(&get::<String>(&row, "user_id")?, "user id")?,
+                    redirect_uri: get(&row, "redirect_uri")?,
+                    code_challenge: get(&row, "code_challenge")?,
+                    scopes: split_scopes(&get::<String>(&row, "scopes")?),
+                    created_at: from_ts(get(&row, "created_at")?)?,
+                    expires_at: from_ts(get(&row, "expires_at")?)?,
+                },
+                used_at: opt_ts(get(&row, "used_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
     async fn consume_auth_code(
         &self,
         hash: &TokenHash,
         now: Timestamp,
+        refresh: Option<&NewRefreshToken>,
     ) -> StoreResult<Consumed<NewAuthCode>> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
@@ -1549,18 +1575,26 @@ impl Store for SqliteStore {
             return Ok(Consumed::Invalid);
         };
         let grant_id: String = get(&row, "grant_id")?;
-        if get::<Option<i64>>(&row, "used_at")?.is_some() {
-            return Ok(Consumed::Reused { grant_id });
+        // Conditional, so that of two requests racing for one code exactly one wins, on any
+        // backend; the other is a replay.
+        let done = sqlx::query(
+            "UPDATE auth_codes SET used_at = ?1 WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1",
+        )
+        .bind(ts(now))
+        .bind(hash.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("authorization code"))?;
+        if done.rows_affected() == 0 {
+            return Ok(if get::<Option<i64>>(&row, "used_at")?.is_some() {
+                Consumed::Reused { grant_id }
+            } else {
+                Consumed::Invalid
+            });
         }
-        if get::<i64>(&row, "expires_at")? <= ts(now) {
-            return Ok(Consumed::Invalid);
+        if let Some(refresh) = refresh {
+            insert_refresh(&mut tx, refresh).await?;
         }
-        sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ?")
-            .bind(ts(now))
-            .bind(hash.as_bytes().as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("authorization code"))?;
         tx.commit().await.map_err(db_err("authorization code"))?;
         Ok(Consumed::Fresh(NewAuthCode {
             code_hash: *hash,
@@ -1575,12 +1609,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn insert_refresh_token(&self, t: &NewRefreshToken) -> StoreResult<()> {
-        let mut tx = self.write_tx().await?;
-        insert_refresh(&mut tx, t).await?;
-        tx.commit().await.map_err(db_err("refresh token"))
-    }
-
     async fn find_refresh_grant(&self, hash: &TokenHash) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT grant_id FROM refresh_tokens WHERE token_hash = ?")
             .bind(hash.as_bytes().as_slice())
@@ -1588,6 +1616,44 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err("refresh token"))?;
         row.map(|r| get(&r, "grant_id")).transpose()
+    }
+
+    async fn list_live_redirect_uris(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT redirect_uris FROM oauth_clients WHERE deleted_at IS NULL AND redirect_uris != ''",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("client"))?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let text: String = get(row, "redirect_uris")?;
+            out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+        Ok(out)
+    }
+
+    async fn find_refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<StoredRefreshToken>> {
+        let row = sqlx::query(
+            "SELECT r.*, g.revoked_at AS grant_revoked_at FROM refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = ?",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("refresh token"))?;
+        row.map(|row| {
+            Ok(StoredRefreshToken {
+                grant_id: get(&row, "grant_id")?,
+                client_id: get(&row, "client_id")?,
+                expires_at: from_ts(get(&row, "expires_at")?)?,
+                used_at: opt_ts(get(&row, "used_at")?)?,
+                grant_revoked: get::<Option<i64>>(&row, "grant_revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
     }
 
     async fn rotate_refresh_token(
@@ -1608,20 +1674,26 @@ impl Store for SqliteStore {
             return Ok(Consumed::Invalid);
         };
         let grant_id: String = get(&row, "grant_id")?;
-        if get::<Option<i64>>(&row, "used_at")?.is_some() {
-            return Ok(Consumed::Reused { grant_id });
-        }
-        if get::<i64>(&row, "expires_at")? <= ts(now)
-            || get::<Option<i64>>(&row, "grant_revoked_at")?.is_some()
-        {
+        if get::<Option<i64>>(&row, "grant_revoked_at")?.is_some() {
             return Ok(Consumed::Invalid);
         }
-        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
-            .bind(ts(now))
-            .bind(hash.as_bytes().as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err("refresh token"))?;
+        // Conditional: of two requests racing for one refresh token one wins; the loser is a
+        // replay.
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL AND expires_at > ?1",
+        )
+        .bind(ts(now))
+        .bind(hash.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err("refresh token"))?;
+        if done.rows_affected() == 0 {
+            return Ok(if get::<Option<i64>>(&row, "used_at")?.is_some() {
+                Consumed::Reused { grant_id }
+            } else {
+                Consumed::Invalid
+            });
+        }
         insert_refresh(&mut tx, next).await?;
         tx.commit().await.map_err(db_err("refresh token"))?;
         Ok(Consumed::Fresh(RefreshTokenRecord {

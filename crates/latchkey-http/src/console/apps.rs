@@ -78,7 +78,6 @@ pub struct AppFormView {
     pub redirect_uris: String,
     pub scopes: String,
     pub public: bool,
-    pub introspect: bool,
 }
 
 impl AppFormView {
@@ -90,7 +89,6 @@ impl AppFormView {
             redirect_uris: form.redirect_uris.clone(),
             scopes: form.scopes.clone(),
             public: form.public.is_some(),
-            introspect: form.introspect.is_some(),
         }
     }
 }

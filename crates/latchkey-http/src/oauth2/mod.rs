@@ -1,5 +1,6 @@
 //! The OAuth2 endpoints (SPEC 3): form bodies in, RFC 6749 JSON errors out.
 
 pub mod authorize;
+pub mod cors;
 pub mod metadata;
 pub mod token;

@@ -7,13 +7,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use latchkey_core::oauth::{OAuthError, OAuthErrorCode, parse_form};
+use latchkey_core::oauth::{OAuthError, OAuthErrorCode, error_description_text, parse_form};
 use latchkey_service::oauth::OAuthFailure;
 use latchkey_service::oauth::token_endpoint::BasicCredentials;
 use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::oauth2::cors::allow_client_origin;
 
 /// The body limit of the OAuth endpoints (SECURITY.md).
 pub const MAX_FORM: usize = 64 * 1024;
@@ -22,7 +23,12 @@ fn oauth_error(e: &OAuthError, used_basic: bool) -> Response {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (
         status,
-        Json(json!({ "error": e.code.as_str(), "error_description": e.description })),
+        // The one place OAuth error bodies are written: RFC 6749 §5.2's character set is
+        // enforced here, whatever a message (or a parameter echoed in it) holds.
+        Json(json!({
+            "error": e.code.as_str(),
+            "error_description": error_description_text(&e.description),
+        })),
     )
         .into_response();
     if e.code == OAuthErrorCode::InvalidClient && used_basic {
@@ -78,7 +84,9 @@ fn form_decode(part: &str) -> Option<String> {
 
 /// Reads the `Authorization: Basic` credentials; other schemes are ignored, a malformed Basic
 /// header is `invalid_client`.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, OAuthFailure> {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<BasicCredentials>, OAuthFailure> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -89,11 +97,13 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, OA
         ))
     };
     let text = value.to_str().map_err(|_| bad())?;
-    let Some((scheme, encoded)) = text.split_once(' ') else {
-        return Ok(None);
-    };
+    // `Basic` alone (nothing after the scheme) is a malformed Basic header, not no header.
+    let (scheme, encoded) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
+    }
+    if encoded.trim().is_empty() {
+        return Err(bad());
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -134,12 +144,14 @@ fn preflight(headers: &HeaderMap, body: &Bytes) -> Result<Option<BasicCredential
     basic_credentials(headers)
 }
 
+/// Whether the request tried Basic, even with a header that is not valid text or has nothing
+/// after the scheme: RFC 6749 §5.2 then wants `WWW-Authenticate` on `invalid_client`.
 fn has_basic(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+    headers.get(header::AUTHORIZATION).is_some_and(|v| {
+        let bytes = v.as_bytes();
+        let scheme = bytes.split(|b| *b == b' ').next().unwrap_or_default();
+        scheme.eq_ignore_ascii_case(b"basic")
+    })
 }
 
 /// Every OAuth endpoint ends alike: `Cache-Control: no-store` on the answer, or the OAuth error.
@@ -176,7 +188,8 @@ pub async fn post_token(
         Ok(Json(answer).into_response())
     }
     .await;
-    answer(&state, has_basic(&headers), result)
+    let response = answer(&state, has_basic(&headers), result);
+    allow_client_origin(&state, &headers, &body, response).await
 }
 
 pub async fn post_introspect(
@@ -203,8 +216,11 @@ pub async fn post_revoke(
             .service
             .revoke_oauth_token(basic.as_ref(), &body)
             .await?;
-        Ok(StatusCode::OK.into_response())
+        // RFC 7009 §2.2 says only "200"; an empty JSON object is what client libraries
+        // (simple-oauth2 among them) can parse.
+        Ok(Json(json!({})).into_response())
     }
     .await;
-    answer(&state, has_basic(&headers), result)
+    let response = answer(&state, has_basic(&headers), result);
+    allow_client_origin(&state, &headers, &body, response).await
 }

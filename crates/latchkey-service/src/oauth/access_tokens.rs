@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::sync::RwLock;
 
+use latchkey_core::oauth::{OrgScope, org_scope};
 use latchkey_core::{Timestamp, TokenId};
-use latchkey_store::OAuthClient;
+use latchkey_store::{OAuthClient, Org};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -158,6 +159,29 @@ impl Service {
         let grants = self.store.list_revoked_grants(since).await?;
         self.deny_list.replace(jtis, grants);
         Ok(())
+    }
+
+    /// Those of `scopes` the organisation (with these features) may still give: what a token
+    /// is issued with, so that a feature removed after a client was made is obeyed.
+    pub(crate) fn org_bounded(&self, scopes: &[String], features: &[String]) -> Vec<String> {
+        scopes
+            .iter()
+            .filter(|s| org_scope(&self.types, features, s) == OrgScope::Allowed)
+            .cloned()
+            .collect()
+    }
+
+    /// The scopes an access token carries now: those of its claim that its organisation may
+    /// still give (SPEC 3). A feature removed after issue takes its scopes away on the next
+    /// request, because an organisation change empties the verification cache.
+    pub(crate) fn bounded_scopes(&self, scope: &str, org: Option<&Org>) -> Vec<String> {
+        let features = org.map(|o| o.features.as_slice()).unwrap_or_default();
+        let claimed: Vec<String> = scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self.org_bounded(&claimed, features)
     }
 
     pub(crate) fn is_denied(&self, jti: &str, grant: Option<&str>) -> bool {

@@ -5,7 +5,8 @@
 //! as `error=…&state=…`.
 
 use latchkey_core::oauth::{
-    GrantType, OAuthErrorCode, is_code_verifier, parse_scope_list, redirect_with,
+    GrantType, OAuthErrorCode, error_description_text, is_code_verifier, parse_scope_list,
+    redirect_with,
 };
 use latchkey_core::{Prefix, TokenSecret};
 use latchkey_store::{Account, NewAuthCode, OAuthClient, OAuthGrant, User};
@@ -35,6 +36,8 @@ pub struct AuthorizeParams {
 pub struct ValidAuthorize {
     pub client: OAuthClient,
     pub redirect_uri: String,
+    /// Whether the request named it: if not, the token request may leave it out too.
+    pub redirect_uri_given: bool,
     pub scopes: Vec<String>,
     pub state: Option<String>,
     /// The S256 challenge; empty for a confidential client that sent none.
@@ -63,14 +66,21 @@ impl Service {
             Some(c) if c.deleted_at.is_none() => c,
             _ => return page("This application is not registered."),
         };
-        let Some(redirect_uri) = &p.redirect_uri else {
-            return page("The request has no redirect_uri.");
+        // RFC 6749 §3.1.2.3: with exactly one registered URI the parameter may be left out.
+        let redirect_uri = match (&p.redirect_uri, client.redirect_uris.as_slice()) {
+            (Some(uri), registered) if registered.contains(uri) => uri,
+            (Some(_), _) => {
+                return page("The redirect URI is not registered for this application.");
+            }
+            (None, [only]) => only,
+            (None, _) => return page("The request has no redirect_uri."),
         };
-        if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
-            return page("The redirect URI is not registered for this application.");
-        }
         let back = |code: OAuthErrorCode, description: &str| {
-            let mut params = vec![("error", code.as_str()), ("error_description", description)];
+            let description = error_description_text(description);
+            let mut params = vec![
+                ("error", code.as_str()),
+                ("error_description", description.as_str()),
+            ];
             if let Some(state) = &p.state {
                 params.push(("state", state.as_str()));
             }
@@ -95,9 +105,18 @@ impl Service {
                 "this client may not use the authorization code grant",
             );
         }
+        // The client's scopes as its organisation may still give them (SPEC 3): a feature
+        // taken away is not offered on the consent page either.
+        let features = self
+            .store
+            .find_org(&client.org_id)
+            .await?
+            .map(|o| o.features)
+            .unwrap_or_default();
+        let allowed = self.org_bounded(&client.scopes, &features);
         let scopes = match &p.scope {
             Some(text) => match parse_scope_list(text) {
-                Ok(list) if list.iter().all(|s| client.scopes.contains(s)) => list,
+                Ok(list) if list.iter().all(|s| allowed.contains(s)) => list,
                 _ => {
                     return back(
                         OAuthErrorCode::InvalidScope,
@@ -105,7 +124,7 @@ impl Service {
                     );
                 }
             },
-            None => client.scopes.clone(),
+            None => allowed,
         };
         let code_challenge = match (&p.code_challenge, p.code_challenge_method.as_deref()) {
             (Some(c), Some("S256")) if is_code_verifier(c) => c.clone(),
@@ -135,9 +154,11 @@ impl Service {
             }
             (None, None) => String::new(),
         };
+        let redirect_uri_given = p.redirect_uri.is_some();
         Ok(Ok(ValidAuthorize {
-            client,
             redirect_uri: redirect_uri.clone(),
+            redirect_uri_given,
+            client,
             scopes,
             state: p.state.clone(),
             code_challenge,
@@ -183,7 +204,13 @@ impl Service {
             grant_id: grant.id.clone(),
             client_id: v.client.id.clone(),
             user_id: user.id.clone(),
-            redirect_uri: v.redirect_uri.clone(),
+            // Empty when the request left it out (RFC 6749 §4.1.3: then the token request
+            // need not send it).
+            redirect_uri: if v.redirect_uri_given {
+                v.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: v.code_challenge.clone(),
             scopes: v.scopes.clone(),
             created_at: now,

@@ -3,7 +3,10 @@
 //! stored as its SHA-256 (a slow hash buys nothing at 256 bits and would cost the token
 //! endpoint its speed).
 
-use latchkey_core::oauth::{GrantType, check_redirect_uri, is_scope_token, parse_scope_list};
+use latchkey_core::oauth::{
+    GrantType, OrgScope, check_redirect_uri, is_scope_token, org_scope, parse_scope_list,
+    web_origin,
+};
 use latchkey_core::{ClientId, Prefix, SecretId, TokenName, TokenSecret};
 use latchkey_store::{ClientChange, ClientSecretRecord, NewClientSecret, OAuthClient, Org, User};
 use serde_json::json;
@@ -79,6 +82,15 @@ fn scopes(list: &[String]) -> ServiceResult<Vec<String>> {
     parse_scope_list(&list.join(" ")).map_err(|e| ServiceError::invalid(format!("scopes: {e}")))
 }
 
+/// SPEC 3: introspection reveals other tenants' owners and memberships, so only an operator
+/// (the CLI) grants it.
+fn introspect_is_operator_only() -> ServiceError {
+    ServiceError::client(
+        ErrorCode::Forbidden,
+        "the introspect permission is granted by an operator only (latchkey client create --introspect)",
+    )
+}
+
 /// Checks the combination: a public client cannot use client credentials; the
 /// authorization-code grant needs a redirect URI.
 fn check_spec(grants: &[String], uris: &[String], confidential: bool) -> ServiceResult<()> {
@@ -96,6 +108,59 @@ fn check_spec(grants: &[String], uris: &[String], confidential: bool) -> Service
 }
 
 impl Service {
+    /// SPEC 3: a client gets only scopes of organisation-owned types, a feature-gated type's
+    /// only while the organisation has the feature.
+    fn check_client_scopes(&self, org: &Org, scopes: &[String]) -> ServiceResult<()> {
+        for scope in scopes {
+            match org_scope(&self.types, &org.features, scope) {
+                OrgScope::Allowed => {}
+                OrgScope::NeedsFeature(feature) => {
+                    return Err(ServiceError::client(
+                        ErrorCode::FeatureNotEnabled,
+                        format!("scopes: {scope:?} needs the organisation feature {feature:?}"),
+                    ));
+                }
+                OrgScope::Unknown => {
+                    return Err(ServiceError::invalid(format!(
+                        "scopes: {scope:?} is not a scope of any organisation token type"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// CORS (SPEC 3), the actual request: whether `origin` is where one of this live client's
+    /// redirect URIs is.
+    pub async fn client_allows_origin(&self, client_id: &str, origin: &str) -> ServiceResult<bool> {
+        let Some(origin) = web_origin(origin) else {
+            return Ok(false);
+        };
+        let client = self.store.find_client(client_id).await?;
+        Ok(client.is_some_and(|c| {
+            c.deleted_at.is_none()
+                && c.redirect_uris
+                    .iter()
+                    .any(|u| web_origin(u).as_deref() == Some(origin.as_str()))
+        }))
+    }
+
+    /// CORS (SPEC 3), the preflight: it names no client, so an origin passes when it is where
+    /// a redirect URI of any live client is. The preflight only lets the browser send the
+    /// request; whether the page may read the answer is decided again, for the client the
+    /// request authenticates as ([`Self::client_allows_origin`]).
+    pub async fn any_client_allows_origin(&self, origin: &str) -> ServiceResult<bool> {
+        let Some(origin) = web_origin(origin) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .list_live_redirect_uris()
+            .await?
+            .iter()
+            .any(|u| web_origin(u).as_deref() == Some(origin.as_str())))
+    }
+
     /// Tells the organisation's admins that a client secret was made (hint only).
     async fn attach_client_secret_mail(
         &self,
@@ -138,6 +203,7 @@ impl Service {
         let grants = grant_types(&spec.grant_types)?;
         let uris = redirect_uris(&spec.redirect_uris)?;
         let scopes = scopes(&spec.scopes)?;
+        self.check_client_scopes(org, &scopes)?;
         check_spec(&grants, &uris, spec.confidential)?;
         let client = OAuthClient {
             id: ClientId::from_random(random_bytes()?).to_string(),
@@ -201,6 +267,9 @@ impl Service {
         spec: ClientSpec,
     ) -> ServiceResult<CreatedClient> {
         let org = self.require_admin(&admin.id, org_id).await?;
+        if spec.can_introspect {
+            return Err(introspect_is_operator_only());
+        }
         self.create_client(caller, &org, spec).await
     }
 
@@ -261,6 +330,14 @@ impl Service {
             .map(redirect_uris)
             .transpose()?;
         let new_scopes = change.scopes.as_deref().map(scopes).transpose()?;
+        if let Some(new_scopes) = &new_scopes {
+            self.check_client_scopes(&org, new_scopes)?;
+        }
+        // Taking the permission away is an admin's right; giving it is not. Restating what the
+        // client already has grants nothing.
+        if change.can_introspect == Some(true) && !client.can_introspect {
+            return Err(introspect_is_operator_only());
+        }
         check_spec(
             grants.as_deref().unwrap_or(&client.grant_types),
             uris.as_deref().unwrap_or(&client.redirect_uris),

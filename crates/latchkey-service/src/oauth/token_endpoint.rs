@@ -28,6 +28,8 @@ pub struct BasicCredentials {
 pub struct AuthenticatedClient {
     pub client: OAuthClient,
     pub org_enabled: bool,
+    /// The organisation's features: they bound the scopes a token is issued with (SPEC 3).
+    pub org_features: Vec<String>,
 }
 
 fn invalid_client() -> OAuthFailure {
@@ -62,7 +64,11 @@ impl Service {
                         "client_id differs from the Basic credentials",
                     ));
                 }
-                (b.client_id.as_str(), Some(b.client_secret.as_str()))
+                // SPEC 3: a public client may identify itself by Basic with an empty password
+                // (requests-oauthlib's default); a confidential client's empty password then
+                // finds no public client and fails like any wrong secret.
+                let secret = Some(b.client_secret.as_str()).filter(|s| !s.is_empty());
+                (b.client_id.as_str(), secret)
             }
             (None, Some(secret)) => {
                 let id = form_id.ok_or_else(|| {
@@ -92,14 +98,11 @@ impl Service {
                 .await?
                 .filter(|c| c.deleted_at.is_none() && !c.is_confidential);
             let client = client.ok_or_else(invalid_client)?;
-            let org_enabled = self
-                .store
-                .find_org(&client.org_id)
-                .await?
-                .is_some_and(|o| o.api_tokens_enabled);
+            let org = self.store.find_org(&client.org_id).await?;
             return Ok(Arc::new(AuthenticatedClient {
                 client,
-                org_enabled,
+                org_enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
+                org_features: org.map(|o| o.features).unwrap_or_default(),
             }));
         };
         let hash = match ParsedToken::parse(secret) {
@@ -121,14 +124,11 @@ impl Service {
             Some(c) if c.deleted_at.is_none() => c,
             _ => return Err(self.client_auth_failed(client_id, now)),
         };
-        let org_enabled = self
-            .store
-            .find_org(&client.org_id)
-            .await?
-            .is_some_and(|o| o.api_tokens_enabled);
+        let org = self.store.find_org(&client.org_id).await?;
         let found = Arc::new(AuthenticatedClient {
             client,
-            org_enabled,
+            org_enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
+            org_features: org.map(|o| o.features).unwrap_or_default(),
         });
         self.cache
             .insert_client_if_current(generation, *hash.as_bytes(), found.clone());
@@ -158,7 +158,7 @@ impl Service {
         let grant = GrantType::parse(grant).ok_or_else(|| {
             oauth_err(
                 OAuthErrorCode::UnsupportedGrantType,
-                format!("the grant type {grant:?} is not supported"),
+                format!("the grant type '{grant}' is not supported"),
             )
         })?;
         let client = self.authenticate_client(basic, &form).await?;
@@ -179,12 +179,19 @@ impl Service {
                 "API access is switched off for the client's organisation",
             ));
         }
+        let features = client.org_features.as_slice();
         match grant {
-            GrantType::ClientCredentials => self.grant_client_credentials(&client.client, &form),
-            GrantType::AuthorizationCode => {
-                self.grant_authorization_code(&client.client, &form).await
+            GrantType::ClientCredentials => {
+                self.grant_client_credentials(&client.client, features, &form)
             }
-            GrantType::RefreshToken => self.grant_refresh_token(&client.client, &form).await,
+            GrantType::AuthorizationCode => {
+                self.grant_authorization_code(&client.client, features, &form)
+                    .await
+            }
+            GrantType::RefreshToken => {
+                self.grant_refresh_token(&client.client, features, &form)
+                    .await
+            }
         }
     }
 

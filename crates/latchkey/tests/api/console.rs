@@ -269,12 +269,23 @@ async fn an_admin_manages_the_organisation_tokens() {
 async fn an_admin_manages_apps_and_their_secrets() {
     let app = TestApp::spawn().await;
     let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    // SPEC 3: a client's scopes are those of the organisation's types and features.
+    app.service()
+        .update_org(
+            &latchkey_service::Caller::operator(),
+            &org,
+            &["links".into()],
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
     let b = Browser::start(&app.url).await;
     b.sign_in("ada@example.com", PASSWORD).await;
     b.click(&format!("a[href='/orgs/{org}/apps']")).await;
 
     b.fill("#app-name", "Partner <b>sync</b>").await;
-    b.fill("#app-scopes", "read write").await;
+    b.fill("#app-scopes", "api links").await;
     b.click("form[action$='/apps'] button[type=submit]").await;
     let secret = b.value("#secret").await;
     let subject = b.text("[role=dialog] p").await;
@@ -290,7 +301,7 @@ async fn an_admin_manages_apps_and_their_secrets() {
             reqwest::Client::new()
                 .post(format!("{app_url}/oauth2/token"))
                 .basic_auth(&client_id, Some(&secret))
-                .form(&[("grant_type", "client_credentials"), ("scope", "read")])
+                .form(&[("grant_type", "client_credentials"), ("scope", "api")])
                 .send()
                 .await
                 .unwrap()
@@ -304,7 +315,7 @@ async fn an_admin_manages_apps_and_their_secrets() {
     b.click("a.button").await;
     b.fill("#app-uris", "https://partner.example/callback")
         .await;
-    b.fill("#app-scopes", "read").await;
+    b.fill("#app-scopes", "api").await;
     b.click("section[aria-labelledby=edit-title] button").await;
     b.screenshot("app").await;
     assert_eq!(b.text(".notice").await, "The changes are saved.");
@@ -312,7 +323,7 @@ async fn an_admin_manages_apps_and_their_secrets() {
         b.value("#app-uris").await,
         "https://partner.example/callback"
     );
-    assert_eq!(b.value("#app-scopes").await, "read");
+    assert_eq!(b.value("#app-scopes").await, "api");
 
     // A second secret, shown once; then the first is removed.
     b.click("form[action$='/secrets'] button").await;

@@ -89,12 +89,12 @@ async fn an_admin_creates_a_client_whose_secret_is_shown_once() {
         &app,
         &org.client(&id),
         &org.admin,
-        json!({ "name": "Reporting v2", "introspect": true }),
+        json!({ "name": "Reporting v2", "introspect": false }),
     )
     .await
     .expect(200);
     assert_eq!(res.body["name"], "Reporting v2");
-    assert_eq!(res.body["introspect"], true);
+    assert_eq!(res.body["introspect"], false);
     assert_eq!(res.body["scopes"], json!(["api", "reports:read"]));
     assert!(!res.text.contains(&secret));
     delete(&app, &org.client(&id), &org.admin).await.expect(204);
@@ -304,6 +304,10 @@ async fn client_settings_are_validated() {
         "javascript:alert(1)",
         "https://",
         "https://app.example/with space",
+        // User-info (issue 9, item 6): browsers would go to evil.example.
+        "http://127.0.0.1:80@evil.example/cb",
+        "http://localhost@evil.example/cb",
+        "https://user:pw@app.example/cb",
     ] {
         invalid(
             &app,
@@ -573,8 +577,7 @@ async fn the_cli_creates_a_client_that_the_server_accepts() {
                 "client_credentials",
                 "--scope",
                 "api",
-                "--scope",
-                "reports:read",
+                "--introspect",
             ],
             None,
         )
@@ -631,6 +634,24 @@ async fn the_cli_creates_a_client_that_the_server_accepts() {
     )
     .await
     .fails_with("client_credentials");
+    // Scopes bound the CLI too (issue 9, item 1): `links` needs the organisation feature.
+    bin.run(
+        &[
+            "client",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "x",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "links",
+        ],
+        None,
+    )
+    .await
+    .fails_with("links");
     bin.run(
         &[
             "client",
@@ -715,4 +736,186 @@ async fn the_cli_creates_a_client_that_the_server_accepts() {
     tokio::time::timeout(Duration::from_secs(20), server.terminate())
         .await
         .unwrap();
+}
+
+/// Issue 9, item 1: the exact attack. An organisation without the `links` feature may not give
+/// a client `links`, nor a scope no organisation type has.
+#[tokio::test]
+async fn a_client_gets_only_scopes_its_organisation_may_give() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let attack = json!({
+        "name": "x",
+        "grant_types": ["client_credentials"],
+        "scopes": ["links", "admin:everything"],
+    });
+    assert_error(
+        &create_client(&app, &org, attack).await,
+        403,
+        "feature_not_enabled",
+    );
+    let unknown = json!({
+        "name": "x", "grant_types": ["client_credentials"], "scopes": ["api", "admin:everything"],
+    });
+    assert_error(
+        &create_client(&app, &org, unknown).await,
+        400,
+        "invalid_request",
+    );
+    assert_eq!(list(&app, &org).await.body, json!([]), "nothing was made");
+
+    // Nor by a change, and not by the operator CLI either (one service function).
+    let client = cc_client(&app, &org, "Partner").await;
+    for (scopes, status, code) in [
+        (json!(["links"]), 403, "feature_not_enabled"),
+        (json!(["admin:everything"]), 400, "invalid_request"),
+    ] {
+        let res = patch(
+            &app,
+            &org.client(&client.id),
+            &org.admin,
+            json!({ "scopes": scopes }),
+        )
+        .await;
+        assert_error(&res, status, code);
+    }
+    let record = app.service().find_org(&org.id).await.unwrap();
+    let spec = latchkey_service::oauth::clients::ClientSpec {
+        name: "cli".into(),
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec!["links".into()],
+        confidential: true,
+        ..Default::default()
+    };
+    let refused = app
+        .service()
+        .create_client(&latchkey_service::Caller::operator(), &record, spec)
+        .await;
+    assert!(refused.is_err(), "the CLI path checks scopes too");
+    let token = access_token(&app, &client).await;
+    let me = app.me(&token).await.expect(200);
+    assert_eq!(me.body["scopes"], json!(["api", "reports:read"]));
+}
+
+/// Issue 9, item 1: removing a feature takes its scopes out of live access tokens on the next
+/// request, in `/v1/me` and in introspection, and out of tokens issued later.
+#[tokio::test]
+async fn removing_a_feature_takes_its_scopes_out_of_live_access_tokens() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let operator = latchkey_service::Caller::operator();
+    app.service()
+        .update_org(&operator, &org.id, &["links".into()], &[], None)
+        .await
+        .unwrap();
+    let res = create_client(
+        &app,
+        &org,
+        json!({ "name": "Linker", "grant_types": ["client_credentials"], "scopes": ["api", "links"] }),
+    )
+    .await
+    .expect(201);
+    let client = crate::oauth_helpers::Registered {
+        id: res.str("id"),
+        secret: res.str("client_secret"),
+    };
+    let rs = crate::oauth_helpers::cc_client_with(&app, &org, "Resource server", true).await;
+    let token = access_token(&app, &client).await;
+    let introspect = |token: String| {
+        let app = &app;
+        let rs = &rs;
+        async move {
+            crate::oauth_helpers::form(
+                app,
+                "/oauth2/introspect",
+                Some(&basic(&rs.id, &rs.secret)),
+                Some("application/x-www-form-urlencoded"),
+                &format!("token={token}"),
+            )
+            .await
+            .expect(200)
+        }
+    };
+    assert_eq!(
+        app.me(&token).await.expect(200).body["scopes"],
+        json!(["api", "links"])
+    );
+    assert_eq!(introspect(token.clone()).await.body["scope"], "api links");
+
+    app.service()
+        .update_org(&operator, &org.id, &[], &["links".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.me(&token).await.expect(200).body["scopes"],
+        json!(["api"])
+    );
+    let body = introspect(token.clone()).await.body;
+    assert_eq!(body["active"], true);
+    assert_eq!(body["scope"], "api");
+    let res = token_form(&app, Some(&basic(&client.id, &client.secret)), CC)
+        .await
+        .expect(200);
+    assert_eq!(res.body["scope"], "api");
+    let res = token_form(
+        &app,
+        Some(&basic(&client.id, &client.secret)),
+        "grant_type=client_credentials&scope=links",
+    )
+    .await;
+    assert_oauth_error(&res, 400, "invalid_scope");
+}
+
+/// Issue 9, item 1: the `introspect` permission is an operator's to give, never an admin's.
+#[tokio::test]
+async fn an_admin_cannot_grant_the_introspect_permission() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let res = create_client(
+        &app,
+        &org,
+        json!({ "name": "x", "grant_types": ["client_credentials"], "scopes": ["api"], "introspect": true }),
+    )
+    .await;
+    assert_error(&res, 403, "forbidden");
+    let client = cc_client(&app, &org, "Partner").await;
+    let res = patch(
+        &app,
+        &org.client(&client.id),
+        &org.admin,
+        json!({ "introspect": true }),
+    )
+    .await;
+    assert_error(&res, 403, "forbidden");
+    let listed = list(&app, &org).await;
+    assert_eq!(listed.body[0]["introspect"], false);
+    let introspected = crate::oauth_helpers::form(
+        &app,
+        "/oauth2/introspect",
+        Some(&basic(&client.id, &client.secret)),
+        Some("application/x-www-form-urlencoded"),
+        "token=x",
+    )
+    .await;
+    assert_oauth_error(&introspected, 401, "invalid_client");
+
+    // An operator's client has it, and its admin may read it and take it away.
+    let rs = crate::oauth_helpers::cc_client_with(&app, &org, "Resource server", true).await;
+    let listed = list(&app, &org).await;
+    let entry = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == rs.id.as_str());
+    assert_eq!(entry.map(|c| c["introspect"].clone()), Some(json!(true)));
+    let res = patch(
+        &app,
+        &org.client(&rs.id),
+        &org.admin,
+        json!({ "introspect": false }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(res.body["introspect"], false);
 }

@@ -54,7 +54,7 @@ async fn setup() -> Setup {
         name: "Zapier <Automation>".into(),
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         redirect_uris: vec![REDIRECT.into()],
-        scopes: vec!["api".into(), "read".into()],
+        scopes: vec!["api".into()],
         confidential: false,
         can_introspect: false,
     };
@@ -578,4 +578,582 @@ async fn the_kill_switch_reaches_oauth_grants_and_access_tokens() {
         .get("/v1/me", body["access_token"].as_str().unwrap())
         .await
         .expect(200);
+}
+
+/// Another public client of the same organisation, with the same redirect URI.
+async fn other_public_client(s: &Setup) -> String {
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Other".into(),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: vec!["api".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    s.app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap()
+        .client
+        .id
+}
+
+/// `POST /oauth2/token` with a form (and optional `Authorization`): (status, body).
+async fn token_post(
+    s: &Setup,
+    authorization: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = api_client()
+        .post(format!("{}/oauth2/token", s.app.url))
+        .form(form);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, res.json().await.unwrap_or_default(), headers)
+}
+
+/// A consented code for `s.client_id` (PKCE): (code, verifier).
+async fn consented_code(s: &Setup) -> (String, String) {
+    let client = oauth_client(&s.app, &s.client_id);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = consent(&s.app, &browser(), url.as_str(), true).await;
+    (
+        query_param(&back, "code").unwrap(),
+        verifier.secret().clone(),
+    )
+}
+
+/// Issue 9, item 2: a refresh that asks a wider scope is refused without using the token up, so
+/// the right refresh afterwards works and is not taken for a replay.
+#[tokio::test]
+async fn a_refused_refresh_consumes_nothing() {
+    let s = setup().await;
+    let http = api_client();
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let wider = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+        ("scope", "api links"),
+    ];
+    let (status, body, _) = token_post(&s, None, &wider).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    let (status, body, _) = token_post(&s, None, &wider[..3]).await;
+    assert_eq!(status, 200, "the right refresh still works: {body}");
+    assert!(body["refresh_token"].as_str().is_some_and(|r| r != refresh));
+    s.app.get("/v1/me", &access).await.expect(200);
+}
+
+/// Issue 9, item 2: another client presenting the refresh token gets `invalid_grant`, and the
+/// rightful client keeps its grant (no family revocation, nothing used up).
+#[tokio::test]
+async fn another_client_cannot_spend_or_burn_a_refresh_token() {
+    let s = setup().await;
+    let http = api_client();
+    let other = other_public_client(&s).await;
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let form = |client_id: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", client_id.to_owned()),
+            ("refresh_token", refresh.clone()),
+        ]
+    };
+    // Twice: a second presentation by the wrong client is not a replay of the grant either.
+    for _ in 0..2 {
+        let f = form(&other);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body, _) = token_post(&s, None, &pairs).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+    s.app.get("/v1/me", &access).await.expect(200);
+    let f = form(&s.client_id);
+    let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body, _) = token_post(&s, None, &pairs).await;
+    assert_eq!(
+        status, 200,
+        "the rightful client's refresh still works: {body}"
+    );
+    s.app.get("/v1/me", &access).await.expect(200);
+}
+
+/// Issue 9, item 2: a code request refused for a wrong redirect URI, a wrong verifier or the
+/// wrong client leaves the code to the right request, which then succeeds.
+#[tokio::test]
+async fn a_refused_code_request_leaves_the_code_to_the_right_one() {
+    let s = setup().await;
+    let other = other_public_client(&s).await;
+    for case in ["wrong redirect", "wrong verifier", "wrong client"] {
+        let (code, verifier) = consented_code(&s).await;
+        let wrong_verifier = "x".repeat(43);
+        let (mut client_id, mut redirect, mut verifier_sent) =
+            (s.client_id.as_str(), REDIRECT, verifier.as_str());
+        match case {
+            "wrong redirect" => redirect = "http://localhost:9/other",
+            "wrong verifier" => verifier_sent = wrong_verifier.as_str(),
+            _ => client_id = other.as_str(),
+        }
+        let refused = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier_sent),
+        ];
+        let (status, body, _) = token_post(&s, None, &refused).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{case}: {body}"
+        );
+        let right = [
+            ("grant_type", "authorization_code"),
+            ("client_id", s.client_id.as_str()),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let (status, body, _) = token_post(&s, None, &right).await;
+        assert_eq!(status, 200, "{case}: the right request afterwards: {body}");
+        let access = body["access_token"].as_str().unwrap().to_owned();
+        assert!(body["refresh_token"].is_string(), "{case}: {body}");
+        s.app.get("/v1/me", &access).await.expect(200);
+    }
+}
+
+/// Issue 9, item 14: a public client may identify itself by HTTP Basic with an empty password
+/// (requests-oauthlib's default).
+#[tokio::test]
+async fn a_public_client_may_use_basic_with_an_empty_password() {
+    use base64::Engine as _;
+    let s = setup().await;
+    let (code, verifier) = consented_code(&s).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:", s.client_id))
+    );
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token_post(&s, Some(&basic), &form).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (status, body, _) = token_post(&s, Some(&basic), &form).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Issue 9, item 15: with one registered redirect URI, `redirect_uri` may be left out of the
+/// authorization request, and then of the token request too; if sent there, it must match.
+#[tokio::test]
+async fn redirect_uri_may_be_left_out_with_one_registered_uri() {
+    let s = setup().await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let url = format!(
+            "{}/oauth2/authorize?client_id={}&response_type=code&state=s1&code_challenge={}&code_challenge_method=S256",
+            s.app.url,
+            s.client_id,
+            challenge.as_str()
+        );
+        let back = consent(&s.app, &browser(), &url, true).await;
+        assert!(back.starts_with(REDIRECT), "{back}");
+        assert_eq!(query_param(&back, "state").as_deref(), Some("s1"));
+        codes.push((
+            query_param(&back, "code").unwrap(),
+            verifier.secret().clone(),
+        ));
+    }
+    let exchange = |code: &str, verifier: &str, redirect: Option<&str>| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", s.client_id.clone()),
+            ("code", code.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ];
+        if let Some(r) = redirect {
+            form.push(("redirect_uri", r.to_owned()));
+        }
+        form
+    };
+    let cases = [
+        (None, 200),
+        (Some(REDIRECT), 200),
+        (Some("http://localhost:9/other"), 400),
+    ];
+    for ((code, verifier), (redirect, expected)) in codes.iter().zip(cases) {
+        let form = exchange(code, verifier, redirect);
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body, _) = token_post(&s, None, &pairs).await;
+        assert_eq!(status, expected, "{redirect:?}: {body}");
+    }
+    // A code whose request named the URI still needs it at the token endpoint.
+    let (code, verifier) = consented_code(&s).await;
+    let form = exchange(&code, &verifier, None);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body, _) = token_post(&s, None, &pairs).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}
+
+/// Issue 9, item 21: introspecting a refresh token answers `active: false` (introspection is
+/// for access tokens and Latchkey's own tokens; PARTNERS.md says so).
+#[tokio::test]
+async fn introspecting_a_refresh_token_answers_inactive() {
+    let s = setup().await;
+    let http = api_client();
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Resource server".into(),
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec!["api".into()],
+        confidential: true,
+        can_introspect: true,
+        ..ClientSpec::default()
+    };
+    let rs = s
+        .app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap();
+    let secret = rs.secret.as_ref().unwrap().1.expose().to_owned();
+    let introspect = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/oauth2/introspect", s.app.url);
+        let id = rs.client.id.clone();
+        let secret = secret.clone();
+        async move {
+            let res = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(introspect(access).await["active"], true);
+    assert_eq!(
+        introspect(refresh).await,
+        serde_json::json!({ "active": false })
+    );
+}
+
+/// `method path` with these headers: (status, headers).
+async fn cors_call(
+    s: &Setup,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> (u16, reqwest::header::HeaderMap) {
+    let mut req = api_client().request(method, format!("{}{path}", s.app.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(form) = form {
+        req = req.form(form);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+fn acao(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Issue 9, item 16: a browser app may call the token and revocation endpoints from the origin
+/// of its redirect URI (preflight and answer), not from elsewhere; the JWKS and the metadata
+/// are public to any origin; no other route allows cross-origin use.
+#[tokio::test]
+async fn cors_lets_a_browser_app_use_the_token_endpoint_from_its_origin_only() {
+    let s = setup().await;
+    let app_origin = "http://localhost:9";
+    // Another live client whose redirect URI is elsewhere.
+    let org = s.app.service().find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Elsewhere".into(),
+        grant_types: vec!["authorization_code".into()],
+        redirect_uris: vec!["https://other.example/cb".into()],
+        scopes: vec!["api".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    s.app
+        .service()
+        .create_client(&Caller::operator(), &org, spec)
+        .await
+        .unwrap();
+
+    for path in ["/oauth2/token", "/oauth2/revoke"] {
+        for (origin, allowed) in [
+            (app_origin, true),
+            ("https://other.example", true),
+            ("https://evil.example", false),
+        ] {
+            let (status, headers) = cors_call(
+                &s,
+                reqwest::Method::OPTIONS,
+                path,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    ("access-control-request-headers", "content-type"),
+                ],
+                None,
+            )
+            .await;
+            assert!((200..300).contains(&status), "{path} {origin}: {status}");
+            let expected = allowed.then(|| origin.to_owned());
+            assert_eq!(acao(&headers), expected, "{path} preflight from {origin}");
+            if allowed {
+                let methods = headers
+                    .get("access-control-allow-methods")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                assert!(methods.contains("POST"), "{methods}");
+            }
+        }
+    }
+
+    // The answer itself: readable from the client's own redirect-URI origin only.
+    let (code, verifier) = consented_code(&s).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("client_id", s.client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let res = api_client()
+        .post(format!("{}/oauth2/token", s.app.url))
+        .header("origin", app_origin)
+        .form(&exchange)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(acao(res.headers()).as_deref(), Some(app_origin));
+    let vary = res
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(vary.to_ascii_lowercase().contains("origin"), "{vary}");
+    let body: Value = res.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+    ];
+    // Another client's origin may send (its preflight passed) but not read this client's answer.
+    let (status, headers) = cors_call(
+        &s,
+        reqwest::Method::POST,
+        "/oauth2/token",
+        &[("origin", "https://other.example")],
+        Some(&refresh_form),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(acao(&headers), None);
+    let (_, headers) = cors_call(
+        &s,
+        reqwest::Method::POST,
+        "/oauth2/revoke",
+        &[("origin", app_origin)],
+        Some(&[("client_id", s.client_id.as_str()), ("token", "unknown")]),
+    )
+    .await;
+    assert_eq!(acao(&headers).as_deref(), Some(app_origin));
+
+    // Public documents: any origin.
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let (status, headers) = cors_call(
+            &s,
+            reqwest::Method::GET,
+            path,
+            &[("origin", "https://anyone.example")],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(acao(&headers).as_deref(), Some("*"), "{path}");
+        let (_, headers) = cors_call(
+            &s,
+            reqwest::Method::OPTIONS,
+            path,
+            &[
+                ("origin", "https://anyone.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(acao(&headers).as_deref(), Some("*"), "{path} preflight");
+    }
+
+    // Nothing else.
+    let (access, _) = consented_tokens(&s, &api_client()).await;
+    let bearer = format!("Bearer {access}");
+    let (status, headers) = cors_call(
+        &s,
+        reqwest::Method::GET,
+        "/v1/me",
+        &[("origin", app_origin), ("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(acao(&headers), None, "/v1/me");
+    for path in ["/v1/me", "/oauth2/introspect", "/v1/sessions"] {
+        let (_, headers) = cors_call(
+            &s,
+            reqwest::Method::OPTIONS,
+            path,
+            &[
+                ("origin", app_origin),
+                ("access-control-request-method", "POST"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(acao(&headers), None, "{path} preflight");
+    }
+}
+
+/// Issue 9, item 2: of two requests racing with one refresh token exactly one wins; the other
+/// is a replay (SECURITY.md: single-use things are used once) and revokes the family.
+#[tokio::test]
+async fn two_parallel_refreshes_with_one_token_are_one_success_and_a_replay() {
+    let s = setup().await;
+    let (_, refresh) = consented_tokens(&s, &api_client()).await;
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", s.client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (a, b) = tokio::join!(token_post(&s, None, &form), token_post(&s, None, &form));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+    let loser = if a.0 == 400 { &a.1 } else { &b.1 };
+    assert_eq!(loser["error"], "invalid_grant", "{loser}");
+    let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+    let access = winner["access_token"].as_str().unwrap();
+    s.app.get("/v1/me", access).await.expect(401);
+}
+
+/// Issue 9, item 2: the same for a code: one exchange wins, the other is a replay that revokes
+/// what the code produced.
+#[tokio::test]
+async fn two_parallel_exchanges_of_one_code_are_one_success_and_a_replay() {
+    let s = setup().await;
+    let (code, verifier) = consented_code(&s).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", s.client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (a, b) = tokio::join!(token_post(&s, None, &form), token_post(&s, None, &form));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+    let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+    let access = winner["access_token"].as_str().unwrap();
+    s.app.get("/v1/me", access).await.expect(401);
+}
+
+/// Issue 9, item 1: a scope whose feature the organisation lost is not offered any more at the
+/// authorization endpoint either.
+#[tokio::test]
+async fn a_removed_feature_s_scope_cannot_be_asked_for_at_authorize() {
+    let s = setup().await;
+    let operator = Caller::operator();
+    let service = s.app.service();
+    service
+        .update_org(&operator, &s.org, &["links".into()], &[], None)
+        .await
+        .unwrap();
+    let org = service.find_org(&s.org).await.unwrap();
+    let spec = ClientSpec {
+        name: "Linker".into(),
+        grant_types: vec!["authorization_code".into()],
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: vec!["api".into(), "links".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    let client = service
+        .create_client(&operator, &org, spec)
+        .await
+        .unwrap()
+        .client
+        .id;
+    let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+    let url = |scope: &str| {
+        format!(
+            "{}/oauth2/authorize?client_id={client}&response_type=code&scope={scope}&code_challenge={}&code_challenge_method=S256",
+            s.app.url,
+            challenge.as_str()
+        )
+    };
+    let b = browser();
+    let res = b.get(url("links")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "offered while the feature is on");
+    service
+        .update_org(&operator, &s.org, &[], &["links".into()], None)
+        .await
+        .unwrap();
+    let res = b.get(url("links")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        query_param(&location(&res), "error").as_deref(),
+        Some("invalid_scope")
+    );
+    let res = b.get(url("api")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }

@@ -12,6 +12,9 @@ use base64::Engine as _;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use latchkey_core::Role;
+use latchkey_core::policy::{OwnerKind, TokenTypeConfig};
+use latchkey_service::Caller;
+use latchkey_service::oauth::clients::ClientSpec;
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
     AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, IntrospectionUrl,
@@ -24,12 +27,25 @@ use crate::helpers::{Resp, TestApp, TestAppBuilder};
 
 /// A server on a known port, so that its issuer (`public_url`) is the URL the tests call.
 pub async fn spawn() -> TestApp {
-    TestApp::builder().start_on_free_port().await
+    start(TestApp::builder()).await
 }
 
-/// The same, with token-type overrides.
+/// The same, with token-type overrides. Either has an organisation type `reports` with the
+/// scope `reports:read`, so that clients may be given a second scope (SPEC 3: a client's scopes
+/// are those of organisation token types).
 pub async fn start(builder: TestAppBuilder) -> TestApp {
-    builder.start_on_free_port().await
+    builder
+        .token_type(
+            "reports",
+            TokenTypeConfig {
+                owner: Some(OwnerKind::Organisation),
+                prefix: Some("lkrep".into()),
+                scopes: Some(vec!["reports:read".into()]),
+                ..Default::default()
+            },
+        )
+        .start_on_free_port()
+        .await
 }
 
 /// An organisation and one of its admins, signed in.
@@ -75,8 +91,30 @@ pub async fn cc_client(app: &TestApp, org: &Org, name: &str) -> Registered {
 }
 
 /// A confidential client-credentials client; `introspect` gives it the introspection
-/// permission.
+/// permission, which only an operator grants (SPEC 3): such a client is made as the CLI makes
+/// it, through the service.
 pub async fn cc_client_with(app: &TestApp, org: &Org, name: &str, introspect: bool) -> Registered {
+    if introspect {
+        let record = app.service().find_org(&org.id).await.unwrap();
+        let spec = ClientSpec {
+            name: name.to_owned(),
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["api".into(), "reports:read".into()],
+            confidential: true,
+            can_introspect: true,
+            ..ClientSpec::default()
+        };
+        let created = app
+            .service()
+            .create_client(&Caller::operator(), &record, spec)
+            .await
+            .unwrap_or_else(|e| panic!("operator client: {e}"));
+        let secret = created.secret.map(|(_, s)| s.expose().to_owned());
+        return Registered {
+            id: created.client.id,
+            secret: secret.unwrap_or_default(),
+        };
+    }
     let res = create_client(
         app,
         org,
@@ -84,7 +122,6 @@ pub async fn cc_client_with(app: &TestApp, org: &Org, name: &str, introspect: bo
             "name": name,
             "grant_types": ["client_credentials"],
             "scopes": ["api", "reports:read"],
-            "introspect": introspect,
         }),
     )
     .await
@@ -161,6 +198,14 @@ pub fn assert_oauth_error(res: &Resp, status: u16, error: &str) {
             .is_some_and(|d| !d.is_empty()),
         "{}",
         res.text
+    );
+    // RFC 6749 §5.2: %x20-21 / %x23-5B / %x5D-7E only (no `"`, no `\`).
+    let description = res.body["error_description"].as_str().unwrap_or_default();
+    assert!(
+        description
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)),
+        "error_description outside RFC 6749 §5.2's characters: {description:?}"
     );
     let object = res
         .body

@@ -310,16 +310,33 @@ async fn only_clients_with_the_introspect_permission_may_introspect() {
     };
     assert_oauth_error(&introspect(&app, &wrong, &jwt).await, 401, "invalid_client");
 
-    // Given the permission, the same client may introspect at once.
+    // An admin cannot give the permission (an operator does, SPEC 3) ...
+    let res = app
+        .call(
+            Method::PATCH,
+            &org.client(&partner.id),
+            Some(&org.admin),
+            Some(json!({ "introspect": true })),
+        )
+        .await;
+    crate::helpers::assert_error(&res, 403, "forbidden");
+    assert_oauth_error(
+        &introspect(&app, &partner, &jwt).await,
+        401,
+        "invalid_client",
+    );
+    // ... but may take it away, and then the client can no longer introspect, at once.
+    active(introspect(&app, &rs, &jwt).await);
     app.call(
         Method::PATCH,
-        &org.client(&partner.id),
+        &org.client(&rs.id),
         Some(&org.admin),
-        Some(json!({ "introspect": true })),
+        Some(json!({ "introspect": false })),
     )
     .await
     .expect(200);
-    active(introspect(&app, &partner, &jwt).await);
+    assert_oauth_error(&introspect(&app, &rs, &jwt).await, 401, "invalid_client");
+    let rs = cc_client_with(&app, &org, "Resource server 2", true).await;
 
     // A request without `token`, or with a JSON body.
     let res = form(

@@ -224,3 +224,23 @@ async fn revocation_needs_an_authenticated_client_and_a_token() {
     assert_oauth_error(&res, 400, "invalid_request");
     app.me(&jwt).await.expect(200);
 }
+
+/// Issue 9, item 20: `200` with `application/json` and `{}` (simple-oauth2 and others cannot
+/// read an answer without a content type), for a known token and an unknown one alike.
+#[tokio::test]
+async fn revocation_answers_an_empty_json_object() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let client = cc_client(&app, &org, "Partner").await;
+    let token = access_token(&app, &client).await;
+    for body in [format!("token={token}"), "token=unknown".to_owned()] {
+        let res = revoke(&app, &client, &body).await.expect(200);
+        assert!(
+            res.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{:?}",
+            res.header("content-type")
+        );
+        assert_eq!(res.body, json!({}), "{}", res.text);
+    }
+}

@@ -587,3 +587,63 @@ async fn deleting_the_client_or_switching_the_org_off_refuses_its_tokens_at_once
     let jwt = access_token(&app, &kept).await;
     app.me(&jwt).await.expect(200);
 }
+
+/// Issue 9, item 12: `error_description` keeps to RFC 6749 §5.2's characters, for our own
+/// messages (`the grant type "password" ...` had quotes) and for anything echoed from a request.
+#[tokio::test]
+async fn error_descriptions_never_hold_quotes_or_backslashes() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let client = cc_client(&app, &org, "Partner").await;
+    let auth = basic(&client.id, &client.secret);
+    let res = token_form(&app, Some(&auth), "grant_type=password").await;
+    assert_oauth_error(&res, 400, "unsupported_grant_type");
+    let description = res.body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("password"), "{description}");
+    for body in [
+        "grant_type=%22%5C%C3%A9%0A",
+        "grant_type=client_credentials&scope=%22%5Cx",
+        "grant_type=client_credentials&scope=api%20%22evil%22",
+        "grant_type=client_credentials&scope=api&scope=api",
+    ] {
+        let res = token_form(&app, Some(&auth), body).await;
+        assert_eq!(res.status.as_u16(), 400, "{body}: {}", res.text);
+        // assert_oauth_error checks the character set of error_description.
+        let error = res.body["error"].as_str().unwrap_or_default().to_owned();
+        assert_oauth_error(&res, 400, &error);
+    }
+}
+
+/// Issue 9, item 13: a `Basic` header with nothing (or nothing decodable) after the scheme is
+/// `invalid_client` with `WWW-Authenticate: Basic`.
+#[tokio::test]
+async fn an_empty_or_undecodable_basic_header_gets_www_authenticate() {
+    let app = spawn().await;
+    for header in ["Basic", "Basic ", "basic    ", "Basic %%%", "Basic Zm9v"] {
+        let res = token_form(&app, Some(header), "grant_type=client_credentials").await;
+        assert_oauth_error(&res, 401, "invalid_client");
+        assert!(
+            res.header("www-authenticate")
+                .is_some_and(|v| v.to_ascii_lowercase().starts_with("basic")),
+            "{header:?}: {:?}",
+            res.header("www-authenticate")
+        );
+    }
+}
+
+/// Issue 9, item 14: Basic with an empty password identifies a public client only; for a
+/// confidential client it is a failed authentication.
+#[tokio::test]
+async fn a_confidential_client_with_an_empty_basic_password_is_invalid_client() {
+    let app = spawn().await;
+    let org = org(&app, "Acme", "admin@acme.example").await;
+    let client = cc_client(&app, &org, "Partner").await;
+    let res = token_form(
+        &app,
+        Some(&basic(&client.id, "")),
+        "grant_type=client_credentials",
+    )
+    .await;
+    assert_oauth_error(&res, 401, "invalid_client");
+    assert!(res.header("www-authenticate").is_some());
+}

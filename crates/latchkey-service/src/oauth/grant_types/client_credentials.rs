@@ -14,6 +14,7 @@ impl Service {
     pub(crate) fn grant_client_credentials(
         &self,
         client: &OAuthClient,
+        features: &[String],
         form: &BTreeMap<String, String>,
     ) -> OAuthResult<IssuedAccessToken> {
         if !client.is_confidential {
@@ -26,15 +27,16 @@ impl Service {
             Some(text) => {
                 let asked = parse_scope_list(text)
                     .map_err(|e| oauth_err(OAuthErrorCode::InvalidScope, e))?;
-                if let Some(extra) = asked.iter().find(|s| !client.scopes.contains(s)) {
+                let allowed = self.org_bounded(&client.scopes, features);
+                if let Some(extra) = asked.iter().find(|s| !allowed.contains(s)) {
                     return Err(oauth_err(
                         OAuthErrorCode::InvalidScope,
-                        format!("the client may not ask for the scope {extra:?}"),
+                        format!("the client may not ask for the scope '{extra}'"),
                     ));
                 }
                 asked
             }
-            None => client.scopes.clone(),
+            None => self.org_bounded(&client.scopes, features),
         };
         Ok(self.issue_client_access_token(client, scope)?)
     }

@@ -17,7 +17,7 @@ use crate::oauth::{OAuthResult, oauth_err};
 pub const REFRESH_TOKEN_PREFIX: &str = "lkrt";
 
 impl Service {
-    fn mint_refresh_token(
+    pub(crate) fn mint_refresh_token(
         &self,
         client: &OAuthClient,
         grant_id: &str,
@@ -36,19 +36,10 @@ impl Service {
         Ok((record, secret))
     }
 
-    pub(crate) async fn new_refresh_token(
-        &self,
-        client: &OAuthClient,
-        grant_id: &str,
-    ) -> ServiceResult<String> {
-        let (record, secret) = self.mint_refresh_token(client, grant_id)?;
-        self.store.insert_refresh_token(&record).await?;
-        Ok(secret.expose().to_owned())
-    }
-
     pub(crate) async fn grant_refresh_token(
         &self,
         client: &OAuthClient,
+        features: &[String],
         form: &BTreeMap<String, String>,
     ) -> OAuthResult<IssuedAccessToken> {
         let invalid = || {
@@ -64,35 +55,30 @@ impl Service {
             Ok(p) if p.prefix() == REFRESH_TOKEN_PREFIX => p.hash(),
             _ => return Err(invalid()),
         };
-        // The successor is minted before we know the grant; it is stored only if this one is fresh.
-        let placeholder_grant = String::new();
-        let (mut next, next_secret) = self.mint_refresh_token(client, &placeholder_grant)?;
-        let record = match self.store.find_refresh_grant(&hash).await? {
-            Some(grant_id) => {
-                next.grant_id = grant_id;
-                self.store
-                    .rotate_refresh_token(&hash, self.now(), &next)
-                    .await?
-            }
-            None => Consumed::Invalid,
+        // Every check first, on the stored token (SPEC 3 "A refused request consumes nothing");
+        // only a request that will be answered 200 rotates it.
+        let Some(stored) = self.store.find_refresh_token(&hash).await? else {
+            return Err(invalid());
         };
-        let record = match record {
-            Consumed::Fresh(record) => record,
-            Consumed::Reused { grant_id } => {
-                self.revoke_grant(&grant_id, "refresh_token_reuse").await?;
-                return Err(invalid());
-            }
-            Consumed::Invalid => return Err(invalid()),
-        };
-        if record.client_id != client.id {
+        // Another client's token: refused without touching it, so that a client (a public one
+        // needs only a client_id) can neither spend nor, by replaying, revoke another's grant.
+        if stored.client_id != client.id {
+            return Err(invalid());
+        }
+        if stored.used_at.is_some() {
+            self.revoke_grant(&stored.grant_id, "refresh_token_reuse")
+                .await?;
+            return Err(invalid());
+        }
+        if stored.grant_revoked || stored.expires_at <= self.now() {
             return Err(invalid());
         }
         let grant = self
             .store
-            .find_grant(&record.grant_id)
+            .find_grant(&stored.grant_id)
             .await?
             .ok_or_else(invalid)?;
-        if grant.revoked_at.is_some() {
+        if grant.revoked_at.is_some() || grant.client_id != client.id {
             return Err(invalid());
         }
         let scopes = match form.get("scope") {
@@ -124,7 +110,22 @@ impl Service {
         if !user_ok {
             return Err(invalid());
         }
+        let scopes = self.org_bounded(&scopes, features);
         let mut issued = self.issue_access_token(client, &sub, Some(&grant.id), scopes)?;
+        let (next, next_secret) = self.mint_refresh_token(client, &grant.id)?;
+        match self
+            .store
+            .rotate_refresh_token(&hash, self.now(), &next)
+            .await?
+        {
+            Consumed::Fresh(_) => {}
+            // Lost a race with another request for the same token: that is a replay.
+            Consumed::Reused { grant_id } => {
+                self.revoke_grant(&grant_id, "refresh_token_reuse").await?;
+                return Err(invalid());
+            }
+            Consumed::Invalid => return Err(invalid()),
+        }
         issued.refresh_token = Some(next_secret.expose().to_owned());
         Ok(issued)
     }
