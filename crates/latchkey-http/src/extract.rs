@@ -105,7 +105,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body whose every field is optional: an empty body means `T::default()`.
+/// A JSON body whose every field is optional: no body at all means `T::default()`. Any byte of
+/// body, even a space, must come as `application/json`: a cross-site "simple" request
+/// (`text/plain`) never gets past this extractor by sending something blank.
 pub struct JsonOrEmpty<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
@@ -114,11 +116,14 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let json = is_json(&req);
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
         if !json {
             return Err(not_json());
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
         }
         parse_json(&bytes).map(JsonOrEmpty)
     }
@@ -176,16 +181,52 @@ impl FromRequestParts<AppState> for SignedIn {
                     "sign in first: the credential is not a session",
                 ));
             }
-            None => cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
-                ApiError::client(
-                    ErrorCode::Unauthenticated,
-                    "sign in first (POST /v1/sessions)",
-                )
-            })?,
+            None => {
+                let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
+                    ApiError::client(
+                        ErrorCode::Unauthenticated,
+                        "sign in first (POST /v1/sessions)",
+                    )
+                })?;
+                check_cookie_origin(state, parts)?;
+                token
+            }
         };
         let session = state.service.authenticate_session(credential).await?;
         let caller = Caller::user(session.user.id.clone(), Some(ip));
         Ok(Self { session, caller })
+    }
+}
+
+/// The CSRF check of the JSON API (SPEC 4): a browser attaches the cookie to requests any site
+/// makes, so a state-changing request carrying it must come from our own origin: its `Origin`,
+/// or without one its `Referer`, is `public_url`'s. `SameSite=Lax` alone does not do: a sibling
+/// subdomain is the same site.
+///
+/// Safe methods are let through without either header: they change nothing, `/v1` sends no
+/// CORS headers for credentials so another site cannot read the answer, and browsers leave
+/// `Origin` off same-origin GETs.
+fn check_cookie_origin(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    if parts.method.is_safe() {
+        return Ok(());
+    }
+    let header_origin = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|text| url::Url::parse(text).map(|u| u.origin()).ok())
+    };
+    // An `Origin` present but unparsable (`null`) is a refusal, not a reason to look at `Referer`.
+    let presented = header_origin(header::ORIGIN).or_else(|| header_origin(header::REFERER));
+    let ours = url::Url::parse(&state.service.settings().public_url).map(|u| u.origin());
+    match (presented, ours) {
+        (Some(Some(theirs)), Ok(ours)) if theirs.is_tuple() && theirs == ours => Ok(()),
+        _ => Err(ApiError::client(
+            ErrorCode::CsrfFailed,
+            "a request with the session cookie must come from the console's own origin \
+             (Origin or Referer); scripts and tools send the session as a bearer token",
+        )),
     }
 }
 

@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::{PASSWORD, TestApp, assert_error};
 
 #[tokio::test]
 async fn login_sets_a_session_and_a_cookie_and_logout_ends_it() {
@@ -120,4 +120,176 @@ async fn disabling_a_user_ends_their_sessions() {
     )
     .await
     .expect(401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSRF on the JSON API (SPEC 4): the console's cookie is a credential a browser attaches by
+// itself, so `/v1` believes it only from our own origin.
+
+/// A request carrying the session as the browser's cookie only, with these extra headers.
+async fn with_cookie(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    session: &str,
+    headers: &[(&str, String)],
+    body: Option<(&str, &str)>,
+) -> crate::helpers::Resp {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.url))
+        .header("cookie", format!("latchkey_session={session}"));
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    if let Some((content_type, body)) = body {
+        req = req
+            .header("content-type", content_type)
+            .body(body.to_owned());
+    }
+    let res = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    TestApp::read(res).await
+}
+
+async fn org_with_token(app: &TestApp) -> (crate::org_helpers::AdminOrg, String) {
+    let org = crate::org_helpers::admin_org(app, "Acme", "admin@acme.example").await;
+    let (id, _) = crate::org_helpers::create_token(app, &org, "api", "ci").await;
+    (org, id)
+}
+
+async fn is_live(app: &TestApp, org: &crate::org_helpers::AdminOrg, id: &str) -> bool {
+    crate::org_helpers::get(app, org, id).await["revoked_at"].is_null()
+}
+
+#[tokio::test]
+async fn a_cross_site_post_with_the_cookie_is_refused_and_revokes_nothing() {
+    let app = TestApp::spawn().await;
+    let (org, id) = org_with_token(&app).await;
+    let path = format!("/v1/orgs/{}/tokens/revoke-all", org.id);
+    // The exact attack: a text/plain "simple" request with an empty body from another site.
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &path,
+        &org.admin,
+        &[("origin", "http://evil.example".into())],
+        Some(("text/plain", "")),
+    )
+    .await;
+    assert_error(&res, 403, "csrf_failed");
+    // Neither Origin nor Referer: refused too.
+    let res = with_cookie(&app, Method::POST, &path, &org.admin, &[], None).await;
+    assert_error(&res, 403, "csrf_failed");
+    // `Origin: null` (a sandboxed frame, a privacy redirect) and a foreign Referer.
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &path,
+        &org.admin,
+        &[("origin", "null".into())],
+        None,
+    )
+    .await;
+    assert_error(&res, 403, "csrf_failed");
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &path,
+        &org.admin,
+        &[("referer", format!("http://evil.example/{}", app.url))],
+        None,
+    )
+    .await;
+    assert_error(&res, 403, "csrf_failed");
+    // A look-alike origin (our host as a prefix of another) is not ours.
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &path,
+        &org.admin,
+        &[("origin", format!("{}.evil.example", app.url))],
+        None,
+    )
+    .await;
+    assert_error(&res, 403, "csrf_failed");
+    assert!(is_live(&app, &org, &id).await, "nothing may be revoked");
+}
+
+#[tokio::test]
+async fn the_cookie_works_from_our_own_origin_or_referer() {
+    let app = TestApp::spawn().await;
+    let (org, id) = org_with_token(&app).await;
+    let path = format!("/v1/orgs/{}/tokens/{id}", org.id);
+    // Our Origin: a JSON body is accepted.
+    with_cookie(
+        &app,
+        Method::PATCH,
+        &path,
+        &org.admin,
+        &[("origin", app.url.clone())],
+        Some(("application/json", r#"{"name":"renamed"}"#)),
+    )
+    .await
+    .expect(200);
+    // No Origin but our Referer (a page of the console).
+    with_cookie(
+        &app,
+        Method::PATCH,
+        &path,
+        &org.admin,
+        &[("referer", format!("{}/orgs/{}/tokens", app.url, org.id))],
+        Some(("application/json", r#"{"name":"again"}"#)),
+    )
+    .await
+    .expect(200);
+    // Our origin with a body that is not JSON: 415, even where an empty body is allowed.
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &format!("/v1/orgs/{}/tokens/revoke-all", org.id),
+        &org.admin,
+        &[("origin", app.url.clone())],
+        Some(("text/plain", " ")),
+    )
+    .await;
+    assert_error(&res, 415, "unsupported_media_type");
+    assert!(is_live(&app, &org, &id).await);
+    // Our origin, empty body: the kill switch works.
+    let res = with_cookie(
+        &app,
+        Method::POST,
+        &format!("/v1/orgs/{}/tokens/revoke-all", org.id),
+        &org.admin,
+        &[("origin", app.url.clone())],
+        None,
+    )
+    .await
+    .expect(200);
+    assert!(
+        res.body["revoked"].as_u64().is_some_and(|n| n >= 1),
+        "{}",
+        res.text
+    );
+    assert!(!is_live(&app, &org, &id).await);
+}
+
+#[tokio::test]
+async fn reads_with_the_cookie_need_no_origin_and_bearer_sessions_need_none_at_all() {
+    let app = TestApp::spawn().await;
+    let (org, id) = org_with_token(&app).await;
+    // A safe method changes nothing, and without CORS another site cannot read the answer.
+    with_cookie(&app, Method::GET, &org.tokens(), &org.admin, &[], None)
+        .await
+        .expect(200);
+    // A bearer session is no ambient credential: no Origin needed, and a foreign one is moot.
+    let res = app
+        .client
+        .post(format!("{}/v1/orgs/{}/tokens/revoke-all", app.url, org.id))
+        .bearer_auth(&org.admin)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(!is_live(&app, &org, &id).await);
 }
