@@ -40,7 +40,8 @@ pub fn looks_like_session(text: &str) -> bool {
 
 impl Service {
     /// Signs in. Unknown email, wrong password and disabled account answer identically, and
-    /// take the same time (a dummy hash is checked when there is no user).
+    /// take the same time: a dummy hash is checked when there is no user, and every refusal,
+    /// whoever it is for, goes through [`Service::refuse_login`] and its one audit write.
     pub async fn login(
         &self,
         ip: Option<std::net::IpAddr>,
@@ -48,7 +49,8 @@ impl Service {
         password: &SecretString,
     ) -> ServiceResult<NewSessionToken> {
         let account = email.trim().to_lowercase();
-        self.limits.login_attempt(ip, &account, self.now())?;
+        // Reserved before the user look-up and the hash: parallel guesses share the allowance.
+        let attempt = self.limits.login_attempt(ip, &account, self.now())?;
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -57,37 +59,12 @@ impl Service {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
-        self.metrics
-            .login(ok && user.as_ref().is_some_and(|u| !u.disabled));
-        self.limits.login_result(
-            &account,
-            ok && user.as_ref().is_some_and(|u| !u.disabled),
-            self.now(),
-        );
+        let signed_in = ok && user.as_ref().is_some_and(|u| !u.disabled);
+        self.metrics.login(signed_in);
+        attempt.finish(signed_in, self.now());
         let user = match user {
-            Some(user) if ok && !user.disabled => user,
-            Some(user) => {
-                let caller = Caller::anonymous(ip);
-                let event = self.event(
-                    &caller,
-                    EventSpec {
-                        action: "session.login",
-                        subject_kind: "user",
-                        subject_id: user.id.as_str(),
-                        user: Some(&user.id),
-                        org: None,
-                        outcome: if user.disabled {
-                            "disabled"
-                        } else {
-                            "invalid_password"
-                        },
-                        details: None,
-                    },
-                )?;
-                self.store.insert_event(&event).await?;
-                return Err(invalid_credentials());
-            }
-            None => return Err(invalid_credentials()),
+            Some(user) if signed_in => user,
+            other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
         let prefix = Prefix::parse(SESSION_PREFIX)
             .map_err(|_| ServiceError::Internal("session prefix".into()))?;
@@ -120,6 +97,43 @@ impl Service {
             expires_at,
             user,
         })
+    }
+
+    /// Records a refused sign-in and returns its answer. One function for every reason (no
+    /// such account, wrong password, disabled account) so that each does the same work before
+    /// the answer, one audit write, and timing cannot tell a registered email from an unknown
+    /// one. An unknown account's event names no email: people type their password into the
+    /// email field.
+    async fn refuse_login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        user: Option<&User>,
+    ) -> ServiceError {
+        let caller = Caller::anonymous(ip);
+        let (subject_id, outcome) = match user {
+            Some(user) if user.disabled => (user.id.as_str(), "disabled"),
+            Some(user) => (user.id.as_str(), "invalid_password"),
+            None => ("unknown", "unknown_user"),
+        };
+        let event = self.event(
+            &caller,
+            EventSpec {
+                action: "session.login",
+                subject_kind: "user",
+                subject_id,
+                user: user.map(|u| &u.id),
+                org: None,
+                outcome,
+                details: None,
+            },
+        );
+        match event {
+            Ok(event) => match self.store.insert_event(&event).await {
+                Ok(()) => invalid_credentials(),
+                Err(e) => e.into(),
+            },
+            Err(e) => e,
+        }
     }
 
     /// The user behind a session token, if the session is live and the user not disabled.

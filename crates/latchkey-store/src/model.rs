@@ -274,6 +274,9 @@ pub struct Event {
 pub enum EventScope {
     User(UserId),
     Org(OrgId),
+    /// The whole log, with the events that belong to no one (a refused sign-in for an unknown
+    /// account): the operator's view.
+    All,
 }
 
 #[derive(Debug, Clone)]

@@ -1803,6 +1803,7 @@ impl Store for SqliteStore {
         let (user, org) = match &f.scope {
             EventScope::User(u) => (Some(u.as_str()), None),
             EventScope::Org(o) => (None, Some(o.as_str())),
+            EventScope::All => (None, None),
         };
         let rows = sqlx::query(
             "SELECT * FROM events

@@ -293,3 +293,56 @@ async fn reads_with_the_cookie_need_no_origin_and_bearer_sessions_need_none_at_a
     assert_eq!(res.status().as_u16(), 200);
     assert!(!is_live(&app, &org, &id).await);
 }
+
+/// The whole audit log, as the operator sees it.
+async fn all_events(app: &TestApp) -> Vec<latchkey_store::Event> {
+    app.service()
+        .list_events(&latchkey_store::EventFilter {
+            scope: latchkey_store::EventScope::All,
+            before_seq: None,
+            limit: 100,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("events: {e}"))
+}
+
+#[tokio::test]
+async fn every_refused_sign_in_does_the_same_work_an_unknown_email_is_audited_too() {
+    let app = TestApp::spawn().await;
+    let known = app.user("known@example.com").await;
+    for email in ["known@example.com", "nobody@example.com"] {
+        app.call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": email, "password": "not the password" })),
+        )
+        .await
+        .expect(401);
+    }
+    let refused: Vec<_> = all_events(&app)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "session.login" && e.outcome != "success")
+        .collect();
+    // One audit write before each answer, for the registered email and the unknown one alike.
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let outcomes: Vec<_> = refused.iter().map(|e| e.outcome.as_str()).collect();
+    assert!(outcomes.contains(&"invalid_password"), "{outcomes:?}");
+    assert!(outcomes.contains(&"unknown_user"), "{outcomes:?}");
+    let unknown = refused
+        .iter()
+        .find(|e| e.outcome == "unknown_user")
+        .unwrap_or_else(|| panic!("{refused:?}"));
+    // The submitted email is not recorded: people type passwords into that field.
+    assert!(
+        !format!("{unknown:?}").contains("nobody"),
+        "the unknown event must not hold the submitted email: {unknown:?}"
+    );
+    assert!(unknown.ip.is_some());
+    let wrong = refused
+        .iter()
+        .find(|e| e.outcome == "invalid_password")
+        .unwrap_or_else(|| panic!("{refused:?}"));
+    assert_eq!(wrong.subject_id, known);
+}
