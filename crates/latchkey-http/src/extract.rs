@@ -2,7 +2,8 @@
 //!
 //! [`JsonBody`] insists on `application/json`, refuses unknown fields and maps every rejection
 //! to our error envelope. [`SignedIn`] is the management endpoints' requirement: a session
-//! (bearer session token or cookie); an API token there is `403 session_required`.
+//! (bearer session token, or cookie from our own origin); any API credential there is `403
+//! session_required`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,9 +11,9 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use latchkey_core::token_string::ParsedToken;
+use latchkey_core::Refusal;
 use latchkey_service::sessions::{SessionUser, looks_like_session};
-use latchkey_service::{Caller, ErrorCode};
+use latchkey_service::{Caller, ErrorCode, ServiceError};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -29,15 +30,45 @@ pub fn peer_ip(parts: &Parts) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
+/// What an `Authorization` header holds for a bearer-protected resource.
+pub enum Bearer<'a> {
+    /// No header, another scheme, or nothing after `Bearer`: no credential at all.
+    Absent,
+    /// The credential of `Authorization: Bearer <token>`.
+    Token(&'a str),
+    /// A `Bearer` credential that is not header text (bytes outside visible ASCII): a bad
+    /// credential, refused as malformed, never mistaken for an absent one.
+    Unreadable,
+}
+
 /// The credential of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750
 /// §2.1). Never read from the query string.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::Absent;
+    };
+    let Ok(text) = value.to_str() else {
+        let bytes = value.as_bytes();
+        let is_bearer = bytes
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+        return if is_bearer {
+            Bearer::Unreadable
+        } else {
+            Bearer::Absent
+        };
+    };
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                Bearer::Absent
+            } else {
+                Bearer::Token(token)
+            }
+        }
+        _ => Bearer::Absent,
+    }
 }
 
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -166,11 +197,9 @@ impl FromRequestParts<AppState> for SignedIn {
     ) -> Result<Self, Self::Rejection> {
         let ip = peer_ip(parts);
         let credential = match bearer(&parts.headers) {
-            Some(token) if looks_like_session(token) => token,
-            Some(token) => {
-                if ParsedToken::parse(token)
-                    .is_ok_and(|p| state.service.types().by_prefix(p.prefix()).is_some())
-                {
+            Bearer::Token(token) if looks_like_session(token) => token,
+            Bearer::Token(token) => {
+                if state.service.is_api_credential(token) {
                     return Err(ApiError::client(
                         ErrorCode::SessionRequired,
                         "this endpoint needs a session (sign in with POST /v1/sessions), not an API token",
@@ -181,7 +210,8 @@ impl FromRequestParts<AppState> for SignedIn {
                     "sign in first: the credential is not a session",
                 ));
             }
-            None => {
+            Bearer::Unreadable => return Err(ApiError(ServiceError::Refused(Refusal::Malformed))),
+            Bearer::Absent => {
                 let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
                     ApiError::client(
                         ErrorCode::Unauthenticated,

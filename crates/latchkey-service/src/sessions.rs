@@ -39,6 +39,16 @@ pub fn looks_like_session(text: &str) -> bool {
 }
 
 impl Service {
+    /// True when `text` is shaped like one of our API credentials rather than a session: an
+    /// opaque token of a configured type, or a JWT (an `api` token or an OAuth access token).
+    /// The shape is enough to tell the caller a session is required; nothing is looked up.
+    pub fn is_api_credential(&self, text: &str) -> bool {
+        crate::keys::looks_like_jwt(text)
+            || ParsedToken::parse(text).is_ok_and(|p| {
+                p.prefix() != SESSION_PREFIX && self.types.by_prefix(p.prefix()).is_some()
+            })
+    }
+
     /// Signs in. Unknown email, wrong password and disabled account answer identically, and
     /// take the same time: a dummy hash is checked when there is no user, and every refusal,
     /// whoever it is for, goes through [`Service::refuse_login`] and its one audit write.

@@ -346,3 +346,66 @@ async fn every_refused_sign_in_does_the_same_work_an_unknown_email_is_audited_to
         .unwrap_or_else(|| panic!("{refused:?}"));
     assert_eq!(wrong.subject_id, known);
 }
+
+#[tokio::test]
+async fn every_kind_of_api_credential_on_a_management_endpoint_is_session_required() {
+    let app = crate::org_helpers::no_delay().start().await;
+    let org = crate::org_helpers::admin_org(&app, "Acme", "admin@acme.example").await;
+    let (_, personal) = app.personal_token(&org.admin, "laptop").await;
+    let (_, jwt) = crate::org_helpers::create_token(&app, &org, "api", "ci").await;
+    let (_, opaque) = crate::org_helpers::create_token(&app, &org, "s2s", "svc").await;
+    assert!(jwt.starts_with("eyJ"), "the api type is a JWT: {jwt}");
+    let oauth_org = crate::oauth_helpers::Org {
+        id: org.id.clone(),
+        admin: org.admin.clone(),
+    };
+    let client = crate::oauth_helpers::cc_client(&app, &oauth_org, "robot").await;
+    let access = crate::oauth_helpers::access_token(&app, &client).await;
+    for (what, credential) in [
+        ("personal", &personal),
+        ("api JWT", &jwt),
+        ("s2s", &opaque),
+        ("OAuth access token", &access),
+    ] {
+        // Each one is a working API credential…
+        app.me(credential).await.expect(200);
+        // …and no session.
+        for path in ["/v1/user/tokens", "/v1/orgs", &org.tokens()] {
+            let res = app.get(path, credential).await;
+            assert_error(&res, 403, "session_required");
+            assert!(res.text.len() < 400, "{what}: {}", res.text);
+        }
+        let res = app
+            .post(
+                &format!("/v1/orgs/{}/tokens/revoke-all", org.id),
+                credential,
+                json!({}),
+            )
+            .await;
+        assert_error(&res, 403, "session_required");
+    }
+    assert_eq!(crate::org_helpers::list(&app, &org).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_bearer_that_is_not_header_text_is_an_invalid_token_not_an_absent_one() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("bytes@example.com").await;
+    let mut value = format!("Bearer {session}").into_bytes();
+    value.extend_from_slice(&[0xC3, 0xA9, 0xFF]);
+    for path in ["/v1/user/tokens", "/v1/me"] {
+        let res = app
+            .raw(Method::GET, path, &[("authorization", value.clone())], None)
+            .await;
+        let description = crate::helpers::assert_refused(&res, "malformed");
+        assert!(!description.contains(&session), "{description}");
+        assert!(!res.text.contains(&session), "{}", res.text);
+    }
+    // Even with a good cookie beside it: the bad header is not ignored.
+    let mut headers = vec![("authorization", value)];
+    headers.push(("cookie", format!("latchkey_session={session}").into_bytes()));
+    let res = app
+        .raw(Method::GET, "/v1/user/tokens", &headers, None)
+        .await;
+    assert_error(&res, 401, "invalid_token");
+}
