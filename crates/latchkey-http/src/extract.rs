@@ -108,15 +108,70 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        // serde_json's messages name the field and position; they never echo long values.
-        let message = format!("invalid JSON body: {e}");
-        ApiError::client(
-            ErrorCode::InvalidRequest,
-            message.chars().take(300).collect::<String>(),
-        )
+        let what = match e.classify() {
+            serde_json::error::Category::Data => without_values(&e.to_string()),
+            // serde_json's syntax messages are fixed sentences ("expected value", "EOF while
+            // parsing an object"): they name no input.
+            _ => syntax_message(&e),
+        };
+        let message = format!(
+            "invalid JSON body: {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        );
+        ApiError::client(ErrorCode::InvalidRequest, message)
     })
 }
 
+/// serde_json's syntax message without its position (we add our own).
+fn syntax_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+/// A serde data error in words that never repeat what the client sent (SECURITY.md: no
+/// submitted value in any answer; a misplaced secret must not come back in an error body).
+/// serde's messages quote the offending value (`invalid type: string "lkp_…"`), an unknown
+/// variant or an unknown key; only the parts that come from our own types are kept: the
+/// field a message is about when it is one of ours, and what was expected.
+fn without_values(message: &str) -> String {
+    // What was expected is written by our types' `expecting`, after the last ", expected "
+    // (a submitted value comes before it, even one that contains those words itself).
+    let expected = |text: &str| {
+        text.rfind(", expected ")
+            .map(|i| text[i + ", expected ".len()..].to_owned())
+            .map(|e| match e.rfind(" at line ") {
+                Some(end) => e[..end].to_owned(),
+                None => e,
+            })
+    };
+    let ours_quoted = |rest: &str| rest.split('`').next().unwrap_or_default().to_owned();
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return format!("missing field `{}`", ours_quoted(rest));
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        return format!("duplicate field `{}`", ours_quoted(rest));
+    }
+    let (sentence, tail) = if message.starts_with("unknown field `") {
+        ("an unknown field", expected(message))
+    } else if message.starts_with("invalid type: ") {
+        ("a value of the wrong type", expected(message))
+    } else if message.starts_with("invalid length ") {
+        ("a list or text of the wrong length", expected(message))
+    } else if message.starts_with("invalid value: ") || message.starts_with("unknown variant `") {
+        ("a value that is not allowed", expected(message))
+    } else {
+        // A type's own message may quote the value: say only that one did not fit.
+        ("a value that is not allowed", None)
+    };
+    match tail {
+        Some(tail) => format!("{sentence}, expected {tail}"),
+        None => sentence.to_owned(),
+    }
+}
 fn not_json() -> ApiError {
     ApiError::client(
         ErrorCode::UnsupportedMediaType,
@@ -172,12 +227,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|q| Self(q.0))
             .map_err(|e| {
-                // serde_urlencoded's messages name the parameter, never echo long values.
-                let message = format!("invalid query string: {}", e.body_text());
-                ApiError::client(
-                    ErrorCode::InvalidRequest,
-                    message.chars().take(300).collect::<String>(),
-                )
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let message = format!("invalid query string: {}", without_values(detail));
+                ApiError::client(ErrorCode::InvalidRequest, message)
+            })
+    }
+}
+
+/// Path parameters of type `T`, for every route (API and console alike; `clippy.toml` bans
+/// axum's own `Path`): a segment that does not fit, such as percent-encoded bytes that are not
+/// UTF-8 (`/v1/orgs/%FF/tokens`), is `400 invalid_request` in the error envelope, not axum's
+/// plain-text answer, and the message repeats nothing of the path.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        #[expect(
+            clippy::disallowed_types,
+            reason = "the one place that wraps axum's Path"
+        )]
+        let extracted = axum::extract::Path::<T>::from_request_parts(parts, state).await;
+        extracted
+            .map(|p| Self(p.0))
+            .map_err(|rejection| match rejection {
+                PathRejection::FailedToDeserializePathParams(e) => {
+                    let message = match e.kind() {
+                        ErrorKind::InvalidUtf8InPathParam { .. } => {
+                            "the address has a path segment that is not UTF-8 text"
+                        }
+                        _ => "the address has a path segment of the wrong form",
+                    };
+                    ApiError::client(ErrorCode::InvalidRequest, message)
+                }
+                // A route whose pattern and handler disagree: our bug, not the client's.
+                other => ApiError(ServiceError::Internal(format!(
+                    "path parameters: {}",
+                    other.body_text()
+                ))),
             })
     }
 }
@@ -268,5 +361,61 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(peer_ip(parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only deserialised")]
+    struct Body {
+        tokens: Vec<String>,
+        role: Option<latchkey_core::Role>,
+        days: Option<u32>,
+    }
+
+    fn message_of(json: &str) -> String {
+        match parse_json::<Body>(json.as_bytes()) {
+            Ok(body) => panic!("accepted: {body:?}"),
+            Err(ApiError(e)) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn json_errors_say_what_was_expected_and_never_what_was_sent() {
+        for (json, says) in [
+            (r#"{"tokens": "SECRET"}"#, "wrong type, expected a sequence"),
+            (
+                r#"{"tokens": [], "SECRET": 1}"#,
+                "unknown field, expected one of",
+            ),
+            (
+                r#"{"tokens": [], "role": "SECRET"}"#,
+                "not allowed, expected one of",
+            ),
+            (
+                r#"{"tokens": [], "days": "SECRET"}"#,
+                "wrong type, expected u32",
+            ),
+            (r#"{"tokens": [], "days": -1}"#, "not allowed, expected u32"),
+            (r#"{"role": null}"#, "missing field `tokens`"),
+            (
+                r#"{"tokens": [], "tokens": []}"#,
+                "duplicate field `tokens`",
+            ),
+            (r#"{"tokens": ["a"], "SECRET"#, "EOF while parsing"),
+            (
+                r#"{"tokens": "SECRET, expected a trick"}"#,
+                "expected a sequence (line 1",
+            ),
+        ] {
+            let message = message_of(json);
+            assert!(!message.contains("SECRET"), "{json} -> {message}");
+            assert!(message.contains(says), "{json} -> {message}");
+            assert!(message.contains("(line 1, column"), "{message}");
+        }
     }
 }
