@@ -32,6 +32,10 @@ fn invalid_credentials() -> ServiceError {
     )
 }
 
+/// How stale a session's last-use time may get before a use writes it: the idle timeout is
+/// kept to within this, and a busy session costs one write a minute, not one per request.
+const LAST_SEEN_EVERY_SECS: i64 = 60;
+
 /// True when the string has the session prefix (whatever else is wrong with it).
 pub fn looks_like_session(text: &str) -> bool {
     text.split_once('_')
@@ -158,11 +162,22 @@ impl Service {
         if parsed.prefix() != SESSION_PREFIX {
             return Err(unauthenticated());
         }
+        let now = self.now();
         let session = self
             .store
-            .find_session(&parsed.hash(), self.now())
+            .find_session(&parsed.hash(), now)
             .await?
             .ok_or_else(unauthenticated)?;
+        if session.last_seen_at + self.settings.session_idle_timeout.to_time() <= now {
+            return Err(unauthenticated());
+        }
+        if session.last_seen_at + time::Duration::seconds(LAST_SEEN_EVERY_SECS) <= now {
+            // Best effort: a use that cannot be noted (storage busy) only makes the session
+            // end sooner, and must not fail the request it came with.
+            if let Err(e) = self.store.touch_session(&session.id, now).await {
+                tracing::warn!(error = %e, "could not note a session's use");
+            }
+        }
         let user = self
             .store
             .find_user(&session.user_id)

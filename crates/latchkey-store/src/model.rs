@@ -89,6 +89,8 @@ pub struct Session {
     pub user_id: UserId,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// When it was last used, to within a minute (the creation time until then).
+    pub last_seen_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -409,3 +409,63 @@ async fn a_bearer_that_is_not_header_text_is_an_invalid_token_not_an_absent_one(
         .await;
     assert_error(&res, 401, "invalid_token");
 }
+
+/// The default `session_idle_timeout`.
+const IDLE: i64 = 2 * 3600;
+
+#[tokio::test]
+async fn a_session_unused_for_the_idle_timeout_ends_and_use_extends_it() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("idle@example.com").await;
+    // Used just before the idle timeout each time: it lives on past the first timeout.
+    for _ in 0..3 {
+        app.clock.advance(IDLE - 1);
+        app.get("/v1/user/tokens", &session).await.expect(200);
+    }
+    // Then left alone for the whole timeout: over, for the API and the console alike.
+    app.clock.advance(IDLE);
+    let res = app.get("/v1/user/tokens", &session).await;
+    assert_error(&res, 401, "unauthenticated");
+    let res = app
+        .client
+        .get(format!("{}/credentials", app.url))
+        .header("cookie", format!("latchkey_session={session}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        res.url().path().starts_with("/login") || res.status().is_redirection(),
+        "the console sends an idle session to the sign-in page: {} {}",
+        res.status(),
+        res.url()
+    );
+    // The absolute lifetime still holds however busy the session is.
+    let (_, busy) = app.signed_in("busy@example.com").await;
+    for _ in 0..11 {
+        app.clock.advance(3600);
+        app.get("/v1/user/tokens", &busy).await.expect(200);
+    }
+    app.clock.advance(3599);
+    app.get("/v1/user/tokens", &busy).await.expect(200);
+    app.clock.advance(1);
+    app.get("/v1/user/tokens", &busy).await.expect(401);
+}
+
+#[tokio::test]
+async fn last_use_is_written_at_most_once_a_minute() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("seen@example.com").await;
+    // A use 30 s after the sign-in is not written (the last write is under a minute old)…
+    app.clock.advance(30);
+    app.get("/v1/user/tokens", &session).await.expect(200);
+    // …so the idle time still counts from the sign-in.
+    app.clock.advance(IDLE - 30);
+    app.get("/v1/user/tokens", &session).await.expect(401);
+
+    let (_, other) = app.signed_in("seen2@example.com").await;
+    // A use a minute later is written, and counts.
+    app.clock.advance(60);
+    app.get("/v1/user/tokens", &other).await.expect(200);
+    app.clock.advance(IDLE - 1);
+    app.get("/v1/user/tokens", &other).await.expect(200);
+}
