@@ -80,6 +80,7 @@ impl Service {
             Some(user) if signed_in => user,
             other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
+        self.rehash_if_weak(&user, password).await;
         let prefix = Prefix::parse(SESSION_PREFIX)
             .map_err(|_| ServiceError::Internal("session prefix".into()))?;
         let secret = TokenSecret::generate(&prefix, random_bytes()?);
@@ -111,6 +112,31 @@ impl Service {
             expires_at,
             user,
         })
+    }
+
+    /// Replaces a password hash made with weaker parameters than today's, now that the
+    /// password is at hand (SECURITY.md). Best effort: the sign-in has succeeded either way,
+    /// and the next one tries again.
+    async fn rehash_if_weak(&self, user: &User, password: &SecretString) {
+        if !crate::crypto::needs_rehash(&user.password_hash) {
+            return;
+        }
+        let result = match self.hasher.hash(password).await {
+            Ok(new_hash) => self
+                .store
+                .rehash_password(&user.id, &user.password_hash, &new_hash)
+                .await
+                .map_err(ServiceError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(user.id = %user.id, "password hash upgraded to today's parameters")
+            }
+            Err(e) => {
+                tracing::warn!(user.id = %user.id, error = %e, "could not upgrade a password hash")
+            }
+        }
     }
 
     /// Records a refused sign-in and returns its answer. One function for every reason (no

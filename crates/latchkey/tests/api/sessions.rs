@@ -469,3 +469,50 @@ async fn last_use_is_written_at_most_once_a_minute() {
     app.clock.advance(IDLE - 1);
     app.get("/v1/user/tokens", &other).await.expect(200);
 }
+
+/// The stored PHC string of a user's password.
+async fn stored_hash(app: &TestApp, email: &str) -> String {
+    app.service()
+        .find_user_by_email(email)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .password_hash
+}
+
+#[tokio::test]
+async fn a_hash_weaker_than_todays_parameters_is_replaced_at_sign_in() {
+    use argon2::PasswordHasher as _;
+    let app = TestApp::spawn().await;
+    let id = app.user("old@example.com").await;
+    let user_id: latchkey_core::UserId = id.parse().unwrap_or_else(|e| panic!("{e:?}"));
+    // A hash from an older, cheaper configuration: 8 MiB, one pass.
+    let weak_params = argon2::Params::new(8 * 1024, 1, 1, None).unwrap_or_else(|e| panic!("{e}"));
+    let weak = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        weak_params,
+    )
+    .hash_password(PASSWORD.as_bytes())
+    .unwrap_or_else(|e| panic!("{e}"))
+    .to_string();
+    let current = stored_hash(&app, "old@example.com").await;
+    assert!(current.contains("m=19456,t=2,p=1"), "{current}");
+    let replaced = app
+        .service()
+        .store()
+        .rehash_password(&user_id, &current, &weak)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(replaced);
+    let earlier = app.login("old@example.com").await;
+    // The first sign-in with the weak hash replaced it with one of today's parameters…
+    let rehashed = stored_hash(&app, "old@example.com").await;
+    assert_ne!(rehashed, weak);
+    assert!(rehashed.starts_with("$argon2id$v=19$"), "{rehashed}");
+    assert!(rehashed.contains("m=19456,t=2,p=1"), "{rehashed}");
+    // …of the same password, ending no session.
+    app.get("/v1/user/tokens", &earlier).await.expect(200);
+    app.login("old@example.com").await;
+    // A hash already at today's parameters is left alone.
+    assert_eq!(stored_hash(&app, "old@example.com").await, rehashed);
+}
