@@ -200,6 +200,16 @@ impl BackoffState {
     }
 }
 
+/// Why [`Backoff::reserve`] did not reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotYet {
+    /// The key must wait this many seconds.
+    Wait(u64),
+    /// What is left of the allowance is held by attempts still being checked: ask again once
+    /// one of them is settled.
+    Undecided,
+}
+
 /// Per-key back-off with reservations: [`Backoff::reserve`] before checking a password, then
 /// exactly one of [`Backoff::failure`], [`Backoff::success`] or [`Backoff::release`].
 #[derive(Debug)]
@@ -222,10 +232,12 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
         (until > now).then(|| secs_until(now, until))
     }
 
-    /// Reserves one password check for `key`, or says how many seconds to wait. The check and
-    /// the count are one step: of any number of parallel attempts, no more are let through
-    /// than the allowance left, and once it is spent only one at a time after each wait.
-    pub fn reserve(&mut self, key: &K, now: Timestamp) -> Result<(), u64> {
+    /// Reserves one password check for `key`. The check and the count are one step: of any
+    /// number of parallel attempts, no more are let through than the allowance left, and once
+    /// it is spent only one at a time after each wait. An attempt beyond what is left while
+    /// others are still being checked is [`NotYet::Undecided`]: their outcome decides whether
+    /// it may go (a success clears the account) or must wait.
+    pub fn reserve(&mut self, key: &K, now: Timestamp) -> Result<(), NotYet> {
         let policy = self.policy;
         let s = self.state.touch(key, || BackoffState::fresh(now));
         forget_if_quiet(s, policy, now);
@@ -237,13 +249,12 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
         if let Some(until) = s.wait_until
             && until > now
         {
-            return Err(secs_until(now, until));
+            return Err(NotYet::Wait(secs_until(now, until)));
         }
         let within_allowance = s.failures.saturating_add(s.pending) < policy.free;
         let probe_after_wait = s.failures >= policy.free && s.pending == 0;
         if !(within_allowance || probe_after_wait) {
-            // The allowance is held by attempts still being checked: their outcome decides.
-            return Err(1);
+            return Err(NotYet::Undecided);
         }
         s.pending = s.pending.saturating_add(1);
         s.reserved_at = now;
@@ -374,7 +385,7 @@ mod tests {
     }
 
     /// Reserve-then-decide, as the service does around a password check.
-    fn attempt(b: &mut Backoff<&'static str>, now: Timestamp, ok: bool) -> Result<(), u64> {
+    fn attempt(b: &mut Backoff<&'static str>, now: Timestamp, ok: bool) -> Result<(), NotYet> {
         b.reserve(&"ada", now)?;
         if ok {
             b.success(&"ada");
@@ -392,7 +403,7 @@ mod tests {
         }
         // The allowance is spent: the next attempt waits, whatever its password.
         assert_eq!(b.wait(&"ada", at(4)), Some(1));
-        assert_eq!(attempt(&mut b, at(4), true), Err(1));
+        assert_eq!(attempt(&mut b, at(4), true), Err(NotYet::Wait(1)));
         assert_eq!(attempt(&mut b, at(5), false), Ok(()));
         assert_eq!(b.wait(&"ada", at(5)), Some(2));
         let mut now = 5;
@@ -431,25 +442,26 @@ mod tests {
         // Twenty-four attempts arrive before any is decided.
         let granted = (0..24).filter(|_| b.reserve(&"ada", at(0)).is_ok()).count();
         assert_eq!(granted, 5);
+        assert_eq!(b.reserve(&"ada", at(0)), Err(NotYet::Undecided));
         for _ in 0..5 {
             b.failure(&"ada", at(0));
         }
-        assert_eq!(b.reserve(&"ada", at(0)), Err(1));
+        assert_eq!(b.reserve(&"ada", at(0)), Err(NotYet::Wait(1)));
         // After the wait, one probe at a time.
         assert_eq!(b.reserve(&"ada", at(1)), Ok(()));
-        assert_eq!(b.reserve(&"ada", at(1)), Err(1));
+        assert_eq!(b.reserve(&"ada", at(1)), Err(NotYet::Undecided));
     }
 
     #[test]
     fn a_released_reservation_counts_neither_way_and_a_lost_one_expires() {
         let mut b = Backoff::new(policy(1), CAPACITY);
         assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
-        assert_eq!(b.reserve(&"ada", at(0)), Err(1));
+        assert_eq!(b.reserve(&"ada", at(0)), Err(NotYet::Undecided));
         b.release(&"ada");
         assert!(b.is_empty());
         assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
         // Never settled: after a minute it no longer holds the account.
-        assert_eq!(b.reserve(&"ada", at(30)), Err(1));
+        assert_eq!(b.reserve(&"ada", at(30)), Err(NotYet::Undecided));
         assert_eq!(b.reserve(&"ada", at(60)), Ok(()));
     }
 
@@ -464,6 +476,21 @@ mod tests {
         assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
         b.failure(&"ada", at(0));
         assert_eq!(b.wait(&"ada", at(0)), Some(1));
+    }
+
+    #[test]
+    fn an_attempt_beyond_the_allowance_waits_for_those_in_flight() {
+        let mut b = Backoff::new(policy(2), CAPACITY);
+        assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
+        assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
+        assert_eq!(b.reserve(&"ada", at(0)), Err(NotYet::Undecided));
+        // The right password among them: the account is clear, the next may go.
+        b.success(&"ada");
+        assert_eq!(b.reserve(&"ada", at(0)), Ok(()));
+        // Two wrong ones: the allowance is spent, the next must wait.
+        b.failure(&"ada", at(0));
+        b.failure(&"ada", at(0));
+        assert_eq!(b.reserve(&"ada", at(0)), Err(NotYet::Wait(1)));
     }
 
     #[test]

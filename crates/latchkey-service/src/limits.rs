@@ -4,9 +4,14 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
-use latchkey_core::limits::{Backoff, BackoffPolicy, WindowCounter, WindowLimit, address_key};
+use latchkey_core::limits::{
+    Backoff, BackoffPolicy, NotYet, WindowCounter, WindowLimit, address_key,
+};
 use latchkey_core::{PolicyDuration, Timestamp};
+
+use tokio::sync::Notify;
 
 use crate::error::{ServiceError, ServiceResult};
 
@@ -90,6 +95,9 @@ impl<T> Sharded<T> {
 pub(crate) struct Limiters {
     login_ip: Sharded<WindowCounter<IpAddr>>,
     login_account: Sharded<Backoff<String>>,
+    /// Woken whenever a password check is settled: attempts queued behind checks in flight
+    /// (`NotYet::Undecided`) look again.
+    settled: Notify,
     bad_tokens: Sharded<WindowCounter<IpAddr>>,
     leaks: Sharded<WindowCounter<IpAddr>>,
     client_auth: Sharded<WindowCounter<String>>,
@@ -120,6 +128,7 @@ impl PasswordAttempt<'_> {
                 b.failure(&self.account, now);
             }
         });
+        self.limiters.settled.notify_waiters();
     }
 }
 
@@ -129,9 +138,16 @@ impl Drop for PasswordAttempt<'_> {
             self.limiters
                 .login_account
                 .with(&self.account, |b| b.release(&self.account));
+            self.limiters.settled.notify_waiters();
         }
     }
 }
+
+/// How long an attempt queues behind checks in flight before it is refused: far longer than a
+/// hash takes, so only a reservation that was never settled runs into it.
+const QUEUE_FOR: Duration = Duration::from_secs(10);
+/// A wake-up can slip between the look and the wait; this bounds what that costs.
+const LOOK_AGAIN_EVERY: Duration = Duration::from_millis(250);
 
 impl Limiters {
     pub(crate) fn new(s: LimitSettings) -> Self {
@@ -141,44 +157,67 @@ impl Limiters {
             bad_tokens: Sharded::new(|n| WindowCounter::new(s.invalid_tokens_per_ip, n)),
             leaks: Sharded::new(|n| WindowCounter::new(s.leak_reports_per_ip, n)),
             client_auth: Sharded::new(|n| WindowCounter::new(s.client_auth_failures, n)),
+            settled: Notify::new(),
             any_bad_token: AtomicBool::new(false),
         }
     }
 
     /// Counts a sign-in attempt against the address and reserves a password check against the
     /// account, before any hashing; refuses it while either must wait.
-    pub(crate) fn login_attempt(
+    pub(crate) async fn login_attempt(
         &self,
         ip: Option<IpAddr>,
         account: &str,
-        now: Timestamp,
+        now: impl Fn() -> Timestamp,
     ) -> ServiceResult<PasswordAttempt<'_>> {
         if let Some(ip) = ip {
             let ip = address_key(ip);
-            if let Some(wait) = self.login_ip.with(&ip, |c| c.hit(&ip, now)) {
+            if let Some(wait) = self.login_ip.with(&ip, |c| c.hit(&ip, now())) {
                 return Err(limited(wait));
             }
         }
-        self.reauth_attempt(account, now)
+        self.reauth_attempt(account, now).await
     }
 
     /// A password prompt inside a session (create, revoke, reveal): the account's back-off
     /// applies as at sign-in, so a stolen session cannot guess the password at will. Not the
     /// per-address count: a person making tokens is not a sign-in flood.
-    pub(crate) fn reauth_attempt(
+    ///
+    /// An attempt beyond the allowance left while others are being checked queues until one
+    /// settles, then looks again: parallel wrong guesses get exactly the allowance and then
+    /// `429`, while parallel right passwords all go through (each success clears the account).
+    pub(crate) async fn reauth_attempt(
         &self,
         account: &str,
-        now: Timestamp,
+        now: impl Fn() -> Timestamp,
     ) -> ServiceResult<PasswordAttempt<'_>> {
         let account = account.to_owned();
-        self.login_account
-            .with(&account, |b| b.reserve(&account, now))
-            .map_err(limited)?;
-        Ok(PasswordAttempt {
-            limiters: self,
-            account,
-            settled: false,
-        })
+        let deadline = tokio::time::Instant::now() + QUEUE_FOR;
+        loop {
+            // Registered before the look, so that a settlement between the two is not missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self
+                .login_account
+                .with(&account, |b| b.reserve(&account, now()))
+            {
+                Ok(()) => {
+                    return Ok(PasswordAttempt {
+                        limiters: self,
+                        account,
+                        settled: false,
+                    });
+                }
+                Err(NotYet::Wait(secs)) => return Err(limited(secs)),
+                Err(NotYet::Undecided) if tokio::time::Instant::now() >= deadline => {
+                    return Err(limited(1));
+                }
+                Err(NotYet::Undecided) => {
+                    let _ = tokio::time::timeout(LOOK_AGAIN_EVERY, settled).await;
+                }
+            }
+        }
     }
 
     /// Refuses an address that sent too many bad tokens lately.
@@ -222,49 +261,57 @@ mod tests {
 
     const NOW: Timestamp = datetime!(2026-01-01 00:00:00 UTC);
 
-    #[test]
-    fn an_unsettled_attempt_is_released_and_a_settled_one_counts() {
+    fn now() -> Timestamp {
+        NOW
+    }
+
+    #[tokio::test]
+    async fn an_unsettled_attempt_is_released_and_a_settled_one_counts() {
         let limits = Limiters::new(LimitSettings::default());
-        let held: Vec<_> = (0..5)
-            .filter_map(|_| limits.reauth_attempt("ada", NOW).ok())
-            .collect();
-        assert_eq!(held.len(), 5);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(limits.reauth_attempt("ada", now).await);
+        }
+        assert!(held.iter().all(Result::is_ok));
+        // A sixth queues behind the five in flight; dropping them (no check made) lets it go.
+        let sixth = limits.reauth_attempt("ada", now);
+        tokio::pin!(sixth);
         assert!(
-            limits.reauth_attempt("ada", NOW).is_err(),
-            "all five in flight"
+            tokio::time::timeout(Duration::from_millis(50), sixth.as_mut())
+                .await
+                .is_err(),
+            "queued while five are undecided"
         );
         drop(held);
-        let attempt = limits.reauth_attempt("ada", NOW);
-        assert!(attempt.is_ok(), "released by the drop");
-        if let Ok(attempt) = attempt {
+        let sixth = sixth.await;
+        assert!(sixth.is_ok(), "released by the drops");
+        if let Ok(attempt) = sixth {
             attempt.finish(false, NOW);
         }
         for _ in 0..4 {
-            if let Ok(attempt) = limits.reauth_attempt("ada", NOW) {
+            if let Ok(attempt) = limits.reauth_attempt("ada", now).await {
                 attempt.finish(false, NOW);
             }
         }
         assert!(matches!(
-            limits.reauth_attempt("ada", NOW),
+            limits.reauth_attempt("ada", now).await,
             Err(ServiceError::RateLimited {
                 retry_after_secs: 1
             })
         ));
     }
 
-    #[test]
-    fn one_ipv6_network_shares_one_sign_in_count() {
+    #[tokio::test]
+    async fn one_ipv6_network_shares_one_sign_in_count() {
         let limits = Limiters::new(LimitSettings::default());
-        let refused = (0..40u16)
-            .filter(|i| {
-                let ip = IpAddr::from([0x2001, 0xdb8, 7, 7, *i, 1, 2, 3]);
-                limits
-                    .login_attempt(Some(ip), &format!("u{i}"), NOW)
-                    .is_err()
-            })
-            .count();
+        let mut refused = 0;
+        for i in 0..40u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 7, 7, i, 1, 2, 3]);
+            let attempt = limits.login_attempt(Some(ip), &format!("u{i}"), now).await;
+            refused += usize::from(attempt.is_err());
+        }
         assert_eq!(refused, 10, "30 a minute for the whole /64");
         let other = IpAddr::from([0x2001, 0xdb8, 7, 8, 0, 0, 0, 1]);
-        assert!(limits.login_attempt(Some(other), "x", NOW).is_ok());
+        assert!(limits.login_attempt(Some(other), "x", now).await.is_ok());
     }
 }

@@ -64,7 +64,10 @@ impl Service {
     ) -> ServiceResult<NewSessionToken> {
         let account = email.trim().to_lowercase();
         // Reserved before the user look-up and the hash: parallel guesses share the allowance.
-        let attempt = self.limits.login_attempt(ip, &account, self.now())?;
+        let attempt = self
+            .limits
+            .login_attempt(ip, &account, || self.now())
+            .await?;
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,

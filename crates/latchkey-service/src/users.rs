@@ -125,7 +125,7 @@ impl Service {
     ) -> ServiceResult<()> {
         let account = user.email.as_str().to_lowercase();
         // Reserved before the hash, as at sign-in: parallel prompts share the allowance.
-        let attempt = self.limits.reauth_attempt(&account, self.now())?;
+        let attempt = self.limits.reauth_attempt(&account, || self.now()).await?;
         let ok = self
             .hasher
             .verify(password, Some(&user.password_hash))

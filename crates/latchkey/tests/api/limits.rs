@@ -159,3 +159,17 @@ async fn parallel_password_prompts_in_a_session_get_no_more_checks_either() {
     assert_eq!(res.code(), "rate_limited");
     assert!(app.tokens(&session).await.is_empty());
 }
+
+#[tokio::test]
+async fn parallel_right_passwords_all_get_in() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    app.user("ada@example.com").await;
+    // More than the allowance at once: those beyond it queue behind the checks in flight, and
+    // each success clears the way, so none is refused.
+    let counts = burst(12, || {
+        let app = app.clone();
+        async move { login(&app, "ada@example.com", PASSWORD).await }
+    })
+    .await;
+    assert_eq!(counts, [(201, 12)].into_iter().collect());
+}
