@@ -37,7 +37,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidPassword
         | ErrorCode::FeatureNotEnabled
         | ErrorCode::TokensDisabled
-        | ErrorCode::SessionRequired => StatusCode::FORBIDDEN,
+        | ErrorCode::SessionRequired
+        | ErrorCode::CsrfFailed => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::TokenLimitReached

@@ -2,7 +2,8 @@
 //!
 //! [`JsonBody`] insists on `application/json`, refuses unknown fields and maps every rejection
 //! to our error envelope. [`SignedIn`] is the management endpoints' requirement: a session
-//! (bearer session token or cookie); an API token there is `403 session_required`.
+//! (bearer session token, or cookie from our own origin); any API credential there is `403
+//! session_required`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,9 +11,9 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use latchkey_core::token_string::ParsedToken;
+use latchkey_core::Refusal;
 use latchkey_service::sessions::{SessionUser, looks_like_session};
-use latchkey_service::{Caller, ErrorCode};
+use latchkey_service::{Caller, ErrorCode, ServiceError};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -29,15 +30,45 @@ pub fn peer_ip(parts: &Parts) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
+/// What an `Authorization` header holds for a bearer-protected resource.
+pub enum Bearer<'a> {
+    /// No header, another scheme, or nothing after `Bearer`: no credential at all.
+    Absent,
+    /// The credential of `Authorization: Bearer <token>`.
+    Token(&'a str),
+    /// A `Bearer` credential that is not header text (bytes outside visible ASCII): a bad
+    /// credential, refused as malformed, never mistaken for an absent one.
+    Unreadable,
+}
+
 /// The credential of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750
 /// §2.1). Never read from the query string.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::Absent;
+    };
+    let Ok(text) = value.to_str() else {
+        let bytes = value.as_bytes();
+        let is_bearer = bytes
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+        return if is_bearer {
+            Bearer::Unreadable
+        } else {
+            Bearer::Absent
+        };
+    };
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                Bearer::Absent
+            } else {
+                Bearer::Token(token)
+            }
+        }
+        _ => Bearer::Absent,
+    }
 }
 
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -77,15 +108,70 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        // serde_json's messages name the field and position; they never echo long values.
-        let message = format!("invalid JSON body: {e}");
-        ApiError::client(
-            ErrorCode::InvalidRequest,
-            message.chars().take(300).collect::<String>(),
-        )
+        let what = match e.classify() {
+            serde_json::error::Category::Data => without_values(&e.to_string()),
+            // serde_json's syntax messages are fixed sentences ("expected value", "EOF while
+            // parsing an object"): they name no input.
+            _ => syntax_message(&e),
+        };
+        let message = format!(
+            "invalid JSON body: {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        );
+        ApiError::client(ErrorCode::InvalidRequest, message)
     })
 }
 
+/// serde_json's syntax message without its position (we add our own).
+fn syntax_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+/// A serde data error in words that never repeat what the client sent (SECURITY.md: no
+/// submitted value in any answer; a misplaced secret must not come back in an error body).
+/// serde's messages quote the offending value (`invalid type: string "lkp_…"`), an unknown
+/// variant or an unknown key; only the parts that come from our own types are kept: the
+/// field a message is about when it is one of ours, and what was expected.
+fn without_values(message: &str) -> String {
+    // What was expected is written by our types' `expecting`, after the last ", expected "
+    // (a submitted value comes before it, even one that contains those words itself).
+    let expected = |text: &str| {
+        text.rfind(", expected ")
+            .map(|i| text[i + ", expected ".len()..].to_owned())
+            .map(|e| match e.rfind(" at line ") {
+                Some(end) => e[..end].to_owned(),
+                None => e,
+            })
+    };
+    let ours_quoted = |rest: &str| rest.split('`').next().unwrap_or_default().to_owned();
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return format!("missing field `{}`", ours_quoted(rest));
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        return format!("duplicate field `{}`", ours_quoted(rest));
+    }
+    let (sentence, tail) = if message.starts_with("unknown field `") {
+        ("an unknown field", expected(message))
+    } else if message.starts_with("invalid type: ") {
+        ("a value of the wrong type", expected(message))
+    } else if message.starts_with("invalid length ") {
+        ("a list or text of the wrong length", expected(message))
+    } else if message.starts_with("invalid value: ") || message.starts_with("unknown variant `") {
+        ("a value that is not allowed", expected(message))
+    } else {
+        // A type's own message may quote the value: say only that one did not fit.
+        ("a value that is not allowed", None)
+    };
+    match tail {
+        Some(tail) => format!("{sentence}, expected {tail}"),
+        None => sentence.to_owned(),
+    }
+}
 fn not_json() -> ApiError {
     ApiError::client(
         ErrorCode::UnsupportedMediaType,
@@ -105,7 +191,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body whose every field is optional: an empty body means `T::default()`.
+/// A JSON body whose every field is optional: no body at all means `T::default()`. Any byte of
+/// body, even a space, must come as `application/json`: a cross-site "simple" request
+/// (`text/plain`) never gets past this extractor by sending something blank.
 pub struct JsonOrEmpty<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
@@ -114,11 +202,14 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let json = is_json(&req);
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(Self(T::default()));
         }
         if !json {
             return Err(not_json());
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
         }
         parse_json(&bytes).map(JsonOrEmpty)
     }
@@ -136,12 +227,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|q| Self(q.0))
             .map_err(|e| {
-                // serde_urlencoded's messages name the parameter, never echo long values.
-                let message = format!("invalid query string: {}", e.body_text());
-                ApiError::client(
-                    ErrorCode::InvalidRequest,
-                    message.chars().take(300).collect::<String>(),
-                )
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let message = format!("invalid query string: {}", without_values(detail));
+                ApiError::client(ErrorCode::InvalidRequest, message)
+            })
+    }
+}
+
+/// Path parameters of type `T`, for every route (API and console alike; `clippy.toml` bans
+/// axum's own `Path`): a segment that does not fit, such as percent-encoded bytes that are not
+/// UTF-8 (`/v1/orgs/%FF/tokens`), is `400 invalid_request` in the error envelope, not axum's
+/// plain-text answer, and the message repeats nothing of the path.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        #[expect(
+            clippy::disallowed_types,
+            reason = "the one place that wraps axum's Path"
+        )]
+        let extracted = axum::extract::Path::<T>::from_request_parts(parts, state).await;
+        extracted
+            .map(|p| Self(p.0))
+            .map_err(|rejection| match rejection {
+                PathRejection::FailedToDeserializePathParams(e) => {
+                    let message = match e.kind() {
+                        ErrorKind::InvalidUtf8InPathParam { .. } => {
+                            "the address has a path segment that is not UTF-8 text"
+                        }
+                        _ => "the address has a path segment of the wrong form",
+                    };
+                    ApiError::client(ErrorCode::InvalidRequest, message)
+                }
+                // A route whose pattern and handler disagree: our bug, not the client's.
+                other => ApiError(ServiceError::Internal(format!(
+                    "path parameters: {}",
+                    other.body_text()
+                ))),
             })
     }
 }
@@ -161,11 +290,9 @@ impl FromRequestParts<AppState> for SignedIn {
     ) -> Result<Self, Self::Rejection> {
         let ip = peer_ip(parts);
         let credential = match bearer(&parts.headers) {
-            Some(token) if looks_like_session(token) => token,
-            Some(token) => {
-                if ParsedToken::parse(token)
-                    .is_ok_and(|p| state.service.types().by_prefix(p.prefix()).is_some())
-                {
+            Bearer::Token(token) if looks_like_session(token) => token,
+            Bearer::Token(token) => {
+                if state.service.is_api_credential(token) {
                     return Err(ApiError::client(
                         ErrorCode::SessionRequired,
                         "this endpoint needs a session (sign in with POST /v1/sessions), not an API token",
@@ -176,16 +303,53 @@ impl FromRequestParts<AppState> for SignedIn {
                     "sign in first: the credential is not a session",
                 ));
             }
-            None => cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
-                ApiError::client(
-                    ErrorCode::Unauthenticated,
-                    "sign in first (POST /v1/sessions)",
-                )
-            })?,
+            Bearer::Unreadable => return Err(ApiError(ServiceError::Refused(Refusal::Malformed))),
+            Bearer::Absent => {
+                let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| {
+                    ApiError::client(
+                        ErrorCode::Unauthenticated,
+                        "sign in first (POST /v1/sessions)",
+                    )
+                })?;
+                check_cookie_origin(state, parts)?;
+                token
+            }
         };
         let session = state.service.authenticate_session(credential).await?;
         let caller = Caller::user(session.user.id.clone(), Some(ip));
         Ok(Self { session, caller })
+    }
+}
+
+/// The CSRF check of the JSON API (SPEC 4): a browser attaches the cookie to requests any site
+/// makes, so a state-changing request carrying it must come from our own origin: its `Origin`,
+/// or without one its `Referer`, is `public_url`'s. `SameSite=Lax` alone does not do: a sibling
+/// subdomain is the same site.
+///
+/// Safe methods are let through without either header: they change nothing, `/v1` sends no
+/// CORS headers for credentials so another site cannot read the answer, and browsers leave
+/// `Origin` off same-origin GETs.
+fn check_cookie_origin(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    if parts.method.is_safe() {
+        return Ok(());
+    }
+    let header_origin = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|text| url::Url::parse(text).map(|u| u.origin()).ok())
+    };
+    // An `Origin` present but unparsable (`null`) is a refusal, not a reason to look at `Referer`.
+    let presented = header_origin(header::ORIGIN).or_else(|| header_origin(header::REFERER));
+    let ours = url::Url::parse(&state.service.settings().public_url).map(|u| u.origin());
+    match (presented, ours) {
+        (Some(Some(theirs)), Ok(ours)) if theirs.is_tuple() && theirs == ours => Ok(()),
+        _ => Err(ApiError::client(
+            ErrorCode::CsrfFailed,
+            "a request with the session cookie must come from the console's own origin \
+             (Origin or Referer); scripts and tools send the session as a bearer token",
+        )),
     }
 }
 
@@ -197,5 +361,61 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self(peer_ip(parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only deserialised")]
+    struct Body {
+        tokens: Vec<String>,
+        role: Option<latchkey_core::Role>,
+        days: Option<u32>,
+    }
+
+    fn message_of(json: &str) -> String {
+        match parse_json::<Body>(json.as_bytes()) {
+            Ok(body) => panic!("accepted: {body:?}"),
+            Err(ApiError(e)) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn json_errors_say_what_was_expected_and_never_what_was_sent() {
+        for (json, says) in [
+            (r#"{"tokens": "SECRET"}"#, "wrong type, expected a sequence"),
+            (
+                r#"{"tokens": [], "SECRET": 1}"#,
+                "unknown field, expected one of",
+            ),
+            (
+                r#"{"tokens": [], "role": "SECRET"}"#,
+                "not allowed, expected one of",
+            ),
+            (
+                r#"{"tokens": [], "days": "SECRET"}"#,
+                "wrong type, expected u32",
+            ),
+            (r#"{"tokens": [], "days": -1}"#, "not allowed, expected u32"),
+            (r#"{"role": null}"#, "missing field `tokens`"),
+            (
+                r#"{"tokens": [], "tokens": []}"#,
+                "duplicate field `tokens`",
+            ),
+            (r#"{"tokens": ["a"], "SECRET"#, "EOF while parsing"),
+            (
+                r#"{"tokens": "SECRET, expected a trick"}"#,
+                "expected a sequence (line 1",
+            ),
+        ] {
+            let message = message_of(json);
+            assert!(!message.contains("SECRET"), "{json} -> {message}");
+            assert!(message.contains(says), "{json} -> {message}");
+            assert!(message.contains("(line 1, column"), "{message}");
+        }
     }
 }

@@ -37,6 +37,26 @@ pub fn check_password_rules(password: &SecretString) -> ServiceResult<()> {
     Ok(())
 }
 
+/// True when `hash` was made with weaker settings than the ones new hashes get (SECURITY.md:
+/// rehash when parameters rise): another algorithm or version, or a lower memory, time or
+/// parallelism cost. A string that does not parse is left alone: it cannot be verified, so
+/// no sign-in will ever reach the rehash with it.
+pub fn needs_rehash(hash: &str) -> bool {
+    let Ok(parsed) = argon2::PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&parsed) else {
+        return false;
+    };
+    let current = argon2::Params::default();
+    let same_function = parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
+        && parsed.version == Some(u32::from(argon2::Version::default()));
+    !same_function
+        || params.m_cost() < current.m_cost()
+        || params.t_cost() < current.t_cost()
+        || params.p_cost() < current.p_cost()
+}
+
 impl PasswordHasher {
     pub fn new(concurrency: usize) -> ServiceResult<Self> {
         let random: [u8; 24] = random_bytes()?;
@@ -89,5 +109,37 @@ impl PasswordHasher {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| ServiceError::Internal(format!("password hashing task failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::{Algorithm, Argon2, Params, Version};
+
+    use super::*;
+
+    fn hash_with(algorithm: Algorithm, m: u32, t: u32, p: u32) -> String {
+        let params = Params::new(m, t, p, None).unwrap_or_default();
+        Argon2::new(algorithm, Version::V0x13, params)
+            .hash_password(b"correct horse battery staple")
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn only_hashes_below_todays_parameters_need_a_rehash() {
+        let today = Argon2::default()
+            .hash_password(b"correct horse battery staple")
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(today.contains("m=19456,t=2,p=1"), "{today}");
+        assert!(!needs_rehash(&today));
+        assert!(!needs_rehash(&hash_with(Algorithm::Argon2id, 65_536, 3, 4)));
+        assert!(needs_rehash(&hash_with(Algorithm::Argon2id, 8_192, 2, 1)));
+        assert!(needs_rehash(&hash_with(Algorithm::Argon2id, 19_456, 1, 1)));
+        assert!(needs_rehash(&hash_with(Algorithm::Argon2i, 19_456, 2, 1)));
+        // Stronger memory does not make up for fewer passes.
+        assert!(needs_rehash(&hash_with(Algorithm::Argon2id, 65_536, 1, 1)));
+        assert!(!needs_rehash("not a PHC string"));
     }
 }

@@ -38,6 +38,8 @@ pub use verify::Verified;
 pub struct ServiceSettings {
     pub public_url: String,
     pub session_ttl: PolicyDuration,
+    /// A session unused this long ends, however long it had left.
+    pub session_idle_timeout: PolicyDuration,
     /// How many Argon2 hashes may run at once (defaults to the number of cores).
     pub password_hash_concurrency: usize,
     pub limits: limits::LimitSettings,

@@ -32,6 +32,10 @@ fn invalid_credentials() -> ServiceError {
     )
 }
 
+/// How stale a session's last-use time may get before a use writes it: the idle timeout is
+/// kept to within this, and a busy session costs one write a minute, not one per request.
+const LAST_SEEN_EVERY_SECS: i64 = 60;
+
 /// True when the string has the session prefix (whatever else is wrong with it).
 pub fn looks_like_session(text: &str) -> bool {
     text.split_once('_')
@@ -39,8 +43,19 @@ pub fn looks_like_session(text: &str) -> bool {
 }
 
 impl Service {
+    /// True when `text` is shaped like one of our API credentials rather than a session: an
+    /// opaque token of a configured type, or a JWT (an `api` token or an OAuth access token).
+    /// The shape is enough to tell the caller a session is required; nothing is looked up.
+    pub fn is_api_credential(&self, text: &str) -> bool {
+        crate::keys::looks_like_jwt(text)
+            || ParsedToken::parse(text).is_ok_and(|p| {
+                p.prefix() != SESSION_PREFIX && self.types.by_prefix(p.prefix()).is_some()
+            })
+    }
+
     /// Signs in. Unknown email, wrong password and disabled account answer identically, and
-    /// take the same time (a dummy hash is checked when there is no user).
+    /// take the same time: a dummy hash is checked when there is no user, and every refusal,
+    /// whoever it is for, goes through [`Service::refuse_login`] and its one audit write.
     pub async fn login(
         &self,
         ip: Option<std::net::IpAddr>,
@@ -48,7 +63,11 @@ impl Service {
         password: &SecretString,
     ) -> ServiceResult<NewSessionToken> {
         let account = email.trim().to_lowercase();
-        self.limits.login_attempt(ip, &account, self.now())?;
+        // Reserved before the user look-up and the hash: parallel guesses share the allowance.
+        let attempt = self
+            .limits
+            .login_attempt(ip, &account, || self.now())
+            .await?;
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -57,38 +76,14 @@ impl Service {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
-        self.metrics
-            .login(ok && user.as_ref().is_some_and(|u| !u.disabled));
-        self.limits.login_result(
-            &account,
-            ok && user.as_ref().is_some_and(|u| !u.disabled),
-            self.now(),
-        );
+        let signed_in = ok && user.as_ref().is_some_and(|u| !u.disabled);
+        self.metrics.login(signed_in);
+        attempt.finish(signed_in, self.now());
         let user = match user {
-            Some(user) if ok && !user.disabled => user,
-            Some(user) => {
-                let caller = Caller::anonymous(ip);
-                let event = self.event(
-                    &caller,
-                    EventSpec {
-                        action: "session.login",
-                        subject_kind: "user",
-                        subject_id: user.id.as_str(),
-                        user: Some(&user.id),
-                        org: None,
-                        outcome: if user.disabled {
-                            "disabled"
-                        } else {
-                            "invalid_password"
-                        },
-                        details: None,
-                    },
-                )?;
-                self.store.insert_event(&event).await?;
-                return Err(invalid_credentials());
-            }
-            None => return Err(invalid_credentials()),
+            Some(user) if signed_in => user,
+            other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
+        self.rehash_if_weak(&user, password).await;
         let prefix = Prefix::parse(SESSION_PREFIX)
             .map_err(|_| ServiceError::Internal("session prefix".into()))?;
         let secret = TokenSecret::generate(&prefix, random_bytes()?);
@@ -122,6 +117,68 @@ impl Service {
         })
     }
 
+    /// Replaces a password hash made with weaker parameters than today's, now that the
+    /// password is at hand (SECURITY.md). Best effort: the sign-in has succeeded either way,
+    /// and the next one tries again.
+    async fn rehash_if_weak(&self, user: &User, password: &SecretString) {
+        if !crate::crypto::needs_rehash(&user.password_hash) {
+            return;
+        }
+        let result = match self.hasher.hash(password).await {
+            Ok(new_hash) => self
+                .store
+                .rehash_password(&user.id, &user.password_hash, &new_hash)
+                .await
+                .map_err(ServiceError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!(user.id = %user.id, "password hash upgraded to today's parameters")
+            }
+            Err(e) => {
+                tracing::warn!(user.id = %user.id, error = %e, "could not upgrade a password hash")
+            }
+        }
+    }
+
+    /// Records a refused sign-in and returns its answer. One function for every reason (no
+    /// such account, wrong password, disabled account) so that each does the same work before
+    /// the answer, one audit write, and timing cannot tell a registered email from an unknown
+    /// one. An unknown account's event names no email: people type their password into the
+    /// email field.
+    async fn refuse_login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        user: Option<&User>,
+    ) -> ServiceError {
+        let caller = Caller::anonymous(ip);
+        let (subject_id, outcome) = match user {
+            Some(user) if user.disabled => (user.id.as_str(), "disabled"),
+            Some(user) => (user.id.as_str(), "invalid_password"),
+            None => ("unknown", "unknown_user"),
+        };
+        let event = self.event(
+            &caller,
+            EventSpec {
+                action: "session.login",
+                subject_kind: "user",
+                subject_id,
+                user: user.map(|u| &u.id),
+                org: None,
+                outcome,
+                details: None,
+            },
+        );
+        match event {
+            Ok(event) => match self.store.insert_event(&event).await {
+                Ok(()) => invalid_credentials(),
+                Err(e) => e.into(),
+            },
+            Err(e) => e,
+        }
+    }
+
     /// The user behind a session token, if the session is live and the user not disabled.
     pub async fn authenticate_session(&self, text: &str) -> ServiceResult<SessionUser> {
         let unauthenticated = || {
@@ -134,11 +191,22 @@ impl Service {
         if parsed.prefix() != SESSION_PREFIX {
             return Err(unauthenticated());
         }
+        let now = self.now();
         let session = self
             .store
-            .find_session(&parsed.hash(), self.now())
+            .find_session(&parsed.hash(), now)
             .await?
             .ok_or_else(unauthenticated)?;
+        if session.last_seen_at + self.settings.session_idle_timeout.to_time() <= now {
+            return Err(unauthenticated());
+        }
+        if session.last_seen_at + time::Duration::seconds(LAST_SEEN_EVERY_SECS) <= now {
+            // Best effort: a use that cannot be noted (storage busy) only makes the session
+            // end sooner, and must not fail the request it came with.
+            if let Err(e) = self.store.touch_session(&session.id, now).await {
+                tracing::warn!(error = %e, "could not note a session's use");
+            }
+        }
         let user = self
             .store
             .find_user(&session.user_id)

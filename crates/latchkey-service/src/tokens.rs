@@ -79,14 +79,17 @@ pub fn parse_allowed_ips(list: &[String]) -> ServiceResult<Vec<IpNet>> {
         return Err(ServiceError::invalid("allowed_ips: at most 100 entries"));
     }
     list.iter()
-        .map(|text| {
+        .enumerate()
+        .map(|(i, text)| {
             let text = text.trim();
             text.parse::<IpNet>()
                 .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
                 .map(|n| n.trunc())
                 .map_err(|_| {
+                    // By position: a submitted value is never repeated in an answer.
                     ServiceError::invalid(format!(
-                        "allowed_ips: {text:?} is not an address or CIDR"
+                        "allowed_ips: entry {} is not an address or CIDR",
+                        i + 1
                     ))
                 })
         })
@@ -110,9 +113,13 @@ fn rfc3339(t: Timestamp) -> String {
 
 impl Service {
     pub(crate) fn policy(&self, name: &str) -> ServiceResult<&TokenTypePolicy> {
-        self.types
-            .get(name)
-            .ok_or_else(|| ServiceError::invalid(format!("unknown token type {name:?}")))
+        self.types.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.types.iter().map(|t| t.name.as_str()).collect();
+            ServiceError::invalid(format!(
+                "unknown token type: the types are {}",
+                known.join(", ")
+            ))
+        })
     }
 
     /// A fresh token of `policy` for `owner`, not yet stored: an opaque secret or a signed JWT,

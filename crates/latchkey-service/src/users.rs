@@ -124,12 +124,13 @@ impl Service {
         org: Option<&latchkey_core::OrgId>,
     ) -> ServiceResult<()> {
         let account = user.email.as_str().to_lowercase();
-        self.limits.reauth_attempt(&account, self.now())?;
+        // Reserved before the hash, as at sign-in: parallel prompts share the allowance.
+        let attempt = self.limits.reauth_attempt(&account, || self.now()).await?;
         let ok = self
             .hasher
             .verify(password, Some(&user.password_hash))
             .await?;
-        self.limits.login_result(&account, ok, self.now());
+        attempt.finish(ok, self.now());
         if ok {
             return Ok(());
         }

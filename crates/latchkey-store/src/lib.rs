@@ -96,6 +96,17 @@ pub trait Store: Send + Sync + 'static {
     /// A session that has not expired at `now`.
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>>;
     async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()>;
+    /// Notes that the session was used at `at` (the idle timeout counts from it); never moves
+    /// it back.
+    async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+    /// Replaces a user's password hash by a stronger one of the same password, if it is still
+    /// `old_hash`; true when it was replaced. Ends no session.
+    async fn rehash_password(
+        &self,
+        user: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool>;
 
     /// Inserts the token unless its owner already has `max_active` live (pending or active)
     /// tokens of its type at `now`; the count and the insert are one transaction. With an

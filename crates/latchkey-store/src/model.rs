@@ -89,6 +89,8 @@ pub struct Session {
     pub user_id: UserId,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// When it was last used, to within a minute (the creation time until then).
+    pub last_seen_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +280,9 @@ pub struct Event {
 pub enum EventScope {
     User(UserId),
     Org(OrgId),
+    /// The whole log, with the events that belong to no one (a refused sign-in for an unknown
+    /// account): the operator's view.
+    All,
 }
 
 #[derive(Debug, Clone)]

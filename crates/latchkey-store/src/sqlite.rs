@@ -801,12 +801,13 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&s.id)
             .bind(s.token_hash.as_bytes().as_slice())
             .bind(s.user_id.as_str())
             .bind(ts(s.created_at))
             .bind(ts(s.expires_at))
+            .bind(ts(s.created_at))
             .execute(&mut *tx)
             .await
             .map_err(db_err("session"))?;
@@ -821,7 +822,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>> {
-        let row = sqlx::query("SELECT id, user_id, created_at, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
+        let row = sqlx::query("SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
             .bind(hash.as_bytes().as_slice())
             .bind(ts(now))
             .fetch_optional(&self.pool)
@@ -833,9 +834,43 @@ impl Store for SqliteStore {
                 user_id: parse(&get::<String>(&r, "user_id")?, "user id")?,
                 created_at: from_ts(get(&r, "created_at")?)?,
                 expires_at: from_ts(get(&r, "expires_at")?)?,
+                last_seen_at: from_ts(get(&r, "last_seen_at")?)?,
             })
         })
         .transpose()
+    }
+
+    async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()> {
+        // Only forward: two requests racing to write cannot move it back.
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = ?1
+             WHERE id = ?2 AND (last_seen_at IS NULL OR last_seen_at < ?1)",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("session"))?;
+        Ok(())
+    }
+
+    async fn rehash_password(
+        &self,
+        user: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        // Compare-and-set: a password changed meanwhile is never overwritten by the old one's
+        // rehash. No session ends: the password is the same, only its stored form is stronger.
+        let done =
+            sqlx::query("UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3")
+                .bind(new_hash)
+                .bind(user.as_str())
+                .bind(old_hash)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err("user"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()> {
@@ -2015,6 +2050,7 @@ impl Store for SqliteStore {
         let (user, org) = match &f.scope {
             EventScope::User(u) => (Some(u.as_str()), None),
             EventScope::Org(o) => (None, Some(o.as_str())),
+            EventScope::All => (None, None),
         };
         let rows = sqlx::query(
             "SELECT * FROM events

@@ -42,6 +42,7 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
     let settings = ServiceSettings {
         public_url: config.public_url(),
         session_ttl: config.session_ttl,
+        session_idle_timeout: config.session_idle_timeout,
         password_hash_concurrency: config
             .password_hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),

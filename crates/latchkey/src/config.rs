@@ -40,7 +40,10 @@ pub struct Config {
     pub log: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// The absolute lifetime of a sign-in.
     pub session_ttl: PolicyDuration,
+    /// A sign-in unused this long ends (each use extends it, up to `session_ttl`).
+    pub session_idle_timeout: PolicyDuration,
     /// Argon2 hashes at once (default: the number of cores).
     pub password_hash_concurrency: Option<usize>,
     /// Live tokens loaded into the verification cache at start (most recently used first);
@@ -161,6 +164,7 @@ impl Default for Config {
             log: "info".to_owned(),
             log_format: "text".to_owned(),
             session_ttl: PolicyDuration::from_secs(12 * 3_600),
+            session_idle_timeout: PolicyDuration::from_secs(2 * 3_600),
             password_hash_concurrency: None,
             cache_warm_tokens: 100_000,
             oauth: OAuthConfig::default(),
@@ -213,6 +217,10 @@ impl Config {
         }
         if self.session_ttl.is_zero() {
             anyhow::bail!("session_ttl must be longer than 0s");
+        }
+        if self.session_idle_timeout.as_secs() < 60 {
+            // Last use is noted once a minute: a shorter timeout would end busy sessions.
+            anyhow::bail!("session_idle_timeout must be at least 60s");
         }
         let url = self.public_url();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -281,7 +289,8 @@ data_dir = "./latchkey-data"
 mail_from = "Latchkey <latchkey@localhost>"
 log = "info"                             # a tracing filter: "debug", "latchkey_http=debug,info"
 log_format = "text"                      # or "json"
-session_ttl = "12h"
+session_ttl = "12h"                      # a sign-in's absolute lifetime
+session_idle_timeout = "2h"              # ... and how long it may go unused
 cache_warm_tokens = 100000               # live tokens cached at start (0: off)
 # password_hash_concurrency = 2          # default: the number of cores
 

@@ -1,7 +1,7 @@
 //! OAuth clients of an organisation (admins): `/v1/orgs/{org}/clients…`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use latchkey_service::oauth::clients::{ClientSpec, ClientSpecChange};
 use latchkey_store::{ClientSecretRecord, OAuthClient};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, JsonOrEmpty, SignedIn};
+use crate::extract::{JsonBody, JsonOrEmpty, Path, SignedIn};
 
 #[derive(Serialize)]
 pub struct SecretView {

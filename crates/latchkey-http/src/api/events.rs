@@ -1,7 +1,7 @@
 //! Audit logs: `GET /v1/user/events` and `GET /v1/orgs/{org}/events` (admins), newest first.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_store::{Event, EventFilter, EventScope};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::api::views::EventView;
 use crate::error::ApiResult;
-use crate::extract::{QueryParams, SignedIn};
+use crate::extract::{Path, QueryParams, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,11 +3,12 @@
 
 use axum::Json;
 use axum::extract::State;
+use latchkey_service::ErrorCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, JsonBody};
 
 #[derive(Deserialize)]
@@ -19,8 +20,17 @@ pub struct LeakReport {
 pub async fn report_leaks(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    JsonBody(body): JsonBody<LeakReport>,
+    body: Result<JsonBody<LeakReport>, ApiError>,
 ) -> ApiResult<Json<Value>> {
+    // What is posted here is secrets by definition: a body that does not fit gets one fixed
+    // sentence, with nothing of what was sent (not even where it went wrong).
+    let JsonBody(body) = body.map_err(|e| match e.0.code() {
+        ErrorCode::InvalidRequest => ApiError::client(
+            ErrorCode::InvalidRequest,
+            "the body must be {\"tokens\": [\"<token>\", …]}: a list of token strings",
+        ),
+        _ => e,
+    })?;
     let revoked = state.service.report_leaks(ip, &body.tokens).await?;
     Ok(Json(json!({ "revoked": revoked })))
 }

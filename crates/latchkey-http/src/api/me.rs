@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::{ApiError, missing_bearer};
-use crate::extract::{ClientIp, bearer};
+use crate::extract::{Bearer, ClientIp, bearer};
 
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
@@ -17,8 +17,12 @@ pub async fn get_me(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return missing_bearer();
+    let token = match bearer(&headers) {
+        Bearer::Token(token) => token,
+        Bearer::Absent => return missing_bearer(),
+        // Verified as the empty string: refused as malformed and counted against the address
+        // like any bad token, by the one verification path.
+        Bearer::Unreadable => "",
     };
     match state.service.verify_bearer(token, ip).await {
         Ok(verified) => {

@@ -1,7 +1,7 @@
 //! Organisation tokens (admins): `/v1/orgs/{org}/tokens…`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use latchkey_service::org_tokens::CreateOrgToken;
@@ -14,7 +14,7 @@ use crate::api::tokens::{
 };
 use crate::api::views::TokenView;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, JsonOrEmpty, SignedIn};
+use crate::extract::{JsonBody, JsonOrEmpty, Path, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

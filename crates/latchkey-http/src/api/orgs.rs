@@ -2,7 +2,7 @@
 //! `/v1/orgs/{org}/members[/{user}]` (admins only; members and partners get `403`, outsiders `404`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use latchkey_core::Role;
 use latchkey_store::Member;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::api::views::{AccountView, rfc3339};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, SignedIn};
+use crate::extract::{JsonBody, Path, SignedIn};
 
 pub async fn list_orgs(
     State(state): State<AppState>,

@@ -1,7 +1,7 @@
 //! Personal tokens: `/v1/user/tokens…`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use latchkey_service::tokens::CreatePersonalToken;
@@ -15,7 +15,7 @@ use crate::api::tokens::{
 };
 use crate::api::views::{AccountView, TokenView};
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, SignedIn};
+use crate::extract::{JsonBody, Path, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

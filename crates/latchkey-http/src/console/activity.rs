@@ -2,13 +2,14 @@
 //! 50 to a page.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_store::{Event, EventFilter, EventScope};
 
 use super::{Console, Layout, PageQuery, error_page, render, when};
 use crate::AppState;
+use crate::extract::Path;
 
 const PAGE: u32 = 50;
 

@@ -2,7 +2,7 @@
 //! scopes, add and remove secrets (each shown once), delete after typing the app's name.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_service::ServiceError;
@@ -15,6 +15,7 @@ use super::{
     render, render_secret, when,
 };
 use crate::AppState;
+use crate::extract::Path;
 
 pub struct AppRow {
     pub id: String,

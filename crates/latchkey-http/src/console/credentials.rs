@@ -2,7 +2,7 @@
 //! password; the secret is shown once, on a page that is never cached.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::policy::OwnerKind;
@@ -17,6 +17,7 @@ use super::{
     when, when_or,
 };
 use crate::AppState;
+use crate::extract::Path;
 
 /// A token as the tables show it.
 pub struct TokenRow {

@@ -3,7 +3,7 @@
 //! members and partners (403) and outsiders (404); the layout does not link them here.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::policy::OwnerKind;
@@ -20,6 +20,7 @@ use super::{
     CheckedForm, Console, Layout, PageQuery, error_page, failure, notice_for, redirect, render,
 };
 use crate::AppState;
+use crate::extract::Path;
 
 #[derive(Template)]
 #[template(path = "org_tokens.html")]

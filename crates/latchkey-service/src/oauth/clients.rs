@@ -46,11 +46,17 @@ fn grant_types(list: &[String]) -> ServiceResult<Vec<String>> {
             "grant_types: give at least one of client_credentials, authorization_code, refresh_token",
         ));
     }
+    // Messages name the entry by position, never repeat it: whatever was submitted (a
+    // secret pasted into the wrong field) stays out of the answer.
     let mut out: Vec<GrantType> = list
         .iter()
-        .map(|g| {
+        .enumerate()
+        .map(|(i, g)| {
             GrantType::parse(g).ok_or_else(|| {
-                ServiceError::invalid(format!("grant_types: unknown grant type {g:?}"))
+                ServiceError::invalid(format!(
+                    "grant_types: entry {} is not one of client_credentials, authorization_code, refresh_token",
+                    i + 1
+                ))
             })
         })
         .collect::<ServiceResult<_>>()?;
@@ -74,9 +80,10 @@ fn redirect_uris(list: &[String]) -> ServiceResult<Vec<String>> {
 
 /// Each entry is one scope token: `["a b"]` is refused, not read as two scopes.
 fn scopes(list: &[String]) -> ServiceResult<Vec<String>> {
-    if let Some(bad) = list.iter().find(|s| !is_scope_token(s)) {
+    if let Some(bad) = list.iter().position(|s| !is_scope_token(s)) {
         return Err(ServiceError::invalid(format!(
-            "scopes: {bad:?} is not a valid scope"
+            "scopes: entry {} is not a valid scope (one word of printable characters)",
+            bad + 1
         )));
     }
     parse_scope_list(&list.join(" ")).map_err(|e| ServiceError::invalid(format!("scopes: {e}")))
@@ -111,7 +118,7 @@ impl Service {
     /// SPEC 3: a client gets only scopes of organisation-owned types, a feature-gated type's
     /// only while the organisation has the feature.
     fn check_client_scopes(&self, org: &Org, scopes: &[String]) -> ServiceResult<()> {
-        for scope in scopes {
+        for (i, scope) in scopes.iter().enumerate() {
             match org_scope(&self.types, &org.features, scope) {
                 OrgScope::Allowed => {}
                 OrgScope::NeedsFeature(feature) => {
@@ -121,8 +128,10 @@ impl Service {
                     ));
                 }
                 OrgScope::Unknown => {
+                    // By position: an unknown value is not repeated in the answer.
                     return Err(ServiceError::invalid(format!(
-                        "scopes: {scope:?} is not a scope of any organisation token type"
+                        "scopes: entry {} is not a scope of any organisation token type",
+                        i + 1
                     )));
                 }
             }

@@ -454,3 +454,173 @@ async fn hostile_input_never_gets_a_server_error() {
         .expect(200);
     app.get("/v1/user/tokens", &session).await.expect(200);
 }
+
+#[tokio::test]
+async fn no_submitted_value_is_echoed_in_an_error() {
+    let app = TestApp::spawn().await;
+    let (_, session, id, _) = app.user_with_token("echo@example.com").await;
+    let org = app.org("Acme").await;
+    app.add_member(&org, "echo@example.com", latchkey_core::Role::Admin)
+        .await;
+    // A value that looks like a leaked secret, and one that is plainly a marker.
+    let secret = "lkp_SeCrEtCaNaRy0123456789abcdefghijklmnopqrstuvw";
+    let cases: Vec<(Method, String, String)> = vec![
+        (
+            Method::POST,
+            "/v1/leaks".into(),
+            format!(r#"{{"tokens": "{secret}"}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/leaks".into(),
+            format!(r#"{{"tokens": {{"{secret}": 1}}}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/leaks".into(),
+            format!(r#"{{"tokens": ["{secret}"], "{secret}": 1}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/sessions".into(),
+            format!(r#"{{"email": "a@example.com", "password": ["{secret}"]}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/sessions".into(),
+            format!(r#"{{"email": "a@example.com", "password": "x", "{secret}": true}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/user/tokens".into(),
+            format!(r#"{{"name": "x", "password": {{"p": "{secret}"}}}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/user/tokens".into(),
+            format!(r#"{{"name": "x", "password": "{PASSWORD}", "expires_in_days": "{secret}"}}"#),
+        ),
+        (
+            Method::POST,
+            format!("/v1/user/tokens/{id}/rotate"),
+            format!(r#"{{"grace": "{secret}"}}"#),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orgs/{org}/members"),
+            format!(r#"{{"email": "b@example.com", "role": "{secret}"}}"#),
+        ),
+        (
+            Method::POST,
+            "/v1/user/tokens".into(),
+            format!(r#"{{"name": "x", "password": "{PASSWORD}", "type": "{secret}"}}"#),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/user/tokens/{id}"),
+            format!(r#"{{"allowed_ips": ["{secret}"]}}"#),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orgs/{org}/tokens"),
+            format!(r#"{{"name": "x", "type": "{secret}"}}"#),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orgs/{org}/clients"),
+            format!(r#"{{"name": "x", "grant_types": ["{secret}"]}}"#),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orgs/{org}/clients"),
+            format!(
+                r#"{{"name": "x", "grant_types": ["client_credentials"], "scopes": ["{secret}"]}}"#
+            ),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orgs/{org}/clients"),
+            format!(
+                r#"{{"name": "x", "grant_types": ["client_credentials"], "scopes": ["{secret} x"]}}"#
+            ),
+        ),
+        (
+            Method::GET,
+            format!("/v1/user/events?limit={secret}"),
+            String::new(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/user/events?{secret}=1"),
+            String::new(),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let body = (!body.is_empty()).then(|| body.into_bytes());
+        let res = app
+            .raw(
+                method.clone(),
+                &path,
+                &with_auth(&session, Some(JSON)),
+                body,
+            )
+            .await;
+        assert_error(&res, 400, "invalid_request");
+        for needle in ["SeCrEt", "CaNaRy"] {
+            assert!(
+                !res.text.contains(needle),
+                "{method} {path} echoed the submitted value: {}",
+                res.text
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_400_in_the_envelope_on_every_route() {
+    let app = TestApp::spawn().await;
+    let (_, session) = app.signed_in("utf8@example.com").await;
+    let org = app.org("Acme").await;
+    app.add_member(&org, "utf8@example.com", latchkey_core::Role::Admin)
+        .await;
+    for (method, path) in [
+        (Method::GET, "/v1/orgs/%FF/tokens".to_owned()),
+        (Method::GET, "/v1/orgs/%FF/events".to_owned()),
+        (Method::GET, "/v1/orgs/%C3%28/members".to_owned()),
+        (Method::PATCH, format!("/v1/orgs/{org}/members/%FF")),
+        (Method::GET, "/v1/user/tokens/%FF".to_owned()),
+        (Method::POST, "/v1/user/tokens/%FF%FE/rotate".to_owned()),
+        (Method::POST, format!("/v1/orgs/{org}/tokens/%80/reveal")),
+        (
+            Method::DELETE,
+            format!("/v1/orgs/{org}/clients/cli_x/secrets/%FF"),
+        ),
+    ] {
+        let res = app
+            .raw(
+                method.clone(),
+                &path,
+                &with_auth(&session, Some(JSON)),
+                Some(b"{}".to_vec()),
+            )
+            .await;
+        assert_error(&res, 400, "invalid_request");
+        assert!(
+            res.header("content-type")
+                .is_some_and(|v| v.starts_with("application/json")),
+            "{method} {path}: {:?}",
+            res.headers
+        );
+    }
+    // The console's pages share the one extractor.
+    let res = app
+        .raw(
+            Method::GET,
+            "/orgs/%FF/tokens",
+            &[("cookie", format!("latchkey_session={session}").into_bytes())],
+            None,
+        )
+        .await;
+    assert_eq!(res.status.as_u16(), 400, "{}", res.text);
+    assert_eq!(res.code(), "invalid_request", "{}", res.text);
+}
