@@ -5,6 +5,7 @@
 //! cache. Must not know about HTTP or the command line: inputs are typed values, outputs are
 //! records and [`ServiceError`]s.
 
+mod after_commit;
 pub mod crypto;
 pub mod error;
 mod events;
@@ -105,13 +106,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// Changes kept in the store's log: far more than any process falls behind between two polls
+/// (a quarter of a second); one that falls further behind drops its whole cache.
+const CHANGES_KEPT: u32 = 10_000;
+
 pub struct Service {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     types: TokenTypes,
     settings: ServiceSettings,
     hasher: crypto::PasswordHasher,
-    cache: verify::VerifyCache,
+    cache: Arc<verify::VerifyCache>,
     usage: verify::UsageRecorder,
     limits: limits::Limiters,
     master_key: master_key::MasterKey,
@@ -133,13 +138,15 @@ impl Service {
         let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
         let limiters = limits::Limiters::new(settings.limits);
         let outbox = outbox::Outbox::new(&settings.mail)?;
+        let cache = Arc::new(verify::VerifyCache::default());
+        store.set_change_listener(after_commit::listener(cache.clone(), outbox.waker()));
         Ok(Self {
             store,
             clock,
             types,
             settings,
             hasher,
-            cache: verify::VerifyCache::default(),
+            cache,
             usage: verify::UsageRecorder::default(),
             limits: limiters,
             master_key,
@@ -155,9 +162,9 @@ impl Service {
         self.load_signing_keys().await?;
         self.load_deny_list().await?;
         self.ensure_signing_key().await?;
-        // The epoch as of now: the first poll must not drop a cache that is already current
-        // (it would throw away the warm-up).
-        self.cache.note_epoch(self.store.cache_epoch().await.ok());
+        // The change log as of now: the first poll must not replay what came before.
+        self.cache
+            .note_change_seen(self.store.latest_change().await?);
         Ok(())
     }
 
@@ -188,10 +195,16 @@ impl Service {
     pub async fn run_background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut flush = tokio::time::interval(Duration::from_secs(1));
         let mut poll = tokio::time::interval(Duration::from_millis(250));
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = flush.tick() => self.flush_usage().await,
-                _ = poll.tick() => self.poll_cache_epoch().await,
+                _ = poll.tick() => self.poll_changes().await,
+                _ = prune.tick() => {
+                    if let Err(e) = self.store.prune_changes(CHANGES_KEPT).await {
+                        tracing::warn!(error = %e, "could not prune the change log");
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }

@@ -124,11 +124,6 @@ impl Service {
         Ok(())
     }
 
-    /// Wakes the outbox worker after a change with mails committed.
-    pub(crate) fn mail_written(&self) {
-        self.outbox.wake();
-    }
-
     /// The creation mail; with an activation delay, a cancel link whose hash is stored with the
     /// token (`token.cancel_code_hash`).
     pub(crate) async fn attach_created_mail(
@@ -235,9 +230,6 @@ impl Service {
                 sent += 1;
             }
         }
-        if sent > 0 {
-            self.mail_written();
-        }
         Ok(sent)
     }
 
@@ -336,9 +328,7 @@ impl Service {
                 event,
             });
         }
-        if self.store.record_new_token_addresses(&found).await? > 0 {
-            self.mail_written();
-        }
+        self.store.record_new_token_addresses(&found).await?;
         Ok(later)
     }
 
@@ -412,8 +402,6 @@ impl Service {
         if !used {
             return Err(cancel_link_gone());
         }
-        self.cache.invalidate();
-        self.mail_written();
         self.store
             .find_token(&token.id)
             .await?

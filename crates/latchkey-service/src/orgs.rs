@@ -119,7 +119,6 @@ impl Service {
             },
         )?;
         let org = self.store.update_org(&org.id, &change, &event).await?;
-        self.cache.invalidate();
         Ok(org)
     }
 
@@ -177,7 +176,6 @@ impl Service {
         {
             return Err(ServiceError::not_found("membership"));
         }
-        self.cache.invalidate();
         Ok(())
     }
 
@@ -293,7 +291,6 @@ impl Service {
         self.store
             .upsert_membership(&org.id, user, role, self.now(), keep_an_admin, &event)
             .await?;
-        self.cache.invalidate();
         self.member(org, user.as_str()).await
     }
 }

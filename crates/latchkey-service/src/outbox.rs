@@ -60,7 +60,7 @@ enum Transport {
 pub(crate) struct Outbox {
     transport: Transport,
     from: Mailbox,
-    wake: Notify,
+    wake: Arc<Notify>,
     /// Set on shutdown: a round in progress stops between two mails instead of running on.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -119,13 +119,14 @@ impl Outbox {
         Ok(Self {
             transport,
             from,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    pub(crate) fn wake(&self) {
-        self.wake.notify_one();
+    /// What wakes the worker, for the after-commit path.
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     async fn send(&self, mail: &OutboxMail) -> Result<(), SendError> {

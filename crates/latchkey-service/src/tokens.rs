@@ -264,10 +264,7 @@ impl Service {
             )
             .await?;
         Ok(match outcome {
-            CreateOutcome::Created(record) => {
-                self.mail_written();
-                Created::New(CreatedToken { record, secret })
-            }
+            CreateOutcome::Created(record) => Created::New(CreatedToken { record, secret }),
             CreateOutcome::Replayed(record) => Created::Replayed(record),
         })
     }
@@ -395,7 +392,6 @@ impl Service {
             self.store
                 .set_token_allowed_ips(&token.id, &cidrs, &event)
                 .await?;
-            self.cache.invalidate();
         }
         Ok(())
     }
@@ -597,7 +593,6 @@ impl Service {
             .store
             .rotate_token(&old.id, old_expires_at, now, &token, &event)
             .await?;
-        self.cache.invalidate();
         Ok(CreatedToken { record, secret })
     }
 
@@ -627,10 +622,6 @@ impl Service {
             .store
             .revoke_token(&token.id, self.now(), &event)
             .await?;
-        self.cache.invalidate();
-        if revoked {
-            self.mail_written();
-        }
         Ok(revoked)
     }
 
@@ -668,11 +659,6 @@ impl Service {
             .store
             .revoke_owner_tokens(owner, token_type, whole_owner, self.now(), &event)
             .await?;
-        if whole_owner {
-            self.load_deny_list().await?;
-        }
-        self.cache.invalidate();
-        self.mail_written();
         Ok(ids)
     }
 

@@ -97,7 +97,6 @@ impl Service {
             ..UserChange::default()
         };
         let user = self.store.update_user(&user.id, &change, &event).await?;
-        self.cache.invalidate();
         Ok(user)
     }
 

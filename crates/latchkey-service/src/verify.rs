@@ -3,12 +3,13 @@
 //!
 //! A cached entry holds what the store said about a token and its owner (and the `/v1/me`
 //! body, serialised once). Time-dependent checks (pending, expiry) are made on every request.
-//! Every change that can alter an answer (revocation, rotation, membership, user or
-//! organisation switches) drops the whole cache after it commits; a generation counter stops a
-//! lookup that started before the change from inserting its stale result afterwards. Changes
-//! made by another process (the operator CLI) are noticed through the store's cache epoch.
+//! Each entry records what it was built from (`Dep`); a committed change (`Change`, from the
+//! one after-commit path) drops exactly the entries built from what it altered; a generation
+//! counter stops a lookup that started before the change from inserting its stale result
+//! afterwards. Changes made by another process (the operator CLI) arrive through the store's
+//! change log (`poll_changes`) and are applied by the same function.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use latchkey_core::policy::SESSION_PREFIX;
 use latchkey_core::token_string::ParsedToken;
-use latchkey_core::{Refusal, Timestamp, TokenId, TokenSecret, TokenStatus};
+use latchkey_core::{OrgId, Refusal, Timestamp, TokenId, TokenSecret, TokenStatus};
 
 use crate::keys::looks_like_jwt;
 
@@ -31,7 +32,7 @@ fn is_access_token(jwt: &str) -> bool {
             t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
         })
 }
-use latchkey_store::{Owner, TokenRecord, TokenUsage};
+use latchkey_store::{Change, Owner, TokenRecord, TokenUsage};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
@@ -70,6 +71,8 @@ pub struct Verified {
     last_use_ip: AtomicU64,
     /// Refused addresses already written to the audit log (a few; see `note_refused_address`).
     refused_noted: Mutex<Vec<IpAddr>>,
+    /// What the answer was built from (`VerifyCache::apply` drops it when one changes).
+    deps: Vec<Dep>,
 }
 
 impl Verified {
@@ -118,60 +121,196 @@ fn ip_hash(ip: IpAddr) -> u64 {
 pub(crate) struct OwnerSnapshot {
     principal: serde_json::Value,
     accounts: Vec<serde_json::Value>,
+    /// The organisations named in `accounts` (a change to one of them alters this answer).
+    orgs: Vec<OrgId>,
     enabled: bool,
     /// An organisation's features (a type may need one).
     features: Vec<String>,
 }
 
+/// What a cached answer was built from: a change to any of these drops it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Dep {
+    Token(TokenId),
+    Owner(Owner),
+    /// An organisation the answer names (the owner's accounts, an access token's client's).
+    Org(OrgId),
+    Client(String),
+    /// A JWT access token (checked against the deny-list when it was cached).
+    AccessToken,
+}
+
+/// The answers by token hash, and which answers each dependency's change must drop.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<[u8; 32], Arc<Verified>>,
+    by_dep: HashMap<Dep, HashSet<[u8; 32]>>,
+}
+
+impl Entries {
+    fn insert(&mut self, hash: [u8; 32], entry: Arc<Verified>) {
+        // The entry it replaces is unindexed first: the two share most dependencies.
+        if let Some(old) = self.map.remove(&hash) {
+            self.unindex(&hash, &old);
+        }
+        for dep in &entry.deps {
+            self.by_dep.entry(dep.clone()).or_default().insert(hash);
+        }
+        self.map.insert(hash, entry);
+    }
+
+    /// Drops every answer that depends on `dep` (of one token type only, if given).
+    fn drop_dep(&mut self, dep: &Dep, of_type: Option<&str>) -> usize {
+        let Some(hashes) = self.by_dep.get(dep) else {
+            return 0;
+        };
+        let doomed: Vec<[u8; 32]> = hashes
+            .iter()
+            .filter(|h| of_type.is_none_or(|t| self.map.get(*h).is_some_and(|e| e.token_type == t)))
+            .copied()
+            .collect();
+        for hash in &doomed {
+            if let Some(entry) = self.map.remove(hash) {
+                self.unindex(hash, &entry);
+            }
+        }
+        if of_type.is_none() {
+            self.by_dep.remove(dep);
+        }
+        doomed.len()
+    }
+
+    fn unindex(&mut self, hash: &[u8; 32], entry: &Verified) {
+        for dep in &entry.deps {
+            if let Some(set) = self.by_dep.get_mut(dep) {
+                set.remove(hash);
+                if set.is_empty() {
+                    self.by_dep.remove(dep);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.by_dep.clear();
+    }
+}
+
+/// Owner snapshots by owner, and which snapshots name each organisation.
+#[derive(Default)]
+struct Owners {
+    map: HashMap<Owner, Arc<OwnerSnapshot>>,
+    by_org: HashMap<OrgId, HashSet<Owner>>,
+}
+
+impl Owners {
+    fn insert(&mut self, owner: Owner, snapshot: Arc<OwnerSnapshot>) {
+        for org in &snapshot.orgs {
+            self.by_org
+                .entry(org.clone())
+                .or_default()
+                .insert(owner.clone());
+        }
+        self.map.insert(owner, snapshot);
+    }
+
+    fn remove(&mut self, owner: &Owner) {
+        if let Some(snapshot) = self.map.remove(owner) {
+            for org in &snapshot.orgs {
+                if let Some(set) = self.by_org.get_mut(org) {
+                    set.remove(owner);
+                    if set.is_empty() {
+                        self.by_org.remove(org);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The owners whose snapshot names `org` (its members, and the organisation itself).
+    fn naming(&self, org: &OrgId) -> Vec<Owner> {
+        self.by_org
+            .get(org)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.by_org.clear();
+    }
+}
+
+/// The verification cache. Invalidation is targeted: a [`Change`] drops exactly the answers
+/// built from what it altered (see [`VerifyCache::apply`]); a generation counter, moved by
+/// every change, stops a lookup that read storage before the change from inserting afterwards.
 #[derive(Default)]
 pub(crate) struct VerifyCache {
     generation: AtomicU64,
-    entries: RwLock<HashMap<[u8; 32], Arc<Verified>>>,
+    entries: RwLock<Entries>,
     /// Token owners (users, organisations) as verification sees them.
-    owners: RwLock<HashMap<String, Arc<OwnerSnapshot>>>,
+    owners: RwLock<Owners>,
     /// Authenticated OAuth clients by the SHA-256 of their secret.
     clients: RwLock<HashMap<[u8; 32], Arc<crate::oauth::token_endpoint::AuthenticatedClient>>>,
-    epoch_seen: Mutex<Option<i64>>,
+    /// Moves when the deny-list changed; the list is reloaded before the next access token is
+    /// looked up (`Service::current_deny_list`).
+    deny_version: AtomicU64,
+    /// The last change (by sequence) of the store's change log this process has applied.
+    change_seen: AtomicI64,
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| {
+        lock.clear_poison();
+        poisoned.into_inner()
+    })
 }
 
 impl VerifyCache {
     fn get(&self, hash: &[u8; 32]) -> Option<Arc<Verified>> {
-        self.entries.read().ok()?.get(hash).cloned()
+        self.entries.read().ok()?.map.get(hash).cloned()
     }
 
     fn insert_if_current(&self, generation: u64, hash: [u8; 32], entry: Arc<Verified>) {
-        if let Ok(mut map) = self.entries.write() {
+        if let Ok(mut entries) = self.entries.write() {
             if self.generation.load(Ordering::Acquire) != generation {
                 return;
             }
-            if map.len() >= MAX_CACHED {
-                map.clear();
+            if entries.map.len() >= MAX_CACHED {
+                entries.clear();
             }
-            map.insert(hash, entry);
+            entries.insert(hash, entry);
         }
     }
 
-    fn get_owner(&self, key: &str) -> Option<Arc<OwnerSnapshot>> {
-        self.owners.read().ok()?.get(key).cloned()
+    fn get_owner(&self, owner: &Owner) -> Option<Arc<OwnerSnapshot>> {
+        self.owners.read().ok()?.map.get(owner).cloned()
     }
 
-    fn insert_owner_if_current(&self, generation: u64, key: String, owner: Arc<OwnerSnapshot>) {
-        // Lock order: entries, then owners (as in `invalidate`).
-        if let (Ok(_entries), Ok(mut map)) = (self.entries.write(), self.owners.write()) {
+    fn insert_owner_if_current(&self, generation: u64, owner: Owner, snapshot: Arc<OwnerSnapshot>) {
+        // Lock order: entries, then owners (as in `apply`).
+        if let (Ok(_entries), Ok(mut owners)) = (self.entries.write(), self.owners.write()) {
             if self.generation.load(Ordering::Acquire) != generation {
                 return;
             }
-            if map.len() >= MAX_CACHED {
-                map.clear();
+            if owners.map.len() >= MAX_CACHED {
+                owners.clear();
             }
-            map.insert(key, owner);
+            owners.insert(owner, snapshot);
         }
     }
 
-    pub(crate) fn note_epoch(&self, epoch: Option<i64>) {
-        if let Ok(mut seen) = self.epoch_seen.lock() {
-            *seen = epoch;
-        }
+    pub(crate) fn note_change_seen(&self, seq: i64) {
+        self.change_seen.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub(crate) fn change_seen(&self) -> i64 {
+        self.change_seen.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn deny_version(&self) -> u64 {
+        self.deny_version.load(Ordering::Acquire)
     }
 
     pub(crate) fn current_generation(&self) -> u64 {
@@ -191,7 +330,7 @@ impl VerifyCache {
         hash: [u8; 32],
         client: Arc<crate::oauth::token_endpoint::AuthenticatedClient>,
     ) {
-        // Lock order: entries, then clients (as in `invalidate`).
+        // Lock order: entries, then clients (as in `apply`).
         if let (Ok(_entries), Ok(mut map)) = (self.entries.write(), self.clients.write()) {
             if self.generation.load(Ordering::Acquire) != generation {
                 return;
@@ -203,26 +342,69 @@ impl VerifyCache {
         }
     }
 
-    /// Drops every entry; lookups in flight will not re-insert what they read before.
-    pub(crate) fn invalidate(&self) {
-        // Lock order: entries, then clients (as in `insert_client_if_current`). The generation
-        // moves while the entries lock is held, so no lookup that read it before can insert.
-        let mut entries = self.entries.write().unwrap_or_else(|poisoned| {
-            self.entries.clear_poison();
-            poisoned.into_inner()
-        });
+    /// Drops exactly what the changes can alter. Runs right after the commit that made them
+    /// (this process) or when the change log shows them (another process), before the next
+    /// request can read the cache, and never awaits.
+    pub(crate) fn apply(&self, changes: &[Change]) {
+        if changes
+            .iter()
+            .all(|c| matches!(c, Change::Outbox | Change::Keys))
+        {
+            return;
+        }
+        // Lock order: entries, then owners, then clients. The generation moves while the
+        // entries lock is held, so no lookup that read storage before can insert afterwards.
+        let mut entries = write(&self.entries);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
-        let mut clients = self.clients.write().unwrap_or_else(|poisoned| {
-            self.clients.clear_poison();
-            poisoned.into_inner()
-        });
-        clients.clear();
-        let mut owners = self.owners.write().unwrap_or_else(|poisoned| {
-            self.owners.clear_poison();
-            poisoned.into_inner()
-        });
-        owners.clear();
+        let mut owners = write(&self.owners);
+        let mut clients = write(&self.clients);
+        for change in changes {
+            match change {
+                Change::Token(id) => {
+                    entries.drop_dep(&Dep::Token(id.clone()), None);
+                }
+                Change::OwnerTokens(owner, of_type) => {
+                    entries.drop_dep(&Dep::Owner(owner.clone()), of_type.as_deref());
+                }
+                Change::User(id) | Change::Membership(_, id) => {
+                    let owner = Owner::User(id.clone());
+                    entries.drop_dep(&Dep::Owner(owner.clone()), None);
+                    owners.remove(&owner);
+                }
+                Change::Org(id) => {
+                    let owner = Owner::Organisation(id.clone());
+                    entries.drop_dep(&Dep::Owner(owner.clone()), None);
+                    entries.drop_dep(&Dep::Org(id.clone()), None);
+                    owners.remove(&owner);
+                    // Its members' snapshots list it (name, switch): their tokens' answers too.
+                    for member in owners.naming(id) {
+                        entries.drop_dep(&Dep::Owner(member.clone()), None);
+                        owners.remove(&member);
+                    }
+                    clients.retain(|_, c| &c.client.org_id != id);
+                }
+                Change::Client(id) => {
+                    entries.drop_dep(&Dep::Client(id.clone()), None);
+                    clients.retain(|_, c| &c.client.id != id);
+                }
+                Change::AccessTokens => {
+                    self.deny_version.fetch_add(1, Ordering::AcqRel);
+                    entries.drop_dep(&Dep::AccessToken, None);
+                }
+                Change::All => {
+                    self.deny_version.fetch_add(1, Ordering::AcqRel);
+                    entries.clear();
+                    owners.clear();
+                    clients.clear();
+                }
+                Change::Keys | Change::Outbox => {}
+            }
+        }
+    }
+
+    /// Drops every entry (a change log this process cannot follow).
+    pub(crate) fn invalidate(&self) {
+        self.apply(&[Change::All]);
     }
 }
 
@@ -295,6 +477,7 @@ impl Service {
         }
         let generation = self.cache.generation.load(Ordering::Acquire);
         let entry = if is_jwt && is_access_token(text) {
+            self.current_deny_list().await?;
             let claims = self
                 .check_access_token(text, self.clock.now())
                 .map_err(|_| ServiceError::Refused(Refusal::Malformed))?;
@@ -357,11 +540,20 @@ impl Service {
         let client_name = client.as_ref().map(|c| c.name.clone());
         // An authorization-code token acts as the user who consented, for that client; a
         // client-credentials token as the client's organisation.
+        // The answer names the client's organisation and the user's accounts: a change to any
+        // of them drops it.
+        let mut deps = vec![
+            Dep::AccessToken,
+            Dep::Token(jti.clone()),
+            Dep::Client(claims.client_id.clone()),
+            Dep::Org(org_id.clone()),
+        ];
         let (principal, accounts, owner, owner_enabled) =
             match claims.sub.parse::<latchkey_core::UserId>() {
                 Ok(user_id) => {
                     let user = self.store.find_user(&user_id).await?;
                     let memberships = self.store.list_user_accounts(&user_id).await?;
+                    deps.extend(memberships.iter().map(|a| Dep::Org(a.org_id.clone())));
                     let principal = json!({
                         "kind": "user",
                         "id": user_id,
@@ -434,6 +626,10 @@ impl Service {
             stored: false,
             allowed_ips: Vec::new(),
             ends_on_first_use: None,
+            deps: {
+                deps.push(Dep::Owner(owner.clone()));
+                deps
+            },
             token_id: jti,
             token_type: "access_token".to_owned(),
             owner,
@@ -489,8 +685,7 @@ impl Service {
             .record_token_address(&entry.token_id, &format!("refused:{ip}"), now, &event)
             .await
         {
-            Ok(true) => self.mail_written(),
-            Ok(false) => {}
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not record a refused address");
                 self.forget_refusal(entry, ip);
@@ -543,8 +738,7 @@ impl Service {
     /// What a token's owner is right now, shared by all of its tokens in the cache (a user with
     /// many tokens costs one lookup, not one per token).
     async fn owner_snapshot(&self, owner: &Owner) -> ServiceResult<Arc<OwnerSnapshot>> {
-        let key = format!("{}:{}", owner.kind(), owner.id());
-        if let Some(found) = self.cache.get_owner(&key) {
+        if let Some(found) = self.cache.get_owner(owner) {
             return Ok(found);
         }
         let generation = self.cache.current_generation();
@@ -562,6 +756,8 @@ impl Service {
                         .filter(|a| a.api_tokens_enabled)
                         .map(|a| json!({ "id": a.org_id, "name": a.org_name, "role": a.role }))
                         .collect(),
+                    // Switched-off organisations too: switching one back on alters the answer.
+                    orgs: accounts.iter().map(|a| a.org_id.clone()).collect(),
                     features: Vec::new(),
                 }
             }
@@ -572,13 +768,14 @@ impl Service {
                     enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
                     principal: json!({ "kind": "organisation", "id": id, "name": name }),
                     accounts: vec![json!({ "id": id, "name": name, "role": "organisation" })],
+                    orgs: vec![id.clone()],
                     features: org.map(|o| o.features).unwrap_or_default(),
                 }
             }
         };
         let snapshot = Arc::new(snapshot);
         self.cache
-            .insert_owner_if_current(generation, key, snapshot.clone());
+            .insert_owner_if_current(generation, owner.clone(), snapshot.clone());
         Ok(snapshot)
     }
 
@@ -645,6 +842,13 @@ impl Service {
                 ))
             })?,
             ends_on_first_use: token.ends_on_first_use,
+            deps: [
+                Dep::Token(token.id.clone()),
+                Dep::Owner(token.owner.clone()),
+            ]
+            .into_iter()
+            .chain(owner.orgs.iter().cloned().map(Dep::Org))
+            .collect(),
             token_id: token.id,
             token_type: token.token_type,
             owner: token.owner,
@@ -741,27 +945,221 @@ impl Service {
         Ok(())
     }
 
-    /// Drops the cache when another process changed the database (or when the store cannot
-    /// say: with no way to know, the safe answer is to forget).
-    pub async fn poll_cache_epoch(&self) {
-        let epoch = self.store.cache_epoch().await.ok();
-        let changed = match self.cache.epoch_seen.lock() {
-            Ok(mut seen) => {
-                let changed = epoch.is_none() || *seen != epoch;
-                *seen = epoch;
-                changed
+    /// Applies what other processes committed (the store's change log) exactly like this
+    /// process's own changes. A log that cannot be read, or that was pruned past what this
+    /// process saw, drops everything: with no way to know, the safe answer is to forget.
+    pub async fn poll_changes(&self) {
+        const BATCH: u32 = 1_000;
+        let seen = self.cache.change_seen();
+        let (changes, last) = match self.store.list_changes_since(seen, BATCH).await {
+            Ok(list) if list.is_empty() => return,
+            Ok(list) => {
+                let first = list.first().map_or(seen, |(seq, _)| *seq);
+                let last = list.last().map_or(seen, |(seq, _)| *seq);
+                let behind = first > seen + 1 || list.len() == BATCH as usize;
+                let changes: Vec<Change> = if behind {
+                    vec![Change::All]
+                } else {
+                    list.into_iter().map(|(_, c)| c).collect()
+                };
+                (changes, last)
             }
-            Err(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the change log; the cache is dropped");
+                self.cache.invalidate();
+                return;
+            }
         };
-        if changed {
-            self.cache.invalidate();
-            // Another process may have rotated the signing keys.
-            if let Err(e) = self.load_signing_keys().await {
-                tracing::warn!(error = %e, "could not reload the signing keys");
-            }
-            if let Err(e) = self.load_deny_list().await {
-                tracing::warn!(error = %e, "could not reload the access-token deny-list");
+        crate::after_commit::apply(&self.cache, &self.outbox.waker(), &changes);
+        self.cache.note_change_seen(last);
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::Keys | Change::All))
+            && let Err(e) = self.load_signing_keys().await
+        {
+            tracing::warn!(error = %e, "could not reload the signing keys");
+        }
+    }
+
+    /// The deny-list as of the latest change: reloaded first when a change moved it.
+    pub(crate) async fn current_deny_list(&self) -> ServiceResult<()> {
+        let wanted = self.cache.deny_version();
+        if self.deny_list.version() != wanted {
+            self.load_deny_list().await?;
+            self.deny_list.set_version(wanted);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use latchkey_core::UserId;
+
+    use super::*;
+
+    fn user(n: u8) -> UserId {
+        format!("usr_{}", char::from(b'a' + n).to_string().repeat(22))
+            .parse()
+            .unwrap()
+    }
+    fn org(n: u8) -> OrgId {
+        format!("org_{}", char::from(b'A' + n).to_string().repeat(22))
+            .parse()
+            .unwrap()
+    }
+    fn token(n: u8) -> TokenId {
+        format!("tok_{}", char::from(b'0' + n).to_string().repeat(22))
+            .parse()
+            .unwrap()
+    }
+
+    /// A cached answer for token `n` of `owner`, of `token_type`, naming `orgs`.
+    fn entry(n: u8, owner: Owner, token_type: &str, orgs: &[OrgId]) -> ([u8; 32], Arc<Verified>) {
+        let at = Timestamp::from_unix_timestamp(1_700_000_000).unwrap();
+        let deps = [Dep::Token(token(n)), Dep::Owner(owner.clone())]
+            .into_iter()
+            .chain(orgs.iter().cloned().map(Dep::Org))
+            .collect();
+        let verified = Verified {
+            token_id: token(n),
+            token_type: token_type.to_owned(),
+            owner,
+            active_from: at,
+            expires_at: None,
+            revoked: false,
+            owner_enabled: true,
+            allowed_ips: Vec::new(),
+            me_body: Bytes::new(),
+            introspection: Bytes::new(),
+            stored: true,
+            ends_on_first_use: None,
+            first_use_seen: AtomicBool::new(true),
+            last_use_at: AtomicI64::new(0),
+            last_use_ip: AtomicU64::new(0),
+            refused_noted: Mutex::new(Vec::new()),
+            deps,
+        };
+        ([n; 32], Arc::new(verified))
+    }
+
+    fn cached(cache: &VerifyCache) -> Vec<u8> {
+        let entries = cache.entries.read().unwrap();
+        // Every entry is indexed under each of its dependencies, and nothing else is indexed.
+        for (hash, e) in &entries.map {
+            for dep in &e.deps {
+                assert!(
+                    entries.by_dep.get(dep).is_some_and(|s| s.contains(hash)),
+                    "{dep:?}"
+                );
             }
         }
+        for (dep, hashes) in &entries.by_dep {
+            for hash in hashes {
+                assert!(
+                    entries.map.get(hash).is_some_and(|e| e.deps.contains(dep)),
+                    "stale index {dep:?}"
+                );
+            }
+        }
+        let mut ids: Vec<u8> = entries.map.keys().map(|h| h[0]).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn fill(cache: &VerifyCache) {
+        let g = cache.current_generation();
+        let u0 = Owner::User(user(0));
+        let u1 = Owner::User(user(1));
+        let o0 = Owner::Organisation(org(0));
+        for (n, owner, t, orgs) in [
+            (1, u0.clone(), "personal", vec![org(0)]),
+            (2, u0.clone(), "personal", vec![org(0)]),
+            (3, u1.clone(), "personal", vec![org(1)]),
+            (4, o0.clone(), "api", vec![org(0)]),
+            (5, o0.clone(), "s2s", vec![org(0)]),
+        ] {
+            let (hash, e) = entry(n, owner, t, &orgs);
+            cache.insert_if_current(g, hash, e);
+        }
+        for (owner, orgs) in [(u0, vec![org(0)]), (u1, vec![org(1)]), (o0, vec![org(0)])] {
+            let snapshot = Arc::new(OwnerSnapshot {
+                principal: serde_json::Value::Null,
+                accounts: Vec::new(),
+                orgs,
+                enabled: true,
+                features: Vec::new(),
+            });
+            cache.insert_owner_if_current(cache.current_generation(), owner, snapshot);
+        }
+    }
+
+    #[test]
+    fn each_change_drops_exactly_the_answers_built_from_what_it_altered() {
+        let cases: Vec<(Change, Vec<u8>)> = vec![
+            (Change::Token(token(2)), vec![1, 3, 4, 5]),
+            (Change::User(user(0)), vec![3, 4, 5]),
+            (Change::Membership(org(1), user(1)), vec![1, 2, 4, 5]),
+            (
+                Change::OwnerTokens(Owner::Organisation(org(0)), Some("api".into())),
+                vec![1, 2, 3, 5],
+            ),
+            (
+                Change::OwnerTokens(Owner::Organisation(org(0)), None),
+                vec![1, 2, 3],
+            ),
+            // The organisation's own tokens and its members' (their accounts name it).
+            (Change::Org(org(0)), vec![3]),
+            (Change::Org(org(7)), vec![1, 2, 3, 4, 5]),
+            (Change::Client("cli_x".into()), vec![1, 2, 3, 4, 5]),
+            (Change::Keys, vec![1, 2, 3, 4, 5]),
+            (Change::Outbox, vec![1, 2, 3, 4, 5]),
+            (Change::All, vec![]),
+        ];
+        for (change, left) in cases {
+            let cache = VerifyCache::default();
+            fill(&cache);
+            assert_eq!(cached(&cache), vec![1, 2, 3, 4, 5]);
+            cache.apply(std::slice::from_ref(&change));
+            assert_eq!(cached(&cache), left, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn an_org_change_drops_its_members_snapshots_and_only_theirs() {
+        let cache = VerifyCache::default();
+        fill(&cache);
+        cache.apply(&[Change::Org(org(0))]);
+        assert!(cache.get_owner(&Owner::User(user(0))).is_none());
+        assert!(cache.get_owner(&Owner::Organisation(org(0))).is_none());
+        assert!(cache.get_owner(&Owner::User(user(1))).is_some());
+    }
+
+    #[test]
+    fn a_replaced_entry_is_still_dropped_by_its_changes() {
+        let cache = VerifyCache::default();
+        fill(&cache);
+        // The same token cached again (a warm-up after a request): one entry, indexed once.
+        let (hash, e) = entry(2, Owner::User(user(0)), "personal", &[org(0)]);
+        cache.insert_if_current(cache.current_generation(), hash, e);
+        assert_eq!(cached(&cache), vec![1, 2, 3, 4, 5]);
+        cache.apply(&[Change::Token(token(2))]);
+        assert_eq!(cached(&cache), vec![1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_lookup_that_began_before_a_change_does_not_insert_after_it() {
+        let cache = VerifyCache::default();
+        let before = cache.current_generation();
+        cache.apply(&[Change::User(user(5))]);
+        let (hash, e) = entry(1, Owner::User(user(0)), "personal", &[]);
+        cache.insert_if_current(before, hash, e);
+        assert!(cache.get(&hash).is_none());
+        // Neither does the deny-list stay as it was.
+        assert_eq!(cache.deny_version(), 0);
+        cache.apply(&[Change::AccessTokens]);
+        assert_eq!(cache.deny_version(), 1);
     }
 }

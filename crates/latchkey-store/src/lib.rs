@@ -6,12 +6,14 @@
 //! atomicity needs (the limit check of `create_token_within_limit` is here because it must be
 //! inside the transaction); the service layer decides everything else.
 
+mod change;
 mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
 
+pub use change::{BadChange, Change, ChangeListener};
 pub use model::*;
 
 /// Why a storage call failed. `Unavailable` is an outage (the caller answers 503), never
@@ -38,9 +40,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Storage reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
-    /// A number that changes whenever something that affects verification changes, in any
-    /// process sharing the database.
-    async fn cache_epoch(&self) -> StoreResult<i64>;
+    /// Sets the function called right after each commit with what it altered (`change.rs`).
+    fn set_change_listener(&self, listener: ChangeListener);
+    /// The sequence number of the latest change committed, by any process sharing the database.
+    async fn latest_change(&self) -> StoreResult<i64>;
+    /// Up to `limit` changes after `seq`, oldest first, with their sequence numbers.
+    async fn list_changes_since(&self, seq: i64, limit: u32) -> StoreResult<Vec<(i64, Change)>>;
+    /// Forgets all but the latest `keep_last` changes (every process has long seen them; one
+    /// that fell further behind drops its whole cache).
+    async fn prune_changes(&self, keep_last: u32) -> StoreResult<()>;
 
     async fn create_user(&self, user: &NewUser, event: &NewEvent) -> StoreResult<User>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;

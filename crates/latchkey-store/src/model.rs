@@ -93,7 +93,7 @@ pub struct Session {
     pub last_seen_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     User(UserId),
     Organisation(OrgId),

@@ -10,18 +10,38 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::model::*;
-use crate::{Store, StoreError, StoreResult};
+use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    listener: std::sync::RwLock<Option<ChangeListener>>,
+}
+
+/// A write transaction and what it altered ([`Change`]s), committed together by
+/// [`SqliteStore::commit`].
+struct Tx {
+    inner: Transaction<'static, Sqlite>,
+    changes: Vec<Change>,
+}
+
+impl Tx {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.inner
+    }
+
+    fn alter(&mut self, change: Change) {
+        if !self.changes.contains(&change) {
+            self.changes.push(change);
+        }
+    }
 }
 
 impl SqliteStore {
@@ -55,14 +75,42 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            listener: std::sync::RwLock::new(None),
+        })
     }
 
-    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.pool
+    async fn write_tx(&self) -> StoreResult<Tx> {
+        let inner = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db_err("transaction"))
+            .map_err(db_err("transaction"))?;
+        Ok(Tx {
+            inner,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Commits a write with what it altered: the changes other processes need go into the
+    /// `changes` table inside the transaction, and the listener hears of them all right after
+    /// the commit (never for a write that did not commit).
+    async fn commit(&self, mut tx: Tx) -> Result<(), sqlx::Error> {
+        for change in tx.changes.iter().filter(|c| c.is_shared()) {
+            sqlx::query("INSERT INTO changes (change) VALUES (?)")
+                .bind(change.to_string())
+                .execute(&mut *tx.inner)
+                .await?;
+        }
+        tx.inner.commit().await?;
+        if !tx.changes.is_empty() {
+            let listener = self.listener.read().ok().and_then(|l| l.clone());
+            if let Some(listener) = listener {
+                listener(&tx.changes);
+            }
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -227,7 +275,7 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
     })
 }
 
-async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> StoreResult<()> {
+async fn insert_event(tx: &mut Tx, e: &NewEvent) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO events (id, at, actor, action, subject_kind, subject_id, user_id, org_id, ip, outcome, details)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -243,9 +291,12 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> St
     .bind(&e.ip)
     .bind(&e.outcome)
     .bind(&e.details)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(db_err("event"))?;
+    if !e.mails.is_empty() {
+        tx.alter(Change::Outbox);
+    }
     // The outbox half of the change: its mails commit with it or not at all (SPEC 6).
     for m in &e.mails {
         sqlx::query(
@@ -260,7 +311,7 @@ async fn insert_event(tx: &mut Transaction<'static, Sqlite>, e: &NewEvent) -> St
         .bind(m.sealed.as_deref())
         .bind(ts(m.created_at))
         .bind(ts(m.created_at))
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("mail"))?;
     }
@@ -281,15 +332,7 @@ fn mail_from_row(row: &SqliteRow) -> StoreResult<OutboxMail> {
     })
 }
 
-async fn bump_epoch(tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
-    sqlx::query("UPDATE cache_epoch SET value = value + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err("epoch"))?;
-    Ok(())
-}
-
-async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> StoreResult<()> {
+async fn insert_token(tx: &mut Tx, t: &NewToken) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tokens (id, token_hash, token_type, owner_kind, owner_id, name, hint, scopes,
                              created_at, active_from, expires_at, rotated_from, ends_on_first_use,
@@ -312,7 +355,7 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> St
     .bind(t.secret_ciphertext.as_deref())
     .bind((!t.allowed_ips.is_empty()).then(|| t.allowed_ips.join(" ")))
     .bind(&t.signing_kid)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(db_err("token"))?;
     if let Some(hash) = &t.cancel_code_hash {
@@ -323,20 +366,17 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &NewToken) -> St
         .bind(t.id.as_str())
         .bind(ts(t.created_at))
         .bind(ts(t.active_from))
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("cancel link"))?;
     }
     Ok(())
 }
 
-async fn token_in_tx(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: &TokenId,
-) -> StoreResult<TokenRecord> {
+async fn token_in_tx(tx: &mut Tx, id: &TokenId) -> StoreResult<TokenRecord> {
     let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
         .bind(id.as_str())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_err("token"))?
         .ok_or(StoreError::NotFound("token"))?;
@@ -397,17 +437,14 @@ fn secret_from_row(row: &SqliteRow) -> StoreResult<ClientSecretRecord> {
     })
 }
 
-async fn insert_client_secret(
-    tx: &mut Transaction<'static, Sqlite>,
-    s: &NewClientSecret,
-) -> StoreResult<()> {
+async fn insert_client_secret(tx: &mut Tx, s: &NewClientSecret) -> StoreResult<()> {
     sqlx::query("INSERT INTO client_secrets (id, client_id, secret_hash, hint, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(&s.id)
         .bind(&s.client_id)
         .bind(s.secret_hash.as_bytes().as_slice())
         .bind(&s.hint)
         .bind(ts(s.created_at))
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("client secret"))?;
     Ok(())
@@ -415,11 +452,7 @@ async fn insert_client_secret(
 
 /// `LastAdmin` if `user` is the only admin of `org` (so demoting or removing them would leave
 /// the organisation without one).
-async fn refuse_last_admin(
-    tx: &mut Transaction<'static, Sqlite>,
-    org: &OrgId,
-    user: &UserId,
-) -> StoreResult<()> {
+async fn refuse_last_admin(tx: &mut Tx, org: &OrgId, user: &UserId) -> StoreResult<()> {
     let row = sqlx::query(
         "SELECT
            (SELECT role FROM memberships WHERE org_id = ?1 AND user_id = ?2) AS role,
@@ -427,7 +460,7 @@ async fn refuse_last_admin(
     )
     .bind(org.as_str())
     .bind(user.as_str())
-    .fetch_one(&mut **tx)
+    .fetch_one(tx.conn())
     .await
     .map_err(db_err("membership"))?;
     let role: Option<String> = get(&row, "role")?;
@@ -441,11 +474,7 @@ async fn refuse_last_admin(
 /// The OAuth half of the kill switch, inside its transaction: every grant of a user (or of
 /// every client of an organisation) ends, and an organisation's clients' access tokens issued
 /// until `at` are refused. Returns how many grants it ended.
-async fn revoke_oauth_of_owner(
-    tx: &mut Transaction<'static, Sqlite>,
-    owner: &Owner,
-    at: Timestamp,
-) -> StoreResult<u64> {
+async fn revoke_oauth_of_owner(tx: &mut Tx, owner: &Owner, at: Timestamp) -> StoreResult<u64> {
     let (user, org) = match owner {
         Owner::User(u) => (Some(u.as_str()), None),
         Owner::Organisation(o) => (None, Some(o.as_str())),
@@ -458,31 +487,33 @@ async fn revoke_oauth_of_owner(
     .bind(ts(at))
     .bind(user)
     .bind(org)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(db_err("grant"))?;
+    tx.alter(Change::AccessTokens);
     if let Some(org) = org {
+        // Its clients' access tokens are refused from now on: every client of it changed.
+        if let Owner::Organisation(id) = owner {
+            tx.alter(Change::Org(id.clone()));
+        }
         sqlx::query("UPDATE oauth_clients SET tokens_valid_after = ? WHERE org_id = ?")
             .bind(ts(at))
             .bind(org)
-            .execute(&mut **tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("client"))?;
     }
     Ok(done.rows_affected())
 }
 
-async fn insert_refresh(
-    tx: &mut Transaction<'static, Sqlite>,
-    t: &NewRefreshToken,
-) -> StoreResult<()> {
+async fn insert_refresh(tx: &mut Tx, t: &NewRefreshToken) -> StoreResult<()> {
     sqlx::query("INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
         .bind(t.token_hash.as_bytes().as_slice())
         .bind(&t.grant_id)
         .bind(&t.client_id)
         .bind(ts(t.created_at))
         .bind(ts(t.expires_at))
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("refresh token"))?;
     Ok(())
@@ -498,12 +529,43 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn cache_epoch(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT value FROM cache_epoch WHERE id = 1")
+    fn set_change_listener(&self, listener: ChangeListener) {
+        if let Ok(mut slot) = self.listener.write() {
+            *slot = Some(listener);
+        }
+    }
+
+    async fn latest_change(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
             .fetch_one(&self.pool)
             .await
-            .map_err(db_err("epoch"))?;
-        get(&row, "value")
+            .map_err(db_err("change"))
+    }
+
+    async fn list_changes_since(&self, seq: i64, limit: u32) -> StoreResult<Vec<(i64, Change)>> {
+        let rows =
+            sqlx::query("SELECT seq, change FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err("change"))?;
+        rows.iter()
+            .map(|r| {
+                let text: String = get(r, "change")?;
+                // One this version cannot read (written by a newer one): the safe reading.
+                Ok((get(r, "seq")?, text.parse().unwrap_or(Change::All)))
+            })
+            .collect()
+    }
+
+    async fn prune_changes(&self, keep_last: u32) -> StoreResult<()> {
+        sqlx::query("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?")
+            .bind(i64::from(keep_last))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("change"))?;
+        Ok(())
     }
 
     async fn create_user(&self, u: &NewUser, event: &NewEvent) -> StoreResult<User> {
@@ -516,11 +578,11 @@ impl Store for SqliteStore {
         .bind(&u.password_hash)
         .bind(u.is_operator)
         .bind(ts(u.created_at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("user"))?;
+        self.commit(tx).await.map_err(db_err("user"))?;
         Ok(User {
             id: u.id.clone(),
             email: u.email.clone(),
@@ -569,7 +631,7 @@ impl Store for SqliteStore {
         .bind(c.is_operator)
         .bind(&c.password_hash)
         .bind(id.as_str())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
         if done.rows_affected() == 0 {
@@ -579,18 +641,18 @@ impl Store for SqliteStore {
             // A disabled user or a new password ends every session.
             sqlx::query("DELETE FROM sessions WHERE user_id = ?")
                 .bind(id.as_str())
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("session"))?;
         }
         let row = sqlx::query("SELECT * FROM users WHERE id = ?")
             .bind(id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.conn())
             .await
             .map_err(db_err("user"))?;
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("user"))?;
+        tx.alter(Change::User(id.clone()));
+        self.commit(tx).await.map_err(db_err("user"))?;
         user_from_row(&row)
     }
 
@@ -605,14 +667,14 @@ impl Store for SqliteStore {
             .bind(o.id.as_str())
             .bind(&o.name)
             .bind(ts(o.created_at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("organisation"))?;
         for f in &o.features {
             sqlx::query("INSERT OR IGNORE INTO org_features (org_id, feature) VALUES (?, ?)")
                 .bind(o.id.as_str())
                 .bind(f)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("feature"))?;
         }
@@ -621,7 +683,7 @@ impl Store for SqliteStore {
             insert_token(&mut tx, token).await?;
             insert_event(&mut tx, token_event).await?;
         }
-        tx.commit().await.map_err(db_err("organisation"))?;
+        self.commit(tx).await.map_err(db_err("organisation"))?;
         let mut features = o.features.clone();
         features.sort();
         features.dedup();
@@ -654,7 +716,7 @@ impl Store for SqliteStore {
         .bind(c.api_tokens_enabled)
         .bind(&c.name)
         .bind(id.as_str())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("organisation"))?;
         if done.rows_affected() == 0 {
@@ -664,7 +726,7 @@ impl Store for SqliteStore {
             sqlx::query("INSERT OR IGNORE INTO org_features (org_id, feature) VALUES (?, ?)")
                 .bind(id.as_str())
                 .bind(f)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("feature"))?;
         }
@@ -672,13 +734,13 @@ impl Store for SqliteStore {
             sqlx::query("DELETE FROM org_features WHERE org_id = ? AND feature = ?")
                 .bind(id.as_str())
                 .bind(f)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("feature"))?;
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("organisation"))?;
+        tx.alter(Change::Org(id.clone()));
+        self.commit(tx).await.map_err(db_err("organisation"))?;
         self.find_org(id)
             .await?
             .ok_or(StoreError::NotFound("organisation"))
@@ -705,7 +767,7 @@ impl Store for SqliteStore {
         .bind(user.as_str())
         .bind(role.as_str())
         .bind(ts(at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
@@ -714,8 +776,8 @@ impl Store for SqliteStore {
             _ => db_err("membership")(e),
         })?;
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("membership"))
+        tx.alter(Change::Membership(org.clone(), user.clone()));
+        self.commit(tx).await.map_err(db_err("membership"))
     }
 
     async fn delete_membership(
@@ -732,15 +794,15 @@ impl Store for SqliteStore {
         let done = sqlx::query("DELETE FROM memberships WHERE org_id = ? AND user_id = ?")
             .bind(org.as_str())
             .bind(user.as_str())
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("membership"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("membership"))?;
+        tx.alter(Change::Membership(org.clone(), user.clone()));
+        self.commit(tx).await.map_err(db_err("membership"))?;
         Ok(true)
     }
 
@@ -808,17 +870,17 @@ impl Store for SqliteStore {
             .bind(ts(s.created_at))
             .bind(ts(s.expires_at))
             .bind(ts(s.created_at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("session"))?;
         // Expired sessions are swept here, on the write path, instead of by a timer.
         sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ts(s.created_at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("session"))?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("session"))
+        self.commit(tx).await.map_err(db_err("session"))
     }
 
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>> {
@@ -877,11 +939,11 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("session"))?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("session"))
+        self.commit(tx).await.map_err(db_err("session"))
     }
 
     async fn create_token_within_limit(
@@ -898,7 +960,7 @@ impl Store for SqliteStore {
                 sqlx::query("SELECT token_id FROM idempotency_keys WHERE scope = ? AND key = ?")
                     .bind(&k.scope)
                     .bind(&k.key)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(tx.conn())
                     .await
                     .map_err(db_err("idempotency key"))?;
             if let Some(row) = earlier {
@@ -915,7 +977,7 @@ impl Store for SqliteStore {
         .bind(t.owner.id())
         .bind(&t.token_type)
         .bind(ts(now))
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.conn())
         .await
         .map_err(db_err("token"))?;
         let live: i64 = get(&row, "live")?;
@@ -929,13 +991,13 @@ impl Store for SqliteStore {
                 .bind(&k.key)
                 .bind(t.id.as_str())
                 .bind(ts(now))
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("idempotency key"))?;
         }
         insert_event(&mut tx, event).await?;
         let record = token_in_tx(&mut tx, &t.id).await?;
-        tx.commit().await.map_err(db_err("token"))?;
+        self.commit(tx).await.map_err(db_err("token"))?;
         Ok(CreateOutcome::Created(record))
     }
 
@@ -959,7 +1021,7 @@ impl Store for SqliteStore {
         .bind(new.owner.id())
         .bind(&new.token_type)
         .bind(old.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_err("token"))?;
         if successor.is_some() {
@@ -971,27 +1033,34 @@ impl Store for SqliteStore {
         )
         .bind(ts(old_expires_at))
         .bind(old.as_str())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("token"));
         }
-        sqlx::query(
+        let ended = sqlx::query(
             "UPDATE tokens SET expires_at = ?1
              WHERE id = (SELECT rotated_from FROM tokens WHERE id = ?2)
-               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)",
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)
+             RETURNING id",
         )
         .bind(ts(now))
         .bind(old.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_err("token"))?;
+        if let Some(row) = ended {
+            tx.alter(Change::Token(parse(
+                &get::<String>(&row, "id")?,
+                "token id",
+            )?));
+        }
         insert_token(&mut tx, new).await?;
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
+        tx.alter(Change::Token(old.clone()));
         let record = token_in_tx(&mut tx, &new.id).await?;
-        tx.commit().await.map_err(db_err("token"))?;
+        self.commit(tx).await.map_err(db_err("token"))?;
         Ok(record)
     }
 
@@ -1059,14 +1128,14 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE tokens SET name = ? WHERE id = ?")
             .bind(name)
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("token"));
         }
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("token"))
+        self.commit(tx).await.map_err(db_err("token"))
     }
 
     async fn set_token_allowed_ips(
@@ -1079,15 +1148,15 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE tokens SET allowed_ips = ? WHERE id = ?")
             .bind((!cidrs.is_empty()).then(|| cidrs.join(" ")))
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("token"));
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("token"))
+        tx.alter(Change::Token(id.clone()));
+        self.commit(tx).await.map_err(db_err("token"))
     }
 
     async fn find_token_secret(&self, id: &TokenId) -> StoreResult<Option<Vec<u8>>> {
@@ -1121,7 +1190,7 @@ impl Store for SqliteStore {
         .bind(owner.kind())
         .bind(owner.id())
         .bind(token_type)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(db_err("token"))?;
         let ids = rows
@@ -1144,8 +1213,11 @@ impl Store for SqliteStore {
             grants
         ));
         insert_event(&mut tx, &event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("token"))?;
+        tx.alter(Change::OwnerTokens(
+            owner.clone(),
+            token_type.map(str::to_owned),
+        ));
+        self.commit(tx).await.map_err(db_err("token"))?;
         Ok(ids)
     }
 
@@ -1163,14 +1235,14 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .bind(ip)
         .bind(ts(at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("token address"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("token address"))?;
+        self.commit(tx).await.map_err(db_err("token address"))?;
         Ok(true)
     }
 
@@ -1203,7 +1275,7 @@ impl Store for SqliteStore {
         if let Some(at) = retire_others_at {
             sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
                 .bind(ts(at))
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("signing key"))?;
         }
@@ -1216,12 +1288,12 @@ impl Store for SqliteStore {
         .bind(ts(key.created_at))
         .bind(ts(key.use_from))
         .bind(key.retired_at.map(ts))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("signing key"))?;
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("signing key"))
+        tx.alter(Change::Keys);
+        self.commit(tx).await.map_err(db_err("signing key"))
     }
 
     async fn live_signing_kids(&self, now: Timestamp) -> StoreResult<Vec<String>> {
@@ -1247,15 +1319,15 @@ impl Store for SqliteStore {
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ts(at))
                 .bind(id.as_str())
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("token"))?;
+        tx.alter(Change::Token(id.clone()));
+        self.commit(tx).await.map_err(db_err("token"))?;
         Ok(true)
     }
 
@@ -1276,9 +1348,12 @@ impl Store for SqliteStore {
                     .push_bind(u.ip.as_str());
             });
             q.push(") AS v WHERE tokens.id = v.column1");
-            q.build().execute(&mut *tx).await.map_err(db_err("token"))?;
+            q.build()
+                .execute(tx.conn())
+                .await
+                .map_err(db_err("token"))?;
         }
-        tx.commit().await.map_err(db_err("token"))
+        self.commit(tx).await.map_err(db_err("token"))
     }
 
     async fn insert_tokens_unchecked(
@@ -1294,7 +1369,7 @@ impl Store for SqliteStore {
                     .bind(ts(at))
                     .bind(ip)
                     .bind(t.id.as_str())
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(db_err("token"))?;
                 sqlx::query(
@@ -1303,12 +1378,12 @@ impl Store for SqliteStore {
                 .bind(t.id.as_str())
                 .bind(ip)
                 .bind(ts(at))
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(db_err("token address"))?;
             }
         }
-        tx.commit().await.map_err(db_err("token"))
+        self.commit(tx).await.map_err(db_err("token"))
     }
 
     async fn create_client(
@@ -1331,14 +1406,14 @@ impl Store for SqliteStore {
         .bind(c.is_confidential)
         .bind(c.can_introspect)
         .bind(ts(c.created_at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("client"))?;
         if let Some(secret) = secret {
             insert_client_secret(&mut tx, secret).await?;
         }
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("client"))
+        self.commit(tx).await.map_err(db_err("client"))
     }
 
     async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>> {
@@ -1373,15 +1448,15 @@ impl Store for SqliteStore {
         .bind(c.scopes.as_ref().map(|s| s.join(" ")))
         .bind(c.can_introspect)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("client"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("client"));
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("client"))
+        tx.alter(Change::Client(id.to_owned()));
+        self.commit(tx).await.map_err(db_err("client"))
     }
 
     async fn delete_client(&self, id: &str, at: Timestamp, event: &NewEvent) -> StoreResult<bool> {
@@ -1391,7 +1466,7 @@ impl Store for SqliteStore {
         )
         .bind(ts(at))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("client"))?;
         if done.rows_affected() == 0 {
@@ -1402,12 +1477,12 @@ impl Store for SqliteStore {
         )
         .bind(ts(at))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("client secret"))?;
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("client"))?;
+        tx.alter(Change::Client(id.to_owned()));
+        self.commit(tx).await.map_err(db_err("client"))?;
         Ok(true)
     }
 
@@ -1420,7 +1495,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT COUNT(*) AS live FROM client_secrets WHERE client_id = ? AND revoked_at IS NULL")
             .bind(&s.client_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.conn())
             .await
             .map_err(db_err("client secret"))?;
         if get::<i64>(&row, "live")? >= i64::from(max_active) {
@@ -1428,7 +1503,7 @@ impl Store for SqliteStore {
         }
         insert_client_secret(&mut tx, s).await?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("client secret"))
+        self.commit(tx).await.map_err(db_err("client secret"))
     }
 
     async fn revoke_client_secret(
@@ -1443,15 +1518,15 @@ impl Store for SqliteStore {
             .bind(ts(at))
             .bind(secret_id)
             .bind(client_id)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("client secret"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("client secret"))?;
+        tx.alter(Change::Client(client_id.to_owned()));
+        self.commit(tx).await.map_err(db_err("client secret"))?;
         Ok(true)
     }
 
@@ -1490,14 +1565,16 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?, ?)")
             .bind(jti)
             .bind(ts(expires_at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("revoked access token"))?;
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("revoked access token"))
+        tx.alter(Change::AccessTokens);
+        self.commit(tx)
+            .await
+            .map_err(db_err("revoked access token"))
     }
 
     async fn list_revoked_access_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>> {
@@ -1526,7 +1603,7 @@ impl Store for SqliteStore {
             .bind(g.user_id.as_ref().map(UserId::as_str))
             .bind(g.scopes.join(" "))
             .bind(ts(g.created_at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("grant"))?;
         sqlx::query(
@@ -1542,11 +1619,11 @@ impl Store for SqliteStore {
         .bind(c.scopes.join(" "))
         .bind(ts(c.created_at))
         .bind(ts(c.expires_at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("authorization code"))?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("grant"))
+        self.commit(tx).await.map_err(db_err("grant"))
     }
 
     async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>> {
@@ -1603,7 +1680,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
             .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.conn())
             .await
             .map_err(db_err("authorization code"))?;
         let Some(row) = row else {
@@ -1617,7 +1694,7 @@ impl Store for SqliteStore {
         )
         .bind(ts(now))
         .bind(hash.as_bytes().as_slice())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("authorization code"))?;
         if done.rows_affected() == 0 {
@@ -1630,7 +1707,9 @@ impl Store for SqliteStore {
         if let Some(refresh) = refresh {
             insert_refresh(&mut tx, refresh).await?;
         }
-        tx.commit().await.map_err(db_err("authorization code"))?;
+        self.commit(tx)
+            .await
+            .map_err(db_err("authorization code"))?;
         Ok(Consumed::Fresh(NewAuthCode {
             code_hash: *hash,
             grant_id,
@@ -1702,7 +1781,7 @@ impl Store for SqliteStore {
             "SELECT r.*, g.revoked_at AS grant_revoked_at FROM refresh_tokens r JOIN oauth_grants g ON g.id = r.grant_id WHERE r.token_hash = ?",
         )
         .bind(hash.as_bytes().as_slice())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_err("refresh token"))?;
         let Some(row) = row else {
@@ -1719,7 +1798,7 @@ impl Store for SqliteStore {
         )
         .bind(ts(now))
         .bind(hash.as_bytes().as_slice())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("refresh token"))?;
         if done.rows_affected() == 0 {
@@ -1730,7 +1809,7 @@ impl Store for SqliteStore {
             });
         }
         insert_refresh(&mut tx, next).await?;
-        tx.commit().await.map_err(db_err("refresh token"))?;
+        self.commit(tx).await.map_err(db_err("refresh token"))?;
         Ok(Consumed::Fresh(RefreshTokenRecord {
             grant_id,
             client_id: get(&row, "client_id")?,
@@ -1745,15 +1824,15 @@ impl Store for SqliteStore {
         )
         .bind(ts(at))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("grant"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("grant"))?;
+        tx.alter(Change::AccessTokens);
+        self.commit(tx).await.map_err(db_err("grant"))?;
         Ok(true)
     }
 
@@ -1786,10 +1865,10 @@ impl Store for SqliteStore {
         .bind(ts(now))
         .bind(ts(lease_until))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(db_err("mail"))?;
-        tx.commit().await.map_err(db_err("mail"))?;
+        self.commit(tx).await.map_err(db_err("mail"))?;
         let mut mails = rows
             .iter()
             .map(mail_from_row)
@@ -1911,14 +1990,14 @@ impl Store for SqliteStore {
         .bind(token.as_str())
         .bind(i64::from(days))
         .bind(ts(event.at))
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("expiry notice"))?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("expiry notice"))?;
+        self.commit(tx).await.map_err(db_err("expiry notice"))?;
         Ok(true)
     }
 
@@ -1972,7 +2051,7 @@ impl Store for SqliteStore {
             .bind(a.token_id.as_str())
             .bind(&a.ip)
             .bind(ts(a.at))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(db_err("token address"))?;
             if done.rows_affected() == 1 {
@@ -1980,7 +2059,7 @@ impl Store for SqliteStore {
                 new += 1;
             }
         }
-        tx.commit().await.map_err(db_err("token address"))?;
+        self.commit(tx).await.map_err(db_err("token address"))?;
         Ok(new)
     }
 
@@ -2014,7 +2093,7 @@ impl Store for SqliteStore {
         )
         .bind(ts(now))
         .bind(hash.as_bytes().as_slice())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await
         .map_err(db_err("cancel link"))?;
         let Some(row) = row else {
@@ -2027,7 +2106,7 @@ impl Store for SqliteStore {
         )
         .bind(ts(now))
         .bind(&token_id)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(db_err("token"))?;
         if done.rows_affected() == 0 {
@@ -2035,15 +2114,15 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         insert_event(&mut tx, event).await?;
-        bump_epoch(&mut tx).await?;
-        tx.commit().await.map_err(db_err("cancel link"))?;
+        tx.alter(Change::Token(parse(&token_id, "token id")?));
+        self.commit(tx).await.map_err(db_err("cancel link"))?;
         Ok(true)
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(db_err("event"))
+        self.commit(tx).await.map_err(db_err("event"))
     }
 
     async fn list_events(&self, f: &EventFilter) -> StoreResult<Vec<Event>> {

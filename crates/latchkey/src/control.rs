@@ -1,9 +1,8 @@
 //! The running server's control socket, so that an operator command is in force when it
 //! returns (SPEC 7). `latchkey serve` listens on `<data_dir>/control.sock`; a CLI command that
 //! changed the database connects after its commit, says `apply`, and waits until the server has
-//! re-read what the change alters (the cache epoch, the signing keys, the deny-list) and
-//! answered `applied`. Without the socket, the server would notice at its next epoch poll
-//! (up to 250 ms later), and a token switched off by the CLI could still work right after the
+//! applied the store's change log (what the change altered) and answered `applied`. Without the
+//! socket, the server would notice at its next poll of the log (up to 250 ms later), and a token switched off by the CLI could still work right after the
 //! command returned.
 //!
 //! With no server running (no socket, or a stale one nobody listens on) there is nothing to
@@ -88,7 +87,7 @@ async fn answer(stream: UnixStream, service: &Service) -> std::io::Result<()> {
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
     {
         if line.trim() == APPLY {
-            service.poll_cache_epoch().await;
+            service.poll_changes().await;
             write.write_all(format!("{APPLIED}\n").as_bytes()).await?;
         }
     }

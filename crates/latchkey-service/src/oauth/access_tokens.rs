@@ -23,9 +23,18 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 pub struct DenyList {
     jtis: RwLock<HashSet<String>>,
     grants: RwLock<HashSet<String>>,
+    /// The cache's deny version this list was loaded for (`Service::current_deny_list`).
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl DenyList {
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+    pub(crate) fn set_version(&self, version: u64) {
+        self.version
+            .store(version, std::sync::atomic::Ordering::Release);
+    }
     pub fn contains(&self, jti: &str) -> bool {
         self.jtis
             .read()

@@ -267,14 +267,9 @@ impl Service {
                 details: Some(json!({ "reason": reason })),
             },
         )?;
-        if self
-            .store
+        self.store
             .revoke_grant(grant_id, self.now(), &event)
-            .await?
-        {
-            self.load_deny_list().await?;
-            self.cache.invalidate();
-        }
+            .await?;
         Ok(())
     }
 }

@@ -254,7 +254,6 @@ impl Service {
         self.store
             .create_client(&client, secret.as_ref().map(|(s, _)| s), &event)
             .await?;
-        self.mail_written();
         let secret = secret.map(|(s, clear)| {
             let record = ClientSecretRecord {
                 id: s.id,
@@ -378,7 +377,6 @@ impl Service {
         self.store
             .update_client(&client.id, &store_change, &event)
             .await?;
-        self.cache.invalidate();
         Ok(self.org_client(admin, org_id, client_id).await?.1)
     }
 
@@ -406,7 +404,6 @@ impl Service {
         self.store
             .delete_client(&client.id, self.now(), &event)
             .await?;
-        self.cache.invalidate();
         Ok(())
     }
 
@@ -450,7 +447,6 @@ impl Service {
                 ),
                 other => other.into(),
             })?;
-        self.mail_written();
         let record = ClientSecretRecord {
             id: secret.id,
             client_id: secret.client_id,
@@ -489,7 +485,6 @@ impl Service {
         {
             return Err(ServiceError::not_found("client secret"));
         }
-        self.cache.invalidate();
         Ok(())
     }
 }

@@ -272,8 +272,6 @@ impl Service {
         self.store
             .revoke_access_token(&claims.jti, expires_at, Some(&event))
             .await?;
-        self.load_deny_list().await?;
-        self.cache.invalidate();
         Ok(())
     }
 }
