@@ -1340,7 +1340,8 @@ impl Store for SqliteStore {
         // with tens of thousands of first uses costs a few statements, not one per token.
         for chunk in usage.chunks(300) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), v.column2), last_used_ip = v.column3 FROM (",
+                "UPDATE tokens SET last_used_ip = CASE WHEN v.column2 >= COALESCE(last_used_at, 0) THEN v.column3 ELSE last_used_ip END,
+                        last_used_at = MAX(COALESCE(last_used_at, 0), v.column2) FROM (",
             );
             q.push_values(chunk, |mut row, u| {
                 row.push_bind(u.token_id.as_str())
@@ -1678,15 +1679,23 @@ impl Store for SqliteStore {
         refresh: Option<&NewRefreshToken>,
     ) -> StoreResult<Consumed<NewAuthCode>> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
-            .bind(hash.as_bytes().as_slice())
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(db_err("authorization code"))?;
+        let row = sqlx::query(
+            "SELECT c.*, g.revoked_at AS grant_revoked_at FROM auth_codes c
+             JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_err("authorization code"))?;
         let Some(row) = row else {
             return Ok(Consumed::Invalid);
         };
         let grant_id: String = get(&row, "grant_id")?;
+        // A consent withdrawn (or ended by the kill switch) while its code was outstanding:
+        // the code produces nothing, and stays unused.
+        if get::<Option<i64>>(&row, "grant_revoked_at")?.is_some() {
+            return Ok(Consumed::Invalid);
+        }
         // Conditional, so that of two requests racing for one code exactly one wins, on any
         // backend; the other is a replay.
         let done = sqlx::query(
