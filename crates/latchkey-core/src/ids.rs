@@ -97,6 +97,7 @@ prefixed_id!(EventId, "evt", "event");
 prefixed_id!(ClientId, "cli", "OAuth client");
 prefixed_id!(SecretId, "sec", "client secret");
 prefixed_id!(MailId, "mail", "mail");
+prefixed_id!(InstanceId, "ins", "serving instance");
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ pub mod token_string;
 
 pub use clock::{Clock, Timestamp};
 pub use duration::PolicyDuration;
-pub use ids::{ClientId, EventId, MailId, OrgId, SecretId, SessionId, TokenId, UserId};
+pub use ids::{ClientId, EventId, InstanceId, MailId, OrgId, SecretId, SessionId, TokenId, UserId};
 pub use names::{Email, OrgName, TokenName};
 pub use policy::{Format, Grace, OwnerKind, Reveal, TokenTypePolicy, TokenTypes};
 pub use role::Role;

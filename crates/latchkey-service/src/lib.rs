@@ -9,6 +9,7 @@ mod after_commit;
 pub mod crypto;
 pub mod error;
 mod events;
+pub mod instances;
 pub mod keys;
 pub mod limits;
 pub mod mails;
@@ -124,6 +125,8 @@ pub struct Service {
     deny_list: oauth::access_tokens::DenyList,
     metrics: metrics::Metrics,
     outbox: outbox::Outbox,
+    /// This process as a registered serving instance (`instances.rs`); unset in the CLI.
+    instance: std::sync::OnceLock<latchkey_core::InstanceId>,
 }
 
 impl Service {
@@ -154,6 +157,7 @@ impl Service {
             deny_list: oauth::access_tokens::DenyList::default(),
             metrics: metrics::Metrics::default(),
             outbox,
+            instance: std::sync::OnceLock::new(),
         })
     }
 
@@ -198,7 +202,10 @@ impl Service {
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = flush.tick() => self.flush_usage().await,
+                _ = flush.tick() => {
+                    self.flush_usage().await;
+                    self.heartbeat().await;
+                }
                 _ = poll.tick() => self.poll_changes().await,
                 _ = prune.tick() => {
                     if let Err(e) = self.store.prune_changes(CHANGES_KEPT).await {

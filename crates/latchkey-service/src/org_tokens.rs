@@ -2,7 +2,7 @@
 //! `404`. The life cycle itself is the shared one of `tokens.rs`.
 
 use latchkey_core::policy::OwnerKind;
-use latchkey_core::{Grace, TokenId, TokenName, TokenSecret};
+use latchkey_core::{Grace, TokenName, TokenSecret};
 use latchkey_store::{Org, Owner, TokenRecord, User};
 use secrecy::SecretString;
 
@@ -153,7 +153,7 @@ impl Service {
         admin: &User,
         org_id: &str,
         token_type: Option<&str>,
-    ) -> ServiceResult<Vec<TokenId>> {
+    ) -> ServiceResult<crate::tokens::KillSwitch> {
         let org = self.require_admin(&admin.id, org_id).await?;
         self.revoke_all_tokens(caller, &owner(&org), token_type)
             .await

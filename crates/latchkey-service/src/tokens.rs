@@ -111,6 +111,14 @@ fn rfc3339(t: Timestamp) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// What the kill switch did: the tokens it revoked, and how many live instances had applied it
+/// when it answered.
+#[derive(Debug, Clone)]
+pub struct KillSwitch {
+    pub tokens: Vec<TokenId>,
+    pub applied: crate::instances::Applied,
+}
+
 impl Service {
     pub(crate) fn policy(&self, name: &str) -> ServiceResult<&TokenTypePolicy> {
         self.types.get(name).ok_or_else(|| {
@@ -631,7 +639,7 @@ impl Service {
         caller: &Caller,
         owner: &Owner,
         token_type: Option<&str>,
-    ) -> ServiceResult<Vec<TokenId>> {
+    ) -> ServiceResult<KillSwitch> {
         if let Some(t) = token_type {
             self.policy(t)?;
         }
@@ -659,7 +667,13 @@ impl Service {
             .store
             .revoke_owner_tokens(owner, token_type, whole_owner, self.now(), &event)
             .await?;
-        Ok(ids)
+        // Answered once every live instance applied it (SPEC 7), at most 2 s.
+        let change = self.store.latest_change().await?;
+        let applied = self.wait_until_applied(change).await?;
+        Ok(KillSwitch {
+            tokens: ids,
+            applied,
+        })
     }
 
     /// `POST /v1/user/tokens/revoke-all`: the user's own kill switch, behind their password.
@@ -668,7 +682,7 @@ impl Service {
         caller: &Caller,
         user: &User,
         password: &SecretString,
-    ) -> ServiceResult<Vec<TokenId>> {
+    ) -> ServiceResult<KillSwitch> {
         self.check_password(caller, user, password, "tokens.revoke_all")
             .await?;
         self.revoke_all_tokens(caller, &Owner::User(user.id.clone()), None)
@@ -680,7 +694,7 @@ impl Service {
         &self,
         caller: &Caller,
         email: &str,
-    ) -> ServiceResult<Vec<TokenId>> {
+    ) -> ServiceResult<KillSwitch> {
         let user = self.find_user_by_email(email).await?;
         self.revoke_all_tokens(caller, &Owner::User(user.id), None)
             .await
@@ -692,7 +706,7 @@ impl Service {
         caller: &Caller,
         org_id: &str,
         token_type: Option<&str>,
-    ) -> ServiceResult<Vec<TokenId>> {
+    ) -> ServiceResult<KillSwitch> {
         let org = self.find_org(org_id).await?;
         self.revoke_all_tokens(caller, &Owner::Organisation(org.id), token_type)
             .await

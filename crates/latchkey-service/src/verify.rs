@@ -972,6 +972,8 @@ impl Service {
         };
         crate::after_commit::apply(&self.cache, &self.outbox.waker(), &changes);
         self.cache.note_change_seen(last);
+        // Said at once, not at the next beat: a kill switch elsewhere is waiting for it.
+        self.heartbeat().await;
         if changes
             .iter()
             .any(|c| matches!(c, Change::Keys | Change::All))

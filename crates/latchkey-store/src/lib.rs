@@ -11,7 +11,9 @@ mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+use latchkey_core::{
+    Email, InstanceId, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId,
+};
 
 pub use change::{BadChange, Change, ChangeListener};
 pub use model::*;
@@ -347,6 +349,23 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<bool>;
+
+    /// Registers a serving instance (or refreshes its row).
+    async fn register_instance(&self, instance: &Instance) -> StoreResult<()>;
+    /// An instance is alive at `at` and has applied the change log up to `applied_change`.
+    async fn heartbeat_instance(
+        &self,
+        id: &InstanceId,
+        at: Timestamp,
+        applied_change: i64,
+    ) -> StoreResult<()>;
+    async fn list_instances(&self) -> StoreResult<Vec<Instance>>;
+    /// An instance that stopped, or every one not heard from since `before` (with `None`).
+    async fn remove_instances(
+        &self,
+        id: Option<&InstanceId>,
+        before: Option<Timestamp>,
+    ) -> StoreResult<()>;
 
     /// An event that records something that changed nothing (a refused attempt).
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;

@@ -1,7 +1,7 @@
 //! The records the store reads and writes. Plain data: no behaviour beyond conversions.
 
 use latchkey_core::{
-    Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, TokenStatus, UserId,
+    Email, InstanceId, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, TokenStatus, UserId,
 };
 
 #[derive(Debug, Clone)]
@@ -251,6 +251,20 @@ pub struct NewTokenAddress {
     pub ip: String,
     pub at: Timestamp,
     pub event: NewEvent,
+}
+
+/// A `latchkey serve` process registered in the database (SPEC 7): so that the kill switch
+/// can wait until every live one has applied it, and `latchkey status` can list them.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: InstanceId,
+    /// Where it listens.
+    pub address: String,
+    pub version: String,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+    /// The last change of the log it has applied.
+    pub applied_change: i64,
 }
 
 /// A cancel link as stored (the code itself is never stored).

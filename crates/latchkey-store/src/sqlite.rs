@@ -8,7 +8,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_core::{Email, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId};
+use latchkey_core::{
+    Email, InstanceId, MailId, OrgId, Role, Timestamp, TokenHash, TokenId, UserId,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -2126,6 +2128,76 @@ impl Store for SqliteStore {
         tx.alter(Change::Token(parse(&token_id, "token id")?));
         self.commit(tx).await.map_err(db_err("cancel link"))?;
         Ok(true)
+    }
+
+    async fn register_instance(&self, i: &Instance) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (id, address, version, started_at, heartbeat_at, applied_change)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version,
+               heartbeat_at = excluded.heartbeat_at, applied_change = excluded.applied_change",
+        )
+        .bind(i.id.as_str())
+        .bind(&i.address)
+        .bind(&i.version)
+        .bind(ts(i.started_at))
+        .bind(ts(i.heartbeat_at))
+        .bind(i.applied_change)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("instance"))?;
+        Ok(())
+    }
+
+    async fn heartbeat_instance(
+        &self,
+        id: &InstanceId,
+        at: Timestamp,
+        applied_change: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE instances SET heartbeat_at = ?, applied_change = MAX(applied_change, ?) WHERE id = ?",
+        )
+        .bind(ts(at))
+        .bind(applied_change)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("instance"))?;
+        Ok(())
+    }
+
+    async fn list_instances(&self) -> StoreResult<Vec<Instance>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY started_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("instance"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Instance {
+                    id: parse(&get::<String>(r, "id")?, "instance id")?,
+                    address: get(r, "address")?,
+                    version: get(r, "version")?,
+                    started_at: from_ts(get(r, "started_at")?)?,
+                    heartbeat_at: from_ts(get(r, "heartbeat_at")?)?,
+                    applied_change: get(r, "applied_change")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_instances(
+        &self,
+        id: Option<&InstanceId>,
+        before: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instances WHERE id = ? OR heartbeat_at < ?")
+            .bind(id.map(InstanceId::as_str))
+            .bind(before.map(ts))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err("instance"))?;
+        Ok(())
     }
 
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {

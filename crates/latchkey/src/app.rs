@@ -144,6 +144,10 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         service: service.clone(),
         secure_cookies: config.public_url().starts_with("https://"),
     };
+    service
+        .register_instance(&addr.to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register this instance: {e}"))?;
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
@@ -166,10 +170,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         idle_timeout: config.connection_idle_timeout.to_std(),
         max_connections: config.max_connections,
     };
+    let instance = service.clone();
     let task = tokio::spawn(async move {
         serve_connections(listener, router, limits, rx).await;
         background.await.context("background task failed")?;
         control.await.context("control socket task failed")?;
+        instance.unregister_instance().await;
         outbox.await.context("outbox task failed")?;
         Ok(())
     });

@@ -54,6 +54,8 @@ pub enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The running instances on this database and how far each has applied the change log.
+    Status,
     /// Benchmark helpers (seeding a database with many tokens).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
@@ -297,11 +299,22 @@ fn output(json_mode: bool, value: Value, text: String) {
     }
 }
 
-fn print_revoked(json_mode: bool, ids: &[latchkey_core::TokenId]) {
+fn print_revoked(json_mode: bool, done: &latchkey_service::tokens::KillSwitch) {
+    let a = &done.applied;
+    let waiting = if a.unconfirmed.is_empty() {
+        String::new()
+    } else {
+        format!(" (not yet: {})", a.unconfirmed.join(", "))
+    };
     output(
         json_mode,
-        json!({ "revoked": ids.len(), "tokens": ids }),
-        format!("{} tokens revoked", ids.len()),
+        json!({ "revoked": done.tokens.len(), "tokens": done.tokens, "applied": a }),
+        format!(
+            "{} tokens revoked; applied by {} of {} running instances{waiting}",
+            done.tokens.len(),
+            a.confirmed,
+            a.instances
+        ),
     );
 }
 
@@ -322,6 +335,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_)
             | Command::Keys(KeysCommand::List)
             | Command::Config(_)
+            | Command::Status
             | Command::Token(TokenCommand::List { .. })
     );
     let result = run_command(cli, config, caller, json_mode).await;
@@ -390,11 +404,11 @@ async fn run_command(
         }
         Command::User(UserCommand::RevokeAll { email }) => {
             let service = operator_service(&config()?).await?;
-            let ids = service
+            let done = service
                 .revoke_all_user_tokens(&caller, &email)
                 .await
                 .map_err(service_err)?;
-            print_revoked(json_mode, &ids);
+            print_revoked(json_mode, &done);
             Ok(())
         }
         Command::Client(ClientCommand::Create {
@@ -450,6 +464,26 @@ async fn run_command(
                 json!({ "kid": kid, "use_from": use_from }),
                 format!("new signing key {kid}: published now, signs from Unix time {use_from}"),
             );
+            Ok(())
+        }
+        Command::Status => {
+            let service = operator_service(&config()?).await?;
+            let status = service.cluster_status().await.map_err(service_err)?;
+            let mut text = format!("latest change {}\n", status.latest_change);
+            for i in &status.instances {
+                text.push_str(&format!(
+                    "{} {} version {} {} applied {}\n",
+                    i.id,
+                    i.address,
+                    i.version,
+                    if i.live { "live" } else { "not heard from" },
+                    i.applied_change
+                ));
+            }
+            if status.instances.is_empty() {
+                text.push_str("no instance is running\n");
+            }
+            output(json_mode, json!(status), text.trim_end().to_owned());
             Ok(())
         }
         Command::Keys(KeysCommand::List) => {
@@ -611,11 +645,11 @@ async fn run_org(
             );
         }
         OrgCommand::RevokeAll { org, token_type } => {
-            let ids = service
+            let done = service
                 .revoke_all_org_tokens_as_operator(caller, &org, token_type.as_deref())
                 .await
                 .map_err(service_err)?;
-            print_revoked(json_mode, &ids);
+            print_revoked(json_mode, &done);
         }
         OrgCommand::RemoveMember { org, email } => {
             service

@@ -171,7 +171,7 @@ pub async fn revoke_all_org_tokens(
     Path(org): Path<String>,
     JsonOrEmpty(body): JsonOrEmpty<RevokeAllBody>,
 ) -> ApiResult<Json<Value>> {
-    let ids = state
+    let done = state
         .service
         .revoke_all_org_tokens(
             &me.caller,
@@ -180,5 +180,7 @@ pub async fn revoke_all_org_tokens(
             body.token_type.as_deref(),
         )
         .await?;
-    Ok(Json(json!({ "revoked": ids.len(), "tokens": ids })))
+    Ok(Json(
+        json!({ "revoked": done.tokens.len(), "tokens": done.tokens, "applied": done.applied }),
+    ))
 }

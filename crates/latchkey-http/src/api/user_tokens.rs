@@ -163,9 +163,11 @@ pub async fn revoke_all_user_tokens(
     me: SignedIn,
     JsonBody(body): JsonBody<PasswordBody>,
 ) -> ApiResult<Json<Value>> {
-    let ids = state
+    let done = state
         .service
         .revoke_all_personal_tokens(&me.caller, &me.session.user, &body.password)
         .await?;
-    Ok(Json(json!({ "revoked": ids.len(), "tokens": ids })))
+    Ok(Json(
+        json!({ "revoked": done.tokens.len(), "tokens": done.tokens, "applied": done.applied }),
+    ))
 }

@@ -693,3 +693,41 @@ async fn a_cli_change_is_in_force_when_the_command_returns() {
     .await
     .ok();
 }
+
+/// SPEC 7: `latchkey status` lists the running instances; the CLI's kill switch waits for them.
+#[tokio::test]
+async fn status_lists_the_running_instance_and_the_kill_switch_waits_for_it() {
+    let bin = Binary::fresh();
+    bin.create_user("ivy@example.com", PASSWORD).await;
+    let ran = bin.run(&["--json", "status"], None).await.ok();
+    assert_eq!(json_out(&ran.stdout)["instances"], json!([]));
+
+    let server = bin.serve(&[], None, None).await;
+    let ran = bin.run(&["--json", "status"], None).await.ok();
+    let status = json_out(&ran.stdout);
+    let instances = status["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{status}");
+    assert_eq!(instances[0]["live"], true);
+    assert_eq!(
+        format!("http://{}", instances[0]["address"].as_str().unwrap()),
+        server.url
+    );
+    assert!(instances[0]["id"].as_str().unwrap().starts_with("ins_"));
+
+    let ran = bin
+        .run(
+            &["--json", "user", "revoke-all", "--email", "ivy@example.com"],
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(
+        json_out(&ran.stdout)["applied"],
+        json!({ "instances": 1, "confirmed": 1 })
+    );
+
+    // A graceful stop unregisters it.
+    assert!(server.terminate().await.success());
+    let ran = bin.run(&["--json", "status"], None).await.ok();
+    assert_eq!(json_out(&ran.stdout)["instances"], json!([]));
+}

@@ -152,10 +152,17 @@ async fn the_organisation_kill_switch_revokes_by_type_or_everything() {
         .call(Method::POST, &kill, Some(&org.admin), None)
         .await
         .expect(200);
-    assert_eq!(res.body, json!({ "revoked": 1, "tokens": [default_id] }));
+    let applied = json!({ "instances": 1, "confirmed": 1 });
+    assert_eq!(
+        res.body,
+        json!({ "revoked": 1, "tokens": [default_id], "applied": applied })
+    );
     assert_refused(&app.me(&jwt).await, "revoked");
     let res = app.post(&kill, &org.admin, json!({})).await.expect(200);
-    assert_eq!(res.body, json!({ "revoked": 0, "tokens": [] }));
+    assert_eq!(
+        res.body,
+        json!({ "revoked": 0, "tokens": [], "applied": applied })
+    );
     // Another organisation is untouched.
     app.me(&other_jwt).await.expect(200);
     assert!(
@@ -605,4 +612,65 @@ async fn parallel_retries_with_one_idempotency_key_make_one_token() {
     assert_eq!(created, 1);
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(list(&app, &org).await.len(), 2, "Default and one backend");
+}
+
+/// SPEC 7: the kill switch answers once every live instance has applied it, or after 2 s naming
+/// those that have not.
+#[tokio::test]
+async fn the_kill_switch_says_how_many_live_instances_applied_it() {
+    let app = TestApp::spawn().await;
+    let org = admin_org(&app, "Instances", "instances@example.com").await;
+    let kill = format!("{}/revoke-all", org.tokens());
+    let res = app.post(&kill, &org.admin, json!({})).await.expect(200);
+    assert_eq!(
+        res.body["applied"],
+        json!({ "instances": 1, "confirmed": 1 }),
+        "{}",
+        res.text
+    );
+
+    // Another instance that is alive but stuck: the answer waits for it, 2 s at most, and
+    // names it.
+    let stuck: latchkey_core::InstanceId = "ins_0000000000000000000000".parse().unwrap();
+    let now = app.now();
+    app.service()
+        .store()
+        .register_instance(&latchkey_store::Instance {
+            id: stuck.clone(),
+            address: "127.0.0.1:1".into(),
+            version: "0.0.0".into(),
+            started_at: now,
+            heartbeat_at: now,
+            applied_change: 0,
+        })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let res = app.post(&kill, &org.admin, json!({})).await.expect(200);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(
+        res.body["applied"],
+        json!({ "instances": 2, "confirmed": 1, "unconfirmed": [stuck.to_string()] }),
+        "{}",
+        res.text
+    );
+    // Once it catches up (its beat says so), it confirms at once.
+    let latest = app.service().store().latest_change().await.unwrap();
+    app.service()
+        .store()
+        .heartbeat_instance(&stuck, now, latest + 10)
+        .await
+        .unwrap();
+    let res = app.post(&kill, &org.admin, json!({})).await.expect(200);
+    assert_eq!(
+        res.body["applied"],
+        json!({ "instances": 2, "confirmed": 2 })
+    );
+    // Not heard from for longer than the liveness window: not waited for.
+    app.clock.advance(60);
+    let res = app.post(&kill, &org.admin, json!({})).await.expect(200);
+    assert_eq!(
+        res.body["applied"],
+        json!({ "instances": 1, "confirmed": 1 })
+    );
 }
