@@ -21,13 +21,61 @@ use crate::error::ApiError;
 
 pub const SESSION_COOKIE: &str = "latchkey_session";
 
-/// The address the request came from (the TCP peer; put a trusted proxy's header handling in
-/// front if Latchkey sits behind one).
-pub fn peer_ip(parts: &Parts) -> IpAddr {
-    parts
+/// The address the request came from: the TCP peer, unless the peer is one of
+/// `trusted_proxies` (SPEC 7), in which case the nearest address in `X-Forwarded-For` (or, without
+/// it, `Forwarded: for=`) that is not itself a trusted proxy. From anyone else those headers are
+/// ignored: a client cannot choose its own address for allowlists, limits or the audit log.
+pub fn peer_ip(parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    if trusted.is_empty() || !trusted.iter().any(|net| net.contains(&peer)) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(parse_hop)
+        .collect();
+    if hops.is_empty() {
+        hops = parts
+            .headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .flat_map(|element| element.split(';'))
+            .filter_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.eq_ignore_ascii_case("for").then_some(value)
+            })
+            .filter_map(parse_hop)
+            .collect();
+    }
+    // The rightmost hops were added by our own proxies; the first one that is not is the client.
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|net| net.contains(*ip)))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// One hop of `X-Forwarded-For` or `Forwarded: for=`: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
+/// `"[2001:db8::1]:443"`. Obfuscated identifiers (`unknown`, `_hidden`) are not addresses.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim().trim_matches('"');
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    text.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// What an `Authorization` header holds for a bearer-protected resource.
@@ -288,7 +336,7 @@ impl FromRequestParts<AppState> for SignedIn {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = peer_ip(parts);
+        let ip = peer_ip(parts, &state.trusted_proxies);
         let credential = match bearer(&parts.headers) {
             Bearer::Token(token) if looks_like_session(token) => token,
             Bearer::Token(token) => {
@@ -353,20 +401,62 @@ fn check_cookie_origin(state: &AppState, parts: &Parts) -> Result<(), ApiError> 
     }
 }
 
-/// The peer address, for handlers that need it without a session.
+/// The client's address (see [`peer_ip`]), for handlers that need it without a session.
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(peer_ip(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_ip(parts, &state.trusted_proxies)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(peer: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut request = axum::http::Request::builder();
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let (mut parts, ()) = request.body(()).unwrap_or_default().into_parts();
+        let peer: SocketAddr = format!("{peer}:40000")
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        parts.extensions.insert(ConnectInfo(peer));
+        parts
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|_| unreachable!());
+        // From an untrusted peer the header is ignored.
+        let p = parts("203.0.113.9", &[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(peer_ip(&p, &trusted), ip("203.0.113.9"));
+        // From a trusted one, the nearest untrusted hop.
+        let p = parts(
+            "10.0.0.2",
+            &[("x-forwarded-for", "1.1.1.1, 198.51.100.1, 10.0.0.3")],
+        );
+        assert_eq!(peer_ip(&p, &trusted), ip("198.51.100.1"));
+        let p = parts(
+            "10.0.0.2",
+            &[("forwarded", "for=\"[2001:db8::1]:443\";proto=https")],
+        );
+        assert_eq!(peer_ip(&p, &trusted), ip("2001:db8::1"));
+        let p = parts("10.0.0.2", &[("x-forwarded-for", "garbage")]);
+        assert_eq!(peer_ip(&p, &trusted), ip("10.0.0.2"));
+        // Without trusted proxies, never.
+        let p = parts("10.0.0.2", &[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(peer_ip(&p, &[]), ip("10.0.0.2"));
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -23,4 +23,6 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Set the `Secure` flag on cookies (when `public_url` is https).
     pub secure_cookies: bool,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are believed (SPEC 7).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{any, delete, get, patch, post};
 use latchkey_service::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -21,8 +21,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::api::{
-    cancellations, clients, events, health, leaks, me, openapi, org_tokens, orgs, sessions,
-    user_tokens, well_known,
+    cancellations, clients, events, forward_auth, health, leaks, me, openapi, org_tokens, orgs,
+    sessions, user_tokens, well_known,
 };
 use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
 use crate::error::error_response;
@@ -52,6 +52,10 @@ fn routes() -> Router<AppState> {
         .route("/docs", get(openapi::get_docs))
         // Bearer API token, verified by the handler (the hot path).
         .route("/v1/me", get(me::get_me))
+        // The same, for proxies: any method, any path below it (SPEC 8).
+        .route("/v1/forward-auth", any(forward_auth::forward_auth))
+        .route("/v1/forward-auth/", any(forward_auth::forward_auth))
+        .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
         // Open to anyone, rate-limited per address.
         .route("/v1/leaks", post(leaks::report_leaks))
         // Open to whoever holds a cancel link's code (it is the credential).

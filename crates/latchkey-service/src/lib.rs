@@ -9,6 +9,7 @@ mod after_commit;
 pub mod crypto;
 pub mod error;
 mod events;
+pub mod forward_auth;
 pub mod instances;
 pub mod keys;
 pub mod limits;

@@ -60,6 +60,8 @@ pub struct Verified {
     pub allowed_ips: Vec<IpNet>,
     /// The `/v1/me` answer, serialised once.
     pub me_body: Bytes,
+    /// The same answer as forward auth's identity headers (SPEC 8).
+    pub identity: crate::forward_auth::Identity,
     /// RFC 7662 fields (without `active`) for introspection, serialised (a JSON object): kept
     /// small because every cached token holds one.
     pub introspection: Bytes,
@@ -598,6 +600,7 @@ impl Service {
         });
         let me_body =
             serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let identity = crate::forward_auth::Identity::from_answer(&body);
         let mut introspection = serde_json::Map::new();
         introspection.insert("scope".into(), json!(scopes.join(" ")));
         introspection.insert("client_id".into(), json!(claims.client_id));
@@ -619,6 +622,7 @@ impl Service {
             last_use_ip: AtomicU64::new(0),
             refused_noted: Mutex::new(Vec::new()),
             me_body: Bytes::from(me_body),
+            identity,
             introspection: Bytes::from(
                 serde_json::to_vec(&serde_json::Value::Object(introspection))
                     .map_err(|e| ServiceError::Internal(e.to_string()))?,
@@ -797,6 +801,7 @@ impl Service {
         });
         let me_body =
             serde_json::to_vec(&body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let identity = crate::forward_auth::Identity::from_answer(&body);
         let mut introspection = serde_json::Map::new();
         introspection.insert("scope".into(), json!(token.scopes.join(" ")));
         // RFC 7662 §2.2: the OAuth token type (RFC 6749 §7.1); Latchkey's type is in `token`.
@@ -829,6 +834,7 @@ impl Service {
             last_use_ip: AtomicU64::new(last_ip),
             refused_noted: Mutex::new(Vec::new()),
             me_body: Bytes::from(me_body),
+            identity,
             introspection: Bytes::from(
                 serde_json::to_vec(&serde_json::Value::Object(introspection))
                     .map_err(|e| ServiceError::Internal(e.to_string()))?,
@@ -1035,6 +1041,7 @@ mod tests {
             owner_enabled: true,
             allowed_ips: Vec::new(),
             me_body: Bytes::new(),
+            identity: crate::forward_auth::Identity::default(),
             introspection: Bytes::new(),
             stored: true,
             ends_on_first_use: None,

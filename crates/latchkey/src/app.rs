@@ -143,6 +143,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let state = AppState {
         service: service.clone(),
         secure_cookies: config.public_url().starts_with("https://"),
+        trusted_proxies: config.trusted_proxies.clone().into(),
     };
     service
         .register_instance(&addr.to_string())

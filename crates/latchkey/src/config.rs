@@ -23,6 +23,8 @@ pub struct Config {
     /// Connections open at once; one more is closed as soon as it is accepted. Keep it below
     /// the process's file-descriptor limit (`LimitNOFILE`), with room for the database.
     pub max_connections: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` / `Forwarded` give the client's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The address people and clients use; the issuer, and the base of every link
     /// (default: `http://` + `listen`).
     pub public_url: Option<String>,
@@ -155,6 +157,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             connection_idle_timeout: PolicyDuration::from_secs(30),
             max_connections: 4_096,
+            trusted_proxies: Vec::new(),
             public_url: None,
             data_dir: PathBuf::from("./latchkey-data"),
             database_url: None,

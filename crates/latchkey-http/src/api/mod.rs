@@ -3,6 +3,7 @@
 pub mod cancellations;
 pub mod clients;
 pub mod events;
+pub mod forward_auth;
 pub mod health;
 pub mod leaks;
 pub mod me;

@@ -77,6 +77,21 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/metrics", "operations", None, 200, "none" -> "text", "Prometheus metrics (no secrets, no per-token labels)."),
     op!("get" "/.well-known/jwks.json", "keys", None, 200, "none" -> "json", "The public keys that sign JWT tokens (RFC 7517)."),
     op!("get" "/v1/me", "verification", Token, 200, "none" -> "json", "Who is calling: the token's principal, type, scopes and the organisations it reaches; 401 with a reason otherwise."),
+    op!("get" "/v1/forward-auth", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("post" "/v1/forward-auth", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("put" "/v1/forward-auth", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("patch" "/v1/forward-auth", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("delete" "/v1/forward-auth", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("get" "/v1/forward-auth/{*rest}", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("post" "/v1/forward-auth/{*rest}", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("put" "/v1/forward-auth/{*rest}", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("patch" "/v1/forward-auth/{*rest}", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("delete" "/v1/forward-auth/{*rest}", "verification", Token, 200, "none" -> "none", "Forward auth for proxies (any method, any path below it): 200 with the Latchkey-* identity headers, 401 with the RFC 6750 challenge, 403 insufficient_scope when a requirement of the query (scope, account, role, kind) is not met."),
+    op!("get" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
+    op!("post" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
+    op!("put" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
+    op!("patch" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
+    op!("delete" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
     op!("post" "/v1/leaks", "governance", None, 200, "json" -> "json", "Report leaked token strings: live ones are revoked and their owners told; the answer is only a count."),
     op!("post" "/v1/token-cancellations", "governance", None, 200, "json" -> "json", "Use the cancel link of a token with an activation delay ({\"code\"})."),
     op!("post" "/v1/sessions", "sessions", None, 201, "json" -> "json", "Sign in with email and password: a session token."),
@@ -348,16 +363,18 @@ mod tests {
             }
             let args = &after[..end];
             let path = args.split('"').nth(1).unwrap_or_default().to_owned();
+            // `any(` routes every method (forward auth).
             let methods = ["get", "post", "patch", "delete", "put"]
                 .iter()
                 .filter(|m| {
-                    args.match_indices(&format!("{m}(")).any(|(k, _)| {
-                        k == 0
-                            || args[..k]
-                                .chars()
-                                .last()
-                                .is_some_and(|c| !c.is_alphanumeric() && c != '_')
-                    })
+                    args.contains("any(")
+                        || args.match_indices(&format!("{m}(")).any(|(k, _)| {
+                            k == 0
+                                || args[..k]
+                                    .chars()
+                                    .last()
+                                    .is_some_and(|c| !c.is_alphanumeric() && c != '_')
+                        })
                 })
                 .map(|m| (*m).to_owned())
                 .collect();

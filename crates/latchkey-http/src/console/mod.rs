@@ -134,7 +134,7 @@ impl FromRequestParts<AppState> for Console {
             Ok(session) => Ok(Self {
                 session,
                 session_token: token.to_owned(),
-                ip: peer_ip(parts),
+                ip: peer_ip(parts, &state.trusted_proxies),
             }),
             Err(ServiceError::Unavailable(_)) => Err(unavailable()),
             Err(_) => Err(to_login()),

@@ -14,6 +14,7 @@ mod console;
 mod crash;
 mod demo;
 mod errors;
+mod forward_auth;
 mod governance;
 mod keys;
 mod limits;
