@@ -52,6 +52,11 @@ fn routes() -> Router<AppState> {
         .route("/docs", get(openapi::get_docs))
         // Bearer API token, verified by the handler (the hot path).
         .route("/v1/me", get(me::get_me))
+        // Every change as it commits, for resource servers (SPEC 8): a client with introspect.
+        .route(
+            "/v1/invalidations",
+            get(oauth2::invalidations::get_invalidations),
+        )
         // The same, for proxies: any method, any path below it (SPEC 8).
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/", any(forward_auth::forward_auth))

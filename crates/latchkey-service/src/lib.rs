@@ -11,6 +11,7 @@ pub mod error;
 mod events;
 pub mod forward_auth;
 pub mod instances;
+pub mod invalidations;
 pub mod keys;
 pub mod limits;
 pub mod mails;
@@ -126,6 +127,8 @@ pub struct Service {
     deny_list: oauth::access_tokens::DenyList,
     metrics: metrics::Metrics,
     outbox: outbox::Outbox,
+    /// Moved after every commit and every change read from the log (`invalidations.rs`).
+    change_signal: Arc<tokio::sync::watch::Sender<u64>>,
     /// This process as a registered serving instance (`instances.rs`); unset in the CLI.
     instance: std::sync::OnceLock<latchkey_core::InstanceId>,
 }
@@ -143,7 +146,12 @@ impl Service {
         let limiters = limits::Limiters::new(settings.limits);
         let outbox = outbox::Outbox::new(&settings.mail)?;
         let cache = Arc::new(verify::VerifyCache::default());
-        store.set_change_listener(after_commit::listener(cache.clone(), outbox.waker()));
+        let change_signal = Arc::new(tokio::sync::watch::Sender::new(0));
+        store.set_change_listener(after_commit::listener(
+            cache.clone(),
+            outbox.waker(),
+            change_signal.clone(),
+        ));
         Ok(Self {
             store,
             clock,
@@ -158,6 +166,7 @@ impl Service {
             deny_list: oauth::access_tokens::DenyList::default(),
             metrics: metrics::Metrics::default(),
             outbox,
+            change_signal,
             instance: std::sync::OnceLock::new(),
         })
     }

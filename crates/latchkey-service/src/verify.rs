@@ -976,7 +976,12 @@ impl Service {
                 return;
             }
         };
-        crate::after_commit::apply(&self.cache, &self.outbox.waker(), &changes);
+        crate::after_commit::apply(
+            &self.cache,
+            &self.outbox.waker(),
+            &self.change_signal,
+            &changes,
+        );
         self.cache.note_change_seen(last);
         // Said at once, not at the next beat: a kill switch elsewhere is waiting for it.
         self.heartbeat().await;

@@ -92,6 +92,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("put" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
     op!("patch" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
     op!("delete" "/v1/forward-auth/", "verification", Token, 200, "none" -> "none", "Forward auth, as /v1/forward-auth."),
+    op!("get" "/v1/invalidations", "verification", Client, 200, "none" -> "text", "Server-sent events: every change as it commits (id = the change log's sequence, resumable with Last-Event-ID; event change or reset), for a client with the introspect permission."),
     op!("post" "/v1/leaks", "governance", None, 200, "json" -> "json", "Report leaked token strings: live ones are revoked and their owners told; the answer is only a count."),
     op!("post" "/v1/token-cancellations", "governance", None, 200, "json" -> "json", "Use the cancel link of a token with an activation delay ({\"code\"})."),
     op!("post" "/v1/sessions", "sessions", None, 201, "json" -> "json", "Sign in with email and password: a session token."),

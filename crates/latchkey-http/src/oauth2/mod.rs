@@ -2,5 +2,6 @@
 
 pub mod authorize;
 pub mod cors;
+pub mod invalidations;
 pub mod metadata;
 pub mod token;

@@ -41,7 +41,7 @@ fn oauth_error(e: &OAuthError, used_basic: bool) -> Response {
     response
 }
 
-fn failure(state: &AppState, f: OAuthFailure, used_basic: bool) -> Response {
+pub(crate) fn failure(state: &AppState, f: OAuthFailure, used_basic: bool) -> Response {
     if matches!(f, OAuthFailure::OAuth(_) | OAuthFailure::SlowDown { .. }) {
         state.service.metrics().oauth_error();
     }

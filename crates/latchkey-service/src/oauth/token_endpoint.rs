@@ -195,6 +195,23 @@ impl Service {
         }
     }
 
+    /// A confidential client with the `introspect` permission (an operator grants it): the
+    /// callers of introspection and of `/v1/invalidations`.
+    pub async fn authenticate_introspector(
+        &self,
+        basic: Option<&BasicCredentials>,
+        form: &BTreeMap<String, String>,
+    ) -> OAuthResult<Arc<AuthenticatedClient>> {
+        let client = self.authenticate_client(basic, form).await?;
+        if !client.client.can_introspect || !client.client.is_confidential {
+            return Err(oauth_err(
+                OAuthErrorCode::InvalidClient,
+                "this client is not allowed to introspect tokens",
+            ));
+        }
+        Ok(client)
+    }
+
     /// `POST /oauth2/introspect` (RFC 7662): for clients with the `introspect` permission.
     pub async fn introspect(
         &self,
@@ -202,13 +219,7 @@ impl Service {
         body: &[u8],
     ) -> OAuthResult<Value> {
         let form = parse_form(body)?;
-        let client = self.authenticate_client(basic, &form).await?;
-        if !client.client.can_introspect || !client.client.is_confidential {
-            return Err(oauth_err(
-                OAuthErrorCode::InvalidClient,
-                "this client is not allowed to introspect tokens",
-            ));
-        }
+        self.authenticate_introspector(basic, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| oauth_err(OAuthErrorCode::InvalidRequest, "token is required"))?;

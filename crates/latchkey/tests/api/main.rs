@@ -16,6 +16,7 @@ mod demo;
 mod errors;
 mod forward_auth;
 mod governance;
+mod invalidations;
 mod keys;
 mod limits;
 mod logs;
