@@ -1,5 +1,6 @@
 //! The store's conformance suite: stories told through the [`Store`] trait alone, so that the
-//! same stories run unchanged on every backend (SQLite today, PostgreSQL next: issue 10).
+//! same stories run unchanged on every backend (SQLite and PostgreSQL; the PostgreSQL stories need
+//! `TEST_POSTGRES_URL`, which `scripts/test` sets, and fail without it).
 //!
 //! Each story is an `async fn story_…(store: Arc<dyn Store>)` that starts from an empty store and
 //! asserts what a caller can see: what is found afterwards, which error a refused write gives,
@@ -26,6 +27,7 @@ use latchkey_core::{
     ClientId, Email, EventId, MailId, OrgId, Prefix, Role, SecretId, SessionId, Timestamp,
     TokenHash, TokenId, TokenSecret, UserId, base62,
 };
+use latchkey_store::postgres::PgStore;
 use latchkey_store::sqlite::SqliteStore;
 use latchkey_store::{
     ClientChange, Consumed, CreateOutcome, Event, EventFilter, EventScope, IdempotencyKey,
@@ -2689,6 +2691,7 @@ struct Fresh {
 /// is left of a sent mail): one arm per backend.
 enum Raw {
     Sqlite { url: String },
+    Postgres { url: String },
 }
 
 impl Raw {
@@ -2700,6 +2703,16 @@ impl Raw {
                     .await
                     .unwrap();
                 let row = sqlx::query_as("SELECT body, sealed FROM outbox WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                row
+            }
+            Self::Postgres { url } => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let row = sqlx::query_as("SELECT body, sealed FROM outbox WHERE id = $1")
                     .bind(id.as_str())
                     .fetch_one(&pool)
                     .await
@@ -2720,6 +2733,100 @@ async fn fresh_sqlite() -> Fresh {
         store: Arc::new(store),
         raw: Raw::Sqlite { url },
         _keep: Box::new(dir),
+    }
+}
+
+/// PostgreSQL: a new database (`lk_<random>`) on the server `TEST_POSTGRES_URL` names, dropped
+/// when the story ends. Without that variable the story fails, saying how to provide one: a
+/// backend that was not tested must not look as if it passed.
+async fn fresh_postgres() -> Fresh {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test harness learns where scripts/test started PostgreSQL"
+    )]
+    let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_default();
+    assert!(
+        !server.is_empty(),
+        "TEST_POSTGRES_URL is not set: the PostgreSQL stories need a server to create their \
+         databases on. Run ./scripts/test (it starts a throw-away PostgreSQL), or start one and \
+         set TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres (a role allowed to \
+         CREATE DATABASE)"
+    );
+    let name = format!(
+        "lk_{}",
+        random::<8>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let admin = sqlx::PgPool::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to TEST_POSTGRES_URL ({server}): {e}"));
+    // The name is `lk_` and hex digits: nothing to escape.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = with_database(&server, &name);
+    let store = PgStore::connect(&url).await.unwrap();
+    Fresh {
+        store: Arc::new(store),
+        raw: Raw::Postgres { url },
+        _keep: Box::new(DropDatabase { server, name }),
+    }
+}
+
+/// `url` with its database replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Drops a story's database when the story ends (passed or not). `Drop` cannot await, so a
+/// thread of its own runs the statement on a small runtime; `WITH (FORCE)` ends the store's
+/// pooled connections still open.
+struct DropDatabase {
+    server: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let admin = sqlx::PgPool::connect(&server).await?;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&admin)
+                    .await?;
+                admin.close().await;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!(
+                "could not drop the test database {}: {dropped:?}",
+                self.name
+            );
+        }
     }
 }
 
@@ -2772,3 +2879,4 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(sqlite, crate::fresh_sqlite);
+conformance_suite!(postgres, crate::fresh_postgres);
