@@ -100,7 +100,10 @@ impl PgStore {
     async fn connect_with(url: &str, acquire_timeout: Duration) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
-            .application_name("latchkey");
+            .application_name("latchkey")
+            // The server's notices ("relation _sqlx_migrations already exists, skipping" at
+            // every start) are not news to an operator; warnings and errors still are.
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(acquire_timeout)
