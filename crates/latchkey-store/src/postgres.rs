@@ -49,6 +49,10 @@ mod lock {
     pub const CLIENT_SECRETS: i32 = 4;
     /// The change log: numbers are handed out in commit order.
     pub const CHANGES: i32 = 5;
+    /// The signing keys (a rotation retires every other key).
+    pub const SIGNING_KEYS: i32 = 6;
+    /// One (token, address) pair's first use.
+    pub const TOKEN_ADDRESS: i32 = 7;
 }
 
 pub struct PgStore {
@@ -1232,6 +1236,21 @@ impl Store for PgStore {
         event: &NewEvent,
     ) -> StoreResult<Vec<TokenId>> {
         let mut tx = self.write_tx().await?;
+        // The owner's live tokens locked in id order first, as a usage batch locks them: the
+        // two never wait on each other in a cycle.
+        sqlx::query(
+            "SELECT 1 FROM tokens
+             WHERE owner_kind = $2 AND owner_id = $3 AND ($4::TEXT IS NULL OR token_type = $4)
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(ts(at))
+        .bind(owner.kind())
+        .bind(owner.id())
+        .bind(token_type)
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("token"))?;
         let rows = sqlx::query(
             "UPDATE tokens SET revoked_at = $1
              WHERE owner_kind = $2 AND owner_id = $3 AND ($4 IS NULL OR token_type = $4)
@@ -1324,6 +1343,9 @@ impl Store for PgStore {
         event: &NewEvent,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        // Two rotations at once (two instances' schedules): the second retires the first's new
+        // key, as it would one after the other; without the lock its update would not see it.
+        tx.lock(lock::SIGNING_KEYS, "").await?;
         if let Some(at) = retire_others_at {
             sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
                 .bind(ts(at))
@@ -1407,6 +1429,14 @@ impl Store for PgStore {
         }
         latest.sort_by(|a, b| a.token_id.as_str().cmp(b.token_id.as_str()));
         let mut tx = self.write_tx().await?;
+        // Row locks in id order before the update (whose join may visit rows in any order), the
+        // order the kill switch locks in too.
+        let ids: Vec<&str> = latest.iter().map(|u| u.token_id.as_str()).collect();
+        sqlx::query("SELECT 1 FROM tokens WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("token"))?;
         // One statement per 300 uses: a busy second with tens of thousands of first uses costs
         // a few statements, not one per token.
         for chunk in latest.chunks(300) {
@@ -2132,6 +2162,23 @@ impl Store for PgStore {
             return Ok(0);
         }
         let mut tx = self.write_tx().await?;
+        // Two instances recording the same first uses in different orders would wait on each
+        // other's inserts in a cycle: each pair's lock is taken first, in one order.
+        let mut keys: Vec<String> = found
+            .iter()
+            .map(|a| format!("{}\n{}", a.token_id, a.ip))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, hashtext(k))
+             FROM (SELECT k FROM UNNEST($2::TEXT[]) AS k ORDER BY k) AS sorted",
+        )
+        .bind(lock::TOKEN_ADDRESS)
+        .bind(&keys)
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("token address"))?;
         let mut new = 0;
         for a in found {
             let done = sqlx::query(
