@@ -6,8 +6,9 @@
 //! asserts what a caller can see: what is found afterwards, which error a refused write gives,
 //! that a refused write left no event behind, that every write's event reads back as written,
 //! and, for the races the store exists to settle (`max_active`, the last admin, single-use codes
-//! and links, refresh rotation, mail claiming), that many tasks racing on a multi-thread runtime
-//! get exactly one winner. `conformance_suite!` runs every story on one backend: a new backend
+//! and links, refresh rotation, mail claiming, key rotation), that many tasks racing on a
+//! multi-thread runtime get exactly one winner; and that the change log, read onwards by another
+//! process while many write, misses nothing. `conformance_suite!` runs every story on one backend: a new backend
 //! is a `fresh_…` function, a `Raw` arm and one line at the bottom of this file. A story that
 //! shows a bug stays in the list, `#[ignore = "bug: …"]`, until the bug is fixed.
 //!
@@ -30,7 +31,7 @@ use latchkey_core::{
 use latchkey_store::postgres::PgStore;
 use latchkey_store::sqlite::SqliteStore;
 use latchkey_store::{
-    ClientChange, Consumed, CreateOutcome, Event, EventFilter, EventScope, IdempotencyKey,
+    Change, ClientChange, Consumed, CreateOutcome, Event, EventFilter, EventScope, IdempotencyKey,
     NewAuthCode, NewClientSecret, NewEvent, NewMail, NewOrg, NewRefreshToken, NewSession, NewToken,
     NewTokenAddress, NewUser, OAuthClient, OAuthGrant, OrgChange, Owner, Store, StoreError,
     StoredSigningKey, TokenFilter, TokenUsage, UserChange,
@@ -2389,6 +2390,185 @@ async fn story_signing_keys(store: Arc<dyn Store>) {
     assert!(s.live_signing_kids(at(300)).await.unwrap().is_empty());
 }
 
+/// The change log and the listener: each committed write names what it altered; the listener
+/// hears of it right after the commit (the outbox wake included, which the log does not carry);
+/// a write that changed nothing or rolled back reports nothing; the log reads in order, in
+/// pages, and pruning keeps the latest.
+async fn story_change_log(store: Arc<dyn Store>) {
+    let s = &*store;
+    let heard: Arc<std::sync::Mutex<Vec<Vec<Change>>>> = Arc::default();
+    let sink = Arc::clone(&heard);
+    s.set_change_listener(Arc::new(move |changes: &[Change]| {
+        sink.lock().unwrap().push(changes.to_vec());
+    }));
+    let heard_now = || std::mem::take(&mut *heard.lock().unwrap());
+    let start = s.latest_change().await.unwrap();
+    assert!(s.list_changes_since(start, 100).await.unwrap().is_empty());
+
+    let ada = user(s, "ada@example.com").await;
+    let owner = Owner::User(ada.id.clone());
+    let (token, _) = new_token(&owner, "personal");
+    stored(s, &token).await;
+    assert!(
+        heard_now().is_empty(),
+        "a new user and token alter no answer"
+    );
+
+    let ev = token_event("token.revoked", &token);
+    assert!(s.revoke_token(&token.id, at(10), &ev).await.unwrap());
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let disable = UserChange {
+        disabled: Some(true),
+        ..UserChange::default()
+    };
+    s.update_user(&ada.id, &disable, &ev).await.unwrap();
+    let ev = token_event("token.revoked", &token);
+    assert!(!s.revoke_token(&token.id, at(20), &ev).await.unwrap());
+    let mailed = event("token.leak_reported", "token", token.id.as_str())
+        .of_user(&ada.id)
+        .with_mail(new_mail(&ada.email, "Your token was found", None));
+    s.insert_event(&mailed).await.unwrap();
+    assert_eq!(
+        heard_now(),
+        vec![
+            vec![Change::Token(token.id.clone())],
+            vec![Change::User(ada.id.clone())],
+            vec![Change::Outbox],
+        ],
+        "one call per commit; the refused second revocation is not one"
+    );
+
+    let log = s.list_changes_since(start, 100).await.unwrap();
+    let changes: Vec<&Change> = log.iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        changes,
+        vec![
+            &Change::Token(token.id.clone()),
+            &Change::User(ada.id.clone())
+        ],
+        "the shared changes, in commit order; the outbox wake stays in its process"
+    );
+    assert!(log[0].0 > start && log[1].0 > log[0].0, "{log:?}");
+    assert_eq!(s.latest_change().await.unwrap(), log[1].0);
+    assert_eq!(s.list_changes_since(start, 1).await.unwrap(), log[..1]);
+    assert_eq!(s.list_changes_since(log[0].0, 100).await.unwrap(), log[1..]);
+
+    for i in 0..5 {
+        let ev = event("user.updated", "user", ada.id.as_str()).when(at(100 + i));
+        s.update_user(&ada.id, &UserChange::default(), &ev)
+            .await
+            .unwrap();
+    }
+    let latest = s.latest_change().await.unwrap();
+    s.prune_changes(2).await.unwrap();
+    let kept = s.list_changes_since(0, 100).await.unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[1].0, latest);
+    assert_eq!(
+        s.latest_change().await.unwrap(),
+        latest,
+        "pruning keeps the latest"
+    );
+}
+
+/// Many writers at once while another process polls the log: the poller, reading onwards from
+/// the last number it saw, misses none of them (numbers are in commit order, not in the order
+/// the writes began).
+async fn story_parallel_writes_reach_the_change_log(store: Arc<dyn Store>) {
+    let s = &*store;
+    let ada = user(s, "ada@example.com").await;
+    let owner = Owner::User(ada.id.clone());
+    let mut tokens = Vec::new();
+    for _ in 0..96 {
+        let (token, _) = new_token(&owner, "personal");
+        stored(s, &token).await;
+        tokens.push(token);
+    }
+    let start = s.latest_change().await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let store = Arc::clone(&store);
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = start;
+            loop {
+                // Read after the flag: a poll that began once every write had returned.
+                let finished = done.load(Ordering::SeqCst);
+                let page = store.list_changes_since(last, 1000).await.unwrap();
+                for (seq, change) in page {
+                    assert!(seq > last);
+                    last = seq;
+                    seen.push(change);
+                }
+                if finished {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let jobs: Vec<NewToken> = tokens.clone();
+    let results = race(8, |i| {
+        let store = Arc::clone(&store);
+        let mine: Vec<NewToken> = jobs.iter().skip(i).step_by(8).cloned().collect();
+        async move {
+            for token in &mine {
+                let ev = token_event("token.revoked", token);
+                assert!(store.revoke_token(&token.id, at(5), &ev).await.unwrap());
+            }
+        }
+    })
+    .await;
+    assert_eq!(results.len(), 8);
+    done.store(true, Ordering::SeqCst);
+    let seen = poller.await.unwrap();
+    let seen: HashSet<Change> = seen.into_iter().collect();
+    let written: HashSet<Change> = tokens.iter().map(|t| Change::Token(t.id.clone())).collect();
+    let missed: Vec<_> = written.difference(&seen).collect();
+    assert!(
+        missed.is_empty(),
+        "the poller missed {} changes: {missed:?}",
+        missed.len()
+    );
+}
+
+/// Two rotations of the signing keys at once (two instances' schedules): the result is that of
+/// one after the other, a single key left unretired.
+async fn story_parallel_key_rotations_leave_one_key(store: Arc<dyn Store>) {
+    let s = &*store;
+    let key = |kid: String| StoredSigningKey {
+        kid,
+        alg: "EdDSA".into(),
+        private_key: random::<64>().to_vec(),
+        created_at: T0,
+        use_from: T0,
+        retired_at: None,
+    };
+    let ev = event("keys.rotated", "key", "k0");
+    s.insert_signing_key(&key("k0".into()), None, &ev)
+        .await
+        .unwrap();
+    let results = race(8, |i| {
+        let store = Arc::clone(&store);
+        let k = key(format!("k{}", i + 1));
+        async move {
+            let ev = event("keys.rotated", "key", &k.kid).when(at(100));
+            store.insert_signing_key(&k, Some(at(100)), &ev).await
+        }
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let keys = s.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 9);
+    let unretired: Vec<_> = keys
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(unretired.len(), 1, "{unretired:?}");
+}
+
 /// Where and when tokens are used: the last use never moves back; live tokens come with their
 /// hash, most recently used first; an address is new once, even to many at once.
 async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
@@ -2874,6 +3054,9 @@ macro_rules! conformance_suite {
             story_test!($fresh, story_token_usage_and_addresses);
             story_test!($fresh, story_late_usage_keeps_last_address);
             story_test!($fresh, story_expiry_notices);
+            story_test!($fresh, story_change_log);
+            story_test!($fresh, story_parallel_writes_reach_the_change_log);
+            story_test!($fresh, story_parallel_key_rotations_leave_one_key);
         }
     };
 }
