@@ -2569,6 +2569,83 @@ async fn story_parallel_key_rotations_leave_one_key(store: Arc<dyn Store>) {
     assert_eq!(unretired.len(), 1, "{unretired:?}");
 }
 
+/// Ties are broken by id, feature or key id in byte order (SQLite's), whatever collation a
+/// PostgreSQL database was created with: ids are base62, mixed case, which a language's
+/// collation would order otherwise (`a` before `B`).
+async fn story_ties_are_ordered_by_bytes(store: Arc<dyn Store>) {
+    let s = &*store;
+    let ids = |prefix: &str| -> Vec<String> {
+        ["z", "B", "a", "0", "Z"]
+            .iter()
+            .map(|c| format!("{prefix}_{}", c.repeat(22)))
+            .collect()
+    };
+    let mut orgs = Vec::new();
+    for id in ids("org") {
+        let org = NewOrg {
+            id: id.parse().unwrap(),
+            ..new_org("Tie", &["beta", "Alpha", "zeta", "Zulu"])
+        };
+        let ev = event("org.created", "organisation", org.id.as_str()).of_org(&org.id);
+        s.create_org(&org, &ev, None).await.unwrap();
+        orgs.push(org.id);
+    }
+    let listed: Vec<OrgId> = s
+        .list_orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    let mut bytewise = orgs.clone();
+    bytewise.sort_by(|a, b| a.as_str().as_bytes().cmp(b.as_str().as_bytes()));
+    assert_eq!(listed, bytewise, "same creation time: by id, in byte order");
+    let features = s.find_org(&orgs[0]).await.unwrap().unwrap().features;
+    assert_eq!(features, ["Alpha", "Zulu", "beta", "zeta"]);
+
+    let owner = Owner::Organisation(orgs[0].clone());
+    let mut tokens = Vec::new();
+    for id in ids("tok") {
+        let (token, _) = new_token(&owner, "api");
+        let token = NewToken {
+            id: id.parse().unwrap(),
+            ..token
+        };
+        stored(s, &token).await;
+        tokens.push(token.id.as_str().to_owned());
+    }
+    tokens.sort();
+    let listed: Vec<String> = s
+        .list_tokens(&owner_tokens(&owner))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.as_str().to_owned())
+        .collect();
+    assert_eq!(listed, tokens, "same creation time: by id, in byte order");
+
+    for kid in ["b", "C", "a"] {
+        let key = StoredSigningKey {
+            kid: kid.into(),
+            alg: "EdDSA".into(),
+            private_key: random::<64>().to_vec(),
+            created_at: T0,
+            use_from: T0,
+            retired_at: None,
+        };
+        let ev = event("keys.rotated", "key", kid);
+        s.insert_signing_key(&key, None, &ev).await.unwrap();
+    }
+    let kids: Vec<String> = s
+        .list_signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, ["C", "a", "b"]);
+}
+
 /// Where and when tokens are used: the last use never moves back; live tokens come with their
 /// hash, most recently used first; an address is new once, even to many at once.
 async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
@@ -2942,8 +3019,13 @@ async fn fresh_postgres() -> Fresh {
     let admin = sqlx::PgPool::connect(&server)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to TEST_POSTGRES_URL ({server}): {e}"));
-    // The name is `lk_` and hex digits: nothing to escape.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    // The name is `lk_` and hex digits: nothing to escape. With a language's collation, as
+    // production databases often have (`C` would hide an order that differs from SQLite's).
+    let create = format!(
+        "CREATE DATABASE {name} TEMPLATE template0 \
+         LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(create))
         .execute(&admin)
         .await
         .unwrap();
@@ -3057,6 +3139,7 @@ macro_rules! conformance_suite {
             story_test!($fresh, story_change_log);
             story_test!($fresh, story_parallel_writes_reach_the_change_log);
             story_test!($fresh, story_parallel_key_rotations_leave_one_key);
+            story_test!($fresh, story_ties_are_ordered_by_bytes);
         }
     };
 }

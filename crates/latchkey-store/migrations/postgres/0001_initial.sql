@@ -1,7 +1,9 @@
 -- The PostgreSQL schema: the same final schema as SQLite's migrations 0001..0008 together
 -- (one file, since no PostgreSQL database predates it). Timestamps are Unix seconds (UTC) in
 -- BIGINT; secrets are stored only as SHA-256 hashes (BYTEA). Where the SQLite queries order by
--- `rowid` (insertion order), the table has a `seq BIGSERIAL` for the same order.
+-- `rowid` (insertion order), the table has a `seq BIGSERIAL` for the same order. Text that
+-- results are ordered by is `COLLATE "C"`: byte order, as SQLite compares, whatever collation
+-- the database was created with (ids are base62, mixed case, which en_US would order apart).
 
 CREATE TABLE users (
     id                 TEXT PRIMARY KEY,
@@ -14,7 +16,7 @@ CREATE TABLE users (
 );
 
 CREATE TABLE orgs (
-    id                 TEXT PRIMARY KEY,
+    id                 TEXT COLLATE "C" PRIMARY KEY,
     name               TEXT NOT NULL,
     api_tokens_enabled BOOLEAN NOT NULL DEFAULT TRUE,
     created_at         BIGINT NOT NULL
@@ -22,7 +24,7 @@ CREATE TABLE orgs (
 
 CREATE TABLE org_features (
     org_id  TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
-    feature TEXT NOT NULL,
+    feature TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (org_id, feature)
 );
 
@@ -49,7 +51,7 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_user ON sessions(user_id);
 
 CREATE TABLE tokens (
-    id                  TEXT PRIMARY KEY,
+    id                  TEXT COLLATE "C" PRIMARY KEY,
     token_hash          BYTEA NOT NULL UNIQUE,
     token_type          TEXT NOT NULL,
     owner_kind          TEXT NOT NULL CHECK (owner_kind IN ('user', 'organisation')),
@@ -98,7 +100,7 @@ CREATE INDEX events_by_user ON events(user_id, seq);
 CREATE INDEX events_by_org ON events(org_id, seq);
 
 CREATE TABLE signing_keys (
-    kid         TEXT PRIMARY KEY,
+    kid         TEXT COLLATE "C" PRIMARY KEY,
     alg         TEXT NOT NULL,
     -- PKCS#8 DER sealed under the master key
     private_key BYTEA NOT NULL,
