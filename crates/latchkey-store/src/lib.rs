@@ -8,6 +8,7 @@
 
 mod change;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -10,6 +10,7 @@ use latchkey_http::AppState;
 use latchkey_service::master_key::MasterKey;
 use latchkey_service::{Service, ServiceSettings, SystemClock};
 use latchkey_store::Store;
+use latchkey_store::postgres::PgStore;
 use latchkey_store::sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,9 +31,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("cannot open the SQLite database")?;
         Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PgStore::connect(&url)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        Ok(Arc::new(store))
     } else {
         anyhow::bail!(
-            "unsupported database_url {url:?}: this build supports sqlite:// (PostgreSQL is coming)"
+            "unsupported database_url: it must start with sqlite://, postgres:// or postgresql://"
         )
     }
 }

@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Data directory (SQLite database and keys).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Database URL, like sqlite://./latchkey-data/latchkey.db.
+    /// Database URL, like sqlite://./latchkey-data/latchkey.db or postgres://user@host/db.
     #[arg(long)]
     pub database_url: Option<String>,
     /// The public URL (issuer, links in emails).

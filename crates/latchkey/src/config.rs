@@ -29,7 +29,7 @@ pub struct Config {
     /// (default: `http://` + `listen`).
     pub public_url: Option<String>,
     pub data_dir: PathBuf,
-    /// `sqlite://…` (default: `latchkey.db` in the data directory).
+    /// `sqlite://…` (default: `latchkey.db` in the data directory) or `postgres://…`.
     pub database_url: Option<String>,
     /// Where notifications are sent: `smtp://host:port` (plain), `smtp://host:port?tls=required`
     /// (STARTTLS) or `smtps://host:port`, optionally with `user:password@`. Without it, mails are
@@ -286,7 +286,7 @@ pub const EXAMPLE: &str = r#"# Latchkey configuration. Every key is optional; th
 listen = "127.0.0.1:8080"
 # public_url = "http://127.0.0.1:8080"   # the issuer and base of links; default http:// + listen
 data_dir = "./latchkey-data"
-# database_url = "sqlite://./latchkey-data/latchkey.db"
+# database_url = "sqlite://./latchkey-data/latchkey.db"   # or postgres://user@host/db (several instances)
 # smtp_url = "smtp://127.0.0.1:2525"     # notifications; smtps://… or ?tls=required for TLS.
 #                                        # Without it, mails are .eml files in <data_dir>/mail
 mail_from = "Latchkey <latchkey@localhost>"
