@@ -36,6 +36,7 @@ mod org_policies;
 mod org_tokens;
 mod orgs;
 mod personal_tokens;
+mod proxies;
 mod reference;
 mod sessions;
 mod slow_clients;
