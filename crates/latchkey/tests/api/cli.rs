@@ -248,11 +248,9 @@ async fn token_list_and_revoke_act_on_the_shared_database() {
     bin.create_user("dave@example.com", PASSWORD).await;
 
     // A token made through the service, as the API would, on the same database.
-    let config = Config {
-        data_dir: bin.dir.path().join("data"),
-        password_hash_concurrency: Some(1),
-        ..Config::default()
-    };
+    // The binary's own configuration: the same database, whichever backend.
+    let config = Config::load(Some(&bin.config), &latchkey::config::Overrides::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let service = latchkey::app::build_service(&config, Arc::new(SystemClock))
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));

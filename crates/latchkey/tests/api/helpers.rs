@@ -16,6 +16,63 @@ use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Where the suite runs: `TEST_BACKEND=postgres` (set by `scripts/test` for its second run) puts
+/// each test's server on a fresh database of the PostgreSQL server `TEST_POSTGRES_URL` names;
+/// otherwise each has a fresh SQLite file in its data directory.
+pub fn on_postgres() -> bool {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test harness learns which backend scripts/test asked for"
+    )]
+    let backend = std::env::var("TEST_BACKEND").unwrap_or_default();
+    match backend.as_str() {
+        "" | "sqlite" => false,
+        "postgres" => true,
+        other => panic!("TEST_BACKEND is sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// A fresh PostgreSQL database's URL when the suite runs on PostgreSQL (`None`: SQLite).
+pub async fn fresh_database() -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test harness learns where scripts/test started PostgreSQL"
+    )]
+    let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_default();
+    assert!(
+        !server.is_empty(),
+        "TEST_BACKEND=postgres needs TEST_POSTGRES_URL (run ./scripts/test, which starts one)"
+    );
+    let bytes: [u8; 8] = rand_bytes();
+    let name = format!(
+        "lk_api_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let admin = sqlx::PgPool::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to TEST_POSTGRES_URL: {e}"));
+    // `lk_api_` and hex digits: nothing to escape.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    admin.close().await;
+    let (base, _) = server.rsplit_once('/').unwrap_or((server.as_str(), ""));
+    Some(format!("{base}/{name}"))
+}
+
+fn rand_bytes() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // RandomState is seeded per process: with a counter, unique across tests and test runs.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish().to_le_bytes()
+}
+
 /// A clock that only moves when the test says so.
 pub struct TestClock(Mutex<Timestamp>);
 
@@ -94,6 +151,7 @@ impl TestAppBuilder {
             ..Config::default()
         };
         let mut config = config;
+        config.database_url = fresh_database().await;
         if let Some(tweak) = self.tweak {
             tweak(&mut config);
         }
@@ -522,10 +580,23 @@ impl Binary {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = dir.path().join("latchkey.toml");
         let data_dir = dir.path().join("data");
-        let text = format!(
+        let mut text = format!(
             "data_dir = {:?}\npassword_hash_concurrency = 2\n",
             data_dir.display().to_string()
         );
+        // On PostgreSQL, a fresh database (made on a thread of its own: this is not async).
+        let database = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"))
+                .block_on(fresh_database())
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("creating the test database failed"));
+        if let Some(url) = database {
+            text.push_str(&format!("database_url = {url:?}\n"));
+        }
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
         Self { dir, config }
     }
