@@ -132,6 +132,13 @@ impl Service {
         }
     }
 
+    /// Waits until every live instance has applied everything committed so far (the CLI,
+    /// after its change: in force when it returns), at most [`CONFIRM_WITHIN`].
+    pub async fn wait_until_all_applied(&self) -> ServiceResult<Applied> {
+        let latest = self.store.latest_change().await?;
+        self.wait_until_applied(latest).await
+    }
+
     /// The registered instances, for `latchkey status`.
     pub async fn cluster_status(&self) -> ServiceResult<ClusterStatus> {
         let now = self.now();

@@ -9,6 +9,7 @@ mod after_commit;
 pub mod crypto;
 pub mod error;
 mod events;
+pub mod follow;
 pub mod forward_auth;
 pub mod instances;
 pub mod invalidations;
@@ -145,7 +146,7 @@ impl Service {
         let hasher = crypto::PasswordHasher::new(settings.password_hash_concurrency)?;
         let limiters = limits::Limiters::new(settings.limits);
         let outbox = outbox::Outbox::new(&settings.mail)?;
-        let cache = Arc::new(verify::VerifyCache::default());
+        let cache = Arc::new(verify::VerifyCache::new(store.feeds_changes()));
         let change_signal = Arc::new(tokio::sync::watch::Sender::new(0));
         store.set_change_listener(after_commit::listener(
             cache.clone(),
@@ -210,6 +211,7 @@ impl Service {
         let mut flush = tokio::time::interval(Duration::from_secs(1));
         let mut poll = tokio::time::interval(Duration::from_millis(250));
         let mut prune = tokio::time::interval(Duration::from_secs(60));
+        let follow = tokio::spawn(self.clone().follow_changes(shutdown.clone()));
         loop {
             tokio::select! {
                 _ = flush.tick() => {
@@ -225,6 +227,7 @@ impl Service {
                 _ = shutdown.changed() => break,
             }
         }
+        let _ = follow.await;
         self.flush_usage().await;
     }
 }

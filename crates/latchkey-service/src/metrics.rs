@@ -17,6 +17,9 @@ pub struct Metrics {
     login_failures: AtomicU64,
     mails_sent: AtomicU64,
     mails_failed: AtomicU64,
+    /// 1 while the change channel is listened to (PostgreSQL), else 0.
+    change_feed_up: AtomicU64,
+    change_feed_lost: AtomicU64,
 }
 
 const REASONS: [&str; 7] = [
@@ -67,6 +70,13 @@ impl Metrics {
         }
     }
 
+    /// The change channel came up (`true`) or was lost.
+    pub(crate) fn change_feed(&self, up: bool) {
+        self.change_feed_up.store(u64::from(up), Ordering::Relaxed);
+        if !up {
+            self.change_feed_lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     pub(crate) fn mail_sent(&self) {
         self.mails_sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -154,6 +164,22 @@ impl Metrics {
             out,
             "latchkey_mails_total{{result=\"failed\"}} {}",
             get(&self.mails_failed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_change_feed_up 1 while other instances' changes are heard (PostgreSQL LISTEN); while 0 the verification cache is off."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_change_feed_up gauge");
+        let _ = writeln!(out, "latchkey_change_feed_up {}", get(&self.change_feed_up));
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_change_feed_lost_total Times the change channel was lost (the cache was dropped)."
+        );
+        let _ = writeln!(out, "# TYPE latchkey_change_feed_lost_total counter");
+        let _ = writeln!(
+            out,
+            "latchkey_change_feed_lost_total {}",
+            get(&self.change_feed_lost)
         );
         out
     }

@@ -260,6 +260,9 @@ pub(crate) struct VerifyCache {
     deny_version: AtomicU64,
     /// The last change (by sequence) of the store's change log this process has applied.
     change_seen: AtomicI64,
+    /// Set while this process cannot hear other processes' changes (its notification channel
+    /// is down): nothing is served from the cache or put in it, so no stale answer is given.
+    blind: AtomicBool,
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -270,13 +273,48 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl VerifyCache {
+    /// Starts blind where other processes' changes are announced (see [`VerifyCache::blind`]):
+    /// it sees once it listens.
+    pub(crate) fn new(blind: bool) -> Self {
+        Self {
+            blind: AtomicBool::new(blind),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn is_blind(&self) -> bool {
+        self.blind.load(Ordering::Acquire)
+    }
+
+    /// Empties the cache and serves nothing from it until [`VerifyCache::see`].
+    pub(crate) fn go_blind(&self) {
+        self.blind.store(true, Ordering::Release);
+        self.invalidate();
+    }
+
+    /// Serves from the cache again (the channel is back and the log caught up). The generation
+    /// moves, so a lookup that read storage while blind does not insert what it read.
+    pub(crate) fn see(&self) {
+        let _entries = write(&self.entries);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.blind.store(false, Ordering::Release);
+    }
+
+    /// Whether an insert that began at `generation` may go in (checked under a write lock).
+    fn accepts(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) == generation && !self.is_blind()
+    }
+
     fn get(&self, hash: &[u8; 32]) -> Option<Arc<Verified>> {
+        if self.is_blind() {
+            return None;
+        }
         self.entries.read().ok()?.map.get(hash).cloned()
     }
 
     fn insert_if_current(&self, generation: u64, hash: [u8; 32], entry: Arc<Verified>) {
         if let Ok(mut entries) = self.entries.write() {
-            if self.generation.load(Ordering::Acquire) != generation {
+            if !self.accepts(generation) {
                 return;
             }
             if entries.map.len() >= MAX_CACHED {
@@ -287,13 +325,16 @@ impl VerifyCache {
     }
 
     fn get_owner(&self, owner: &Owner) -> Option<Arc<OwnerSnapshot>> {
+        if self.is_blind() {
+            return None;
+        }
         self.owners.read().ok()?.map.get(owner).cloned()
     }
 
     fn insert_owner_if_current(&self, generation: u64, owner: Owner, snapshot: Arc<OwnerSnapshot>) {
         // Lock order: entries, then owners (as in `apply`).
         if let (Ok(_entries), Ok(mut owners)) = (self.entries.write(), self.owners.write()) {
-            if self.generation.load(Ordering::Acquire) != generation {
+            if !self.accepts(generation) {
                 return;
             }
             if owners.map.len() >= MAX_CACHED {
@@ -323,6 +364,9 @@ impl VerifyCache {
         &self,
         hash: &[u8; 32],
     ) -> Option<Arc<crate::oauth::token_endpoint::AuthenticatedClient>> {
+        if self.is_blind() {
+            return None;
+        }
         self.clients.read().ok()?.get(hash).cloned()
     }
 
@@ -334,7 +378,7 @@ impl VerifyCache {
     ) {
         // Lock order: entries, then clients (as in `apply`).
         if let (Ok(_entries), Ok(mut map)) = (self.entries.write(), self.clients.write()) {
-            if self.generation.load(Ordering::Acquire) != generation {
+            if !self.accepts(generation) {
                 return;
             }
             if map.len() >= MAX_CACHED {
@@ -951,53 +995,11 @@ impl Service {
         Ok(())
     }
 
-    /// Applies what other processes committed (the store's change log) exactly like this
-    /// process's own changes. A log that cannot be read, or that was pruned past what this
-    /// process saw, drops everything: with no way to know, the safe answer is to forget.
-    pub async fn poll_changes(&self) {
-        const BATCH: u32 = 1_000;
-        let seen = self.cache.change_seen();
-        let (changes, last) = match self.store.list_changes_since(seen, BATCH).await {
-            Ok(list) if list.is_empty() => return,
-            Ok(list) => {
-                let first = list.first().map_or(seen, |(seq, _)| *seq);
-                let last = list.last().map_or(seen, |(seq, _)| *seq);
-                let behind = first > seen + 1 || list.len() == BATCH as usize;
-                let changes: Vec<Change> = if behind {
-                    vec![Change::All]
-                } else {
-                    list.into_iter().map(|(_, c)| c).collect()
-                };
-                (changes, last)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the change log; the cache is dropped");
-                self.cache.invalidate();
-                return;
-            }
-        };
-        crate::after_commit::apply(
-            &self.cache,
-            &self.outbox.waker(),
-            &self.change_signal,
-            &changes,
-        );
-        self.cache.note_change_seen(last);
-        // Said at once, not at the next beat: a kill switch elsewhere is waiting for it.
-        self.heartbeat().await;
-        if changes
-            .iter()
-            .any(|c| matches!(c, Change::Keys | Change::All))
-            && let Err(e) = self.load_signing_keys().await
-        {
-            tracing::warn!(error = %e, "could not reload the signing keys");
-        }
-    }
-
     /// The deny-list as of the latest change: reloaded first when a change moved it.
     pub(crate) async fn current_deny_list(&self) -> ServiceResult<()> {
         let wanted = self.cache.deny_version();
-        if self.deny_list.version() != wanted {
+        // Blind, the version cannot be trusted: every lookup reads the list.
+        if self.deny_list.version() != wanted || self.cache.is_blind() {
             self.load_deny_list().await?;
             self.deny_list.set_version(wanted);
         }

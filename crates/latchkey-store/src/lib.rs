@@ -39,6 +39,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The changes committed by every process sharing the database, as they commit.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next announced changes and returns them with every other one already
+    /// received, oldest first, with their sequence numbers. An error means the channel is lost:
+    /// changes committed from then on may never be announced on this feed.
+    async fn next(&mut self) -> StoreResult<Vec<(i64, Change)>>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Storage reachable (for `/readyz`).
@@ -52,6 +61,17 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets all but the latest `keep_last` changes (every process has long seen them; one
     /// that fell further behind drops its whole cache).
     async fn prune_changes(&self, keep_last: u32) -> StoreResult<()>;
+    /// Whether changes committed by other processes are announced as they commit (PostgreSQL's
+    /// LISTEN/NOTIFY) rather than only found by polling the log (SQLite).
+    fn feeds_changes(&self) -> bool {
+        false
+    }
+    /// Starts listening for the changes every process commits: `None` where the backend has
+    /// no such channel ([`Store::feeds_changes`] is false). Only changes committed after this
+    /// returns are announced; earlier ones are in the log.
+    async fn subscribe_changes(&self) -> StoreResult<Option<Box<dyn ChangeFeed>>> {
+        Ok(None)
+    }
 
     async fn create_user(&self, user: &NewUser, event: &NewEvent) -> StoreResult<User>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;

@@ -59,6 +59,8 @@ mod lock {
 
 pub struct PgStore {
     pool: PgPool,
+    /// How to connect, for the listening connection (outside the pool).
+    options: PgConnectOptions,
     listener: std::sync::RwLock<Option<ChangeListener>>,
 }
 
@@ -113,7 +115,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
@@ -122,6 +124,7 @@ impl PgStore {
         })?;
         Ok(Self {
             pool,
+            options,
             listener: std::sync::RwLock::new(None),
         })
     }
@@ -174,6 +177,49 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The LISTEN side of the change log, on a connection of its own (a pool of one that never
+/// reconnects by itself: a lost connection is reported, and the caller subscribes afresh after
+/// dropping what it cached, so no notification is ever missed silently).
+struct PgChangeFeed {
+    listener: sqlx::postgres::PgListener,
+}
+
+/// Reads a notification's payload, `<seq> <change>`; one this version cannot read is the
+/// safe reading, [`Change::All`].
+fn notified_change(payload: &str) -> Option<(i64, Change)> {
+    let (seq, change) = payload.split_once(' ')?;
+    Some((seq.parse().ok()?, change.parse().unwrap_or(Change::All)))
+}
+
+#[async_trait]
+impl crate::ChangeFeed for PgChangeFeed {
+    async fn next(&mut self) -> StoreResult<Vec<(i64, Change)>> {
+        let first = match self.listener.try_recv().await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                return Err(StoreError::Unavailable(
+                    "the notification connection was lost".to_owned(),
+                ));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut batch = Vec::new();
+        let mut unreadable = false;
+        for n in std::iter::once(first).chain(std::iter::from_fn(|| self.listener.next_buffered()))
+        {
+            match notified_change(n.payload()) {
+                Some(change) => batch.push(change),
+                None => unreadable = true,
+            }
+        }
+        if unreadable {
+            // A payload without its number: the caller cannot place it, so it reads the log.
+            batch.push((i64::MAX, Change::All));
+        }
+        Ok(batch)
     }
 }
 
@@ -552,6 +598,32 @@ impl Store for PgStore {
         if let Ok(mut slot) = self.listener.write() {
             *slot = Some(listener);
         }
+    }
+
+    fn feeds_changes(&self) -> bool {
+        true
+    }
+
+    async fn subscribe_changes(&self) -> StoreResult<Option<Box<dyn crate::ChangeFeed>>> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(self.options.clone().application_name("latchkey listener"))
+            .await
+            .map_err(unavailable)?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .map_err(unavailable)?;
+        listener.ignore_pool_close_event(true);
+        listener.eager_reconnect(false);
+        listener
+            .listen(CHANGES_CHANNEL)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(Box::new(PgChangeFeed { listener })))
     }
 
     async fn latest_change(&self) -> StoreResult<i64> {

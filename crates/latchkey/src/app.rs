@@ -168,6 +168,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let outbox = tokio::spawn(service.clone().run_outbox(rx.clone()));
     let warm = (service.clone(), config.cache_warm_tokens);
     tokio::spawn(async move {
+        // On PostgreSQL the cache is on once this instance listens for the others' changes.
+        warm.0.cache_on(Duration::from_secs(10)).await;
         match warm.0.warm_cache(warm.1).await {
             Ok(n) => tracing::info!(tokens = n, "verification cache warmed"),
             Err(e) => tracing::warn!(error = %e, "could not warm the verification cache"),

@@ -340,7 +340,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let result = run_command(cli, config, caller, json_mode).await;
     if changes && result.is_ok() {
-        crate::control::apply_on_running_server(&config()?.data_dir).await?;
+        let config = config()?;
+        crate::control::apply_on_running_server(&config.data_dir).await?;
+        let applied = operator_service(&config)
+            .await?
+            .wait_until_all_applied()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("the change is committed, but could not be confirmed: {e}")
+            })?;
+        if !applied.unconfirmed.is_empty() {
+            anyhow::bail!(
+                "the change is committed, but {} of {} running instances did not confirm it within {} s: {}",
+                applied.unconfirmed.len(),
+                applied.instances,
+                latchkey_service::instances::CONFIRM_WITHIN.as_secs(),
+                applied.unconfirmed.join(", ")
+            );
+        }
     }
     result
 }

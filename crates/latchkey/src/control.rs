@@ -7,8 +7,10 @@
 //!
 //! With no server running (no socket, or a stale one nobody listens on) there is nothing to
 //! tell. A server that does not answer within [`CONFIRM_WITHIN`] fails the command, saying
-//! that the change is committed but not yet confirmed. Several instances on PostgreSQL are the
-//! PostgreSQL issue's (their notifications); this covers the embedded database.
+//! that the change is committed but not yet confirmed. After the socket, the CLI also waits
+//! until every live registered instance (`instances.rs`: on PostgreSQL, the other machines,
+//! woken by the change's notification) reports in its heartbeat that it applied the log that
+//! far.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -37,6 +37,13 @@ pub async fn fresh_database() -> Option<String> {
     if !on_postgres() {
         return None;
     }
+    Some(fresh_postgres_database().await)
+}
+
+/// A fresh database on the PostgreSQL server `TEST_POSTGRES_URL` names, whatever backend the
+/// run is on (for what is about PostgreSQL itself: several instances, `db copy`). Fails loudly
+/// without one.
+pub async fn fresh_postgres_database() -> String {
     #[expect(
         clippy::disallowed_methods,
         reason = "the test harness learns where scripts/test started PostgreSQL"
@@ -61,7 +68,7 @@ pub async fn fresh_database() -> Option<String> {
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
     admin.close().await;
     let (base, _) = server.rsplit_once('/').unwrap_or((server.as_str(), ""));
-    Some(format!("{base}/{name}"))
+    format!("{base}/{name}")
 }
 
 fn rand_bytes() -> [u8; 8] {
@@ -599,6 +606,31 @@ impl Binary {
         }
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
         Self { dir, config }
+    }
+
+    /// A fresh data directory on the database at `url` (`sqlite://…` or `postgres://…`), with
+    /// the master key of `master_key_file` if given (another instance's: one key per cluster).
+    pub fn on_database(url: &str, master_key_file: Option<&std::path::Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = dir.path().join("latchkey.toml");
+        let data_dir = dir.path().join("data");
+        let mut text = format!(
+            "data_dir = {:?}\npassword_hash_concurrency = 2\ndatabase_url = {url:?}\n",
+            data_dir.display().to_string()
+        );
+        if let Some(key) = master_key_file {
+            text.push_str(&format!(
+                "master_key_file = {:?}\n",
+                key.display().to_string()
+            ));
+        }
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        Self { dir, config }
+    }
+
+    /// The data directory's master key file (made by the first `serve` or command).
+    pub fn master_key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("data").join("master.key")
     }
 
     /// A command with `--config` set and no `LATCHKEY_*` surprises from the environment.
