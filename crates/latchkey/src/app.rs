@@ -158,6 +158,13 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    // On PostgreSQL with the master key elsewhere, nothing else has made it.
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let control = crate::control::bind(&config.data_dir)?;
     let control = tokio::spawn(crate::control::serve(
         control,

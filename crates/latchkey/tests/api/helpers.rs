@@ -628,6 +628,17 @@ impl Binary {
         Self { dir, config }
     }
 
+    /// Appends `text` to the configuration file.
+    pub fn append_config(&self, text: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap_or_else(|e| panic!("open config: {e}"));
+        file.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("write config: {e}"));
+    }
+
     /// The data directory's master key file (made by the first `serve` or command).
     pub fn master_key_file(&self) -> std::path::PathBuf {
         self.dir.path().join("data").join("master.key")

@@ -10,6 +10,7 @@ mod helpers;
 mod audit;
 mod browser;
 mod cli;
+mod cluster;
 mod console;
 mod crash;
 mod demo;
