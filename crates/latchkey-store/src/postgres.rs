@@ -100,12 +100,17 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://` or `postgresql://`) and applies pending
     /// migrations (sqlx takes an advisory lock, so instances starting together apply them once).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::connect_with(url, Duration::from_secs(10)).await
+        Self::connect_with(url, 16, Duration::from_secs(3)).await
     }
 
-    /// `connect`, waiting at most `acquire_timeout` for a connection (the pool retries a
-    /// refused one until then).
-    async fn connect_with(url: &str, acquire_timeout: Duration) -> StoreResult<Self> {
+    /// `connect` with at most `max_connections` in the pool, waiting at most `acquire_timeout`
+    /// for one (the pool retries a refused connection until then: a request waits that long
+    /// before it is answered 503 while the database is down).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
             .application_name("latchkey")
@@ -113,7 +118,7 @@ impl PgStore {
             // every start) are not news to an operator; warnings and errors still are.
             .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await
@@ -231,15 +236,20 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 /// request is wrong: the connection (class 08), insufficient resources (53: disk full, out of
 /// memory, too many connections), an operator or crash shutdown (57P01-57P03), a system error
 /// (58: I/O), a read-only transaction (25006: a standby after a failover), a serialization
-/// failure or deadlock (40001, 40P01: the request may simply be retried). The caller answers
-/// 503 with `Retry-After`, never 500.
+/// failure or deadlock (40001, 40P01: the request may simply be retried); and what a new
+/// connection is refused with, since the pool hands that error to the request that asked for
+/// the connection: the credentials refused (class 28, a password rotated under the service),
+/// the database missing (3D000) or not accepting connections (55000, `ALLOW_CONNECTIONS
+/// false`; the schema uses nothing else that raises it). The caller answers 503 with
+/// `Retry-After`, never 500.
 fn is_outage_code(code: &str) -> bool {
     code.starts_with("08")
+        || code.starts_with("28")
         || code.starts_with("53")
         || code.starts_with("58")
         || matches!(
             code,
-            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "25006"
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "25006" | "3D000" | "55000"
         )
 }
 
@@ -2454,7 +2464,7 @@ mod tests {
     fn outage_codes_are_connection_resources_shutdown_and_retry() {
         for code in [
             "08000", "08006", "08P01", "53100", "53200", "53300", "57P01", "57P02", "57P03",
-            "58030", "40001", "40P01", "25006",
+            "58030", "40001", "40P01", "25006", "28000", "28P01", "3D000", "55000",
         ] {
             assert!(is_outage_code(code), "{code}");
         }
@@ -2468,7 +2478,7 @@ mod tests {
     async fn a_server_that_is_not_there_is_an_outage() {
         // Port 1 on loopback: nothing listens there, the connection is refused at once.
         let url = "postgres://latchkey@127.0.0.1:1/latchkey";
-        match PgStore::connect_with(url, Duration::from_millis(500)).await {
+        match PgStore::connect_with(url, 4, Duration::from_millis(500)).await {
             Err(StoreError::Unavailable(_)) => {}
             Err(other) => panic!("a refused connection must be Unavailable, got {other:?}"),
             Ok(_) => panic!("connected to a server on port 1"),

@@ -32,9 +32,13 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             .context("cannot open the SQLite database")?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(&url)
-            .await
-            .context("cannot open the PostgreSQL database")?;
+        let store = PgStore::connect_with(
+            &url,
+            config.database_max_connections,
+            config.database_acquire_timeout.to_std(),
+        )
+        .await
+        .context("cannot open the PostgreSQL database")?;
         Ok(Arc::new(store))
     } else {
         anyhow::bail!(

@@ -31,6 +31,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` (default: `latchkey.db` in the data directory) or `postgres://…`.
     pub database_url: Option<String>,
+    /// PostgreSQL: connections this instance keeps open at most (one more, outside the pool,
+    /// listens for the other instances' changes).
+    pub database_max_connections: u32,
+    /// PostgreSQL: how long a request waits for a connection before it is answered 503 (the
+    /// database down or the pool exhausted).
+    pub database_acquire_timeout: PolicyDuration,
     /// Where notifications are sent: `smtp://host:port` (plain), `smtp://host:port?tls=required`
     /// (STARTTLS) or `smtps://host:port`, optionally with `user:password@`. Without it, mails are
     /// written as `.eml` files under `<data_dir>/mail`.
@@ -161,6 +167,8 @@ impl Default for Config {
             public_url: None,
             data_dir: PathBuf::from("./latchkey-data"),
             database_url: None,
+            database_max_connections: 16,
+            database_acquire_timeout: PolicyDuration::from_secs(3),
             smtp_url: None,
             mail_from: "Latchkey <latchkey@localhost>".to_owned(),
             master_key_file: None,
@@ -287,6 +295,8 @@ listen = "127.0.0.1:8080"
 # public_url = "http://127.0.0.1:8080"   # the issuer and base of links; default http:// + listen
 data_dir = "./latchkey-data"
 # database_url = "sqlite://./latchkey-data/latchkey.db"   # or postgres://user@host/db (several instances)
+database_max_connections = 16            # PostgreSQL: the pool's size, per instance
+database_acquire_timeout = "3s"          # PostgreSQL: a request waits this long for a connection, then 503
 # smtp_url = "smtp://127.0.0.1:2525"     # notifications; smtps://… or ?tls=required for TLS.
 #                                        # Without it, mails are .eml files in <data_dir>/mail
 mail_from = "Latchkey <latchkey@localhost>"
