@@ -196,10 +196,8 @@ async fn changes_on_one_instance_are_obeyed_by_the_other_within_a_second() {
     let lists_org = |res: &Resp, role: Option<&str>| {
         res.status == 200
             && res.body["accounts"].as_array().is_some_and(|a| {
-                a.iter().any(|acc| {
-                    acc["id"] == org.as_str()
-                        && role.is_none_or(|r| acc["role"] == r)
-                })
+                a.iter()
+                    .any(|acc| acc["id"] == org.as_str() && role.is_none_or(|r| acc["role"] == r))
             })
     };
     for _ in 0..10 {
@@ -731,4 +729,75 @@ async fn a_database_outage_is_503_and_the_instance_recovers_by_itself() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Item 8: background work runs once per cluster. Both instances' outbox workers take mails
+/// from one table (`FOR UPDATE SKIP LOCKED`); without SMTP each writes what it sends as `.eml`
+/// files in its own data directory, so across the two every mail is sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mail_is_sent_once_by_one_of_the_instances() {
+    let c = cluster(2).await;
+    let (_, session) = c.user("mailed@example.com").await;
+    // Mails written through both instances: a creation on A, its revocation on B.
+    for i in 0..12 {
+        let (id, _) = c.personal_token(&session, &format!("m{i}")).await;
+        c.b()
+            .call(
+                Method::POST,
+                &format!("/v1/user/tokens/{id}/revoke"),
+                Some(&session),
+                Some(json!({ "password": PASSWORD })),
+            )
+            .await
+            .expect(200);
+    }
+    let db = sqlx::PgPool::connect(&c.url)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let started = Instant::now();
+    let written: i64 = loop {
+        let (all, unsent): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE sent_at IS NULL) FROM outbox")
+                .fetch_one(&db)
+                .await
+                .unwrap_or_else(|e| panic!("count: {e}"));
+        if unsent == 0 && all > 0 {
+            break all;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{unsent} mails unsent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        written >= 24,
+        "a creation and a revocation mail each: {written}"
+    );
+    let mut ids = Vec::new();
+    let mut per_instance = Vec::new();
+    for binary in &c.binaries {
+        let dir = binary.master_key_file().with_file_name("mail");
+        let mut here = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap_or_else(|| panic!("no Message-ID in {}", entry.path().display()))
+                .to_owned();
+            ids.push(id);
+            here += 1;
+        }
+        per_instance.push(here);
+    }
+    let sent = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), sent, "a mail was sent twice");
+    assert_eq!(
+        sent as i64, written,
+        "every mail sent once: {per_instance:?}"
+    );
+    println!("{written} mails, sent by the instances {per_instance:?}");
 }
