@@ -45,7 +45,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let app = TestApp::spawn().await;
+    setup_on(TestApp::spawn().await).await
+}
+
+async fn setup_on(app: TestApp) -> Setup {
     app.user("ada@example.com").await;
     let org = app.org("Acme").await;
     app.add_member(&org, "ada@example.com", Role::Member).await;
@@ -606,9 +609,15 @@ async fn token_post(
     authorization: Option<&str>,
     form: &[(&str, &str)],
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut req = api_client()
-        .post(format!("{}/oauth2/token", s.app.url))
-        .form(form);
+    token_post_to(&s.app.url, authorization, form).await
+}
+
+async fn token_post_to(
+    base: &str,
+    authorization: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = api_client().post(format!("{base}/oauth2/token")).form(form);
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
@@ -1156,4 +1165,92 @@ async fn a_removed_feature_s_scope_cannot_be_asked_for_at_authorize() {
     );
     let res = b.get(url("api")).send().await.unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// Issue 10, item 6: the same races split over two servers on one PostgreSQL database: this
+/// test's server and a `latchkey serve` process beside it (the same master key and public URL,
+/// as behind a balancer). Always on PostgreSQL; the suite's PostgreSQL pass skips `cluster::`.
+mod cluster {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::helpers::{Binary, Server, fresh_postgres_database};
+
+    async fn two_servers() -> (Setup, Server, Binary) {
+        let url = fresh_postgres_database().await;
+        let db = url.clone();
+        let app = TestApp::builder()
+            .configure(move |c| c.database_url = Some(db))
+            .start()
+            .await;
+        // The other server runs on the real clock: this one's test clock is set to it, so that
+        // codes made here are not expired there (a few seconds apart at most).
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "two servers on one database must agree on the time"
+        )]
+        let real = time::OffsetDateTime::now_utc();
+        app.clock.advance((real - app.now()).whole_seconds());
+        let other = Binary::on_database(&url, Some(&app.data_dir().join("master.key")));
+        other.append_config(&format!("public_url = {:?}\n", app.url));
+        let server = other.serve(&[], None, None).await;
+        (setup_on(app).await, server, other)
+    }
+
+    /// Refused on the first server within a second (the replay was perhaps on the other).
+    async fn refused_soon(s: &Setup, access: &str) {
+        let started = Instant::now();
+        while s.app.get("/v1/me", access).await.status != 401 {
+            assert!(started.elapsed() < Duration::from_secs(1), "still accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_code_exchanged_on_two_servers_at_once_is_one_success_and_a_replay() {
+        let (s, other, _bin) = two_servers().await;
+        for _ in 0..5 {
+            let (code, verifier) = consented_code(&s).await;
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", s.client_id.as_str()),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier.as_str()),
+            ];
+            let (a, b) = tokio::join!(
+                token_post_to(&s.app.url, None, &form),
+                token_post_to(&other.url, None, &form)
+            );
+            let mut statuses = [a.0, b.0];
+            statuses.sort_unstable();
+            assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+            let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+            refused_soon(&s, winner["access_token"].as_str().unwrap()).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_refresh_token_used_on_two_servers_at_once_is_one_success_and_a_replay() {
+        let (s, other, _bin) = two_servers().await;
+        for _ in 0..5 {
+            let (_, refresh) = consented_tokens(&s, &api_client()).await;
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("client_id", s.client_id.as_str()),
+                ("refresh_token", refresh.as_str()),
+            ];
+            let (a, b) = tokio::join!(
+                token_post_to(&s.app.url, None, &form),
+                token_post_to(&other.url, None, &form)
+            );
+            let mut statuses = [a.0, b.0];
+            statuses.sort_unstable();
+            assert_eq!(statuses, [200, 400], "{} / {}", a.1, b.1);
+            let loser = if a.0 == 400 { &a.1 } else { &b.1 };
+            assert_eq!(loser["error"], "invalid_grant", "{loser}");
+            let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+            refused_soon(&s, winner["access_token"].as_str().unwrap()).await;
+        }
+    }
 }
