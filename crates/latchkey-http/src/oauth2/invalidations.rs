@@ -79,11 +79,16 @@ pub async fn get_invalidations(State(state): State<AppState>, headers: HeaderMap
                                 .data("{}"),
                         );
                     }
-                    // Nothing new, or the log cannot be read now: wait for a commit or the
-                    // next poll (a storage outage shows as no events; the heartbeat goes on,
-                    // and a verifier that must be exact drops its cache on a reset).
-                    Ok(Next::Changes(_)) | Err(_) => {
+                    // Nothing new: wait for a commit or the next poll.
+                    Ok(Next::Changes(_)) => {
                         let _ = tokio::time::timeout(POLL, signal.changed()).await;
+                    }
+                    // The log cannot be read: changes may be committing elsewhere unseen, so
+                    // the stream ends rather than send heartbeats that would say all is well;
+                    // a verifier drops its cache and reconnects (to an instance that can).
+                    Err(e) => {
+                        tracing::warn!(error = %e, "invalidation stream: cannot read the change log; ending the stream");
+                        return None;
                     }
                 }
             }
