@@ -17,16 +17,17 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
-/// Opens the configured database (creating the data directory on first start).
+/// Opens the configured database (creating the data directory on first start: on PostgreSQL
+/// too, it holds the control socket and the mail files, and the master key may be elsewhere).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
         let store = SqliteStore::connect(&url)
             .await
             .context("cannot open the SQLite database")?;

@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod console;
 mod crash;
+mod db_copy;
 mod demo;
 mod errors;
 mod forward_auth;
