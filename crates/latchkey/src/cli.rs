@@ -692,7 +692,8 @@ async fn copy_database(config: &Config, to: &str, json_mode: bool) -> anyhow::Re
             let (tables, checksums, mut text) = summary(&report);
             let key = config.master_key_file();
             text.push_str(&format!(
-                "copied into {} and checked. Not copied: {} (each backend keeps its own).\n\
+                "copied into {} and checked. Not copied: {} (sqlx's migrations, the change log and the \
+                 instance list start afresh).\n\
                  Serve with database_url = {:?} and the same master key ({}).",
                 redact_url(to),
                 copy::NOT_COPIED.join(", "),
