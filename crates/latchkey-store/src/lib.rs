@@ -7,6 +7,7 @@
 //! inside the transaction); the service layer decides everything else.
 
 mod change;
+pub mod copy;
 mod model;
 pub mod postgres;
 pub mod sqlite;

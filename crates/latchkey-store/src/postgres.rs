@@ -183,6 +183,11 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The pool, for `copy.rs` (`latchkey db copy`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 /// The LISTEN side of the change log, on a connection of its own (a pool of one that never

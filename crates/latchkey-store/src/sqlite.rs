@@ -118,6 +118,11 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The pool, for `copy.rs` (`latchkey db copy`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {

@@ -17,16 +17,17 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
-/// Opens the configured database (creating the data directory on first start).
+/// Opens the configured database (creating the data directory on first start: on PostgreSQL
+/// too, it holds the control socket and the mail files, and the master key may be elsewhere).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
         let store = SqliteStore::connect(&url)
             .await
             .context("cannot open the SQLite database")?;
@@ -162,13 +163,6 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let router = latchkey_http::router(state);
     let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
-    // On PostgreSQL with the master key elsewhere, nothing else has made it.
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
     let control = crate::control::bind(&config.data_dir)?;
     let control = tokio::spawn(crate::control::serve(
         control,

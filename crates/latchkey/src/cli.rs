@@ -56,6 +56,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// The running instances on this database and how far each has applied the change log.
     Status,
+    /// The database itself (moving it to PostgreSQL).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Benchmark helpers (seeding a database with many tokens).
     #[command(subcommand, hide = true)]
     Bench(BenchCommand),
@@ -251,6 +254,20 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the configured SQLite database into an empty PostgreSQL database, whole and
+    /// checked (row counts, checksums of tokens, client secrets and signing keys). Stop the
+    /// server first: what it writes after the copy starts is not copied. Then serve on the
+    /// PostgreSQL database with the same master key.
+    Copy {
+        /// The PostgreSQL database to copy into (postgres://user@host/db); its Latchkey tables
+        /// must be empty (they are created if absent).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print a commented configuration file with every key.
     Example,
@@ -336,6 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Keys(KeysCommand::List)
             | Command::Config(_)
             | Command::Status
+            | Command::Db(_)
             | Command::Token(TokenCommand::List { .. })
     );
     let result = run_command(cli, config, caller, json_mode).await;
@@ -503,6 +521,7 @@ async fn run_command(
             output(json_mode, json!(status), text.trim_end().to_owned());
             Ok(())
         }
+        Command::Db(DbCommand::Copy { to }) => copy_database(&config()?, &to, json_mode).await,
         Command::Keys(KeysCommand::List) => {
             let service = operator_service(&config()?).await?;
             let keys: Vec<Value> = service
@@ -602,6 +621,121 @@ async fn run_command(
             println!("{} tokens written to {}", secrets.len(), out.display());
             Ok(())
         }
+    }
+}
+
+/// `db copy`: the configured SQLite database into the empty PostgreSQL database at `to`.
+async fn copy_database(config: &Config, to: &str, json_mode: bool) -> anyhow::Result<()> {
+    use latchkey_store::copy::{self, CopyError, CopyReport};
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--to must be a PostgreSQL database URL (postgres://user@host/db or postgresql://…), not {}",
+            redact_url(to)
+        );
+    }
+    let from = config.database_url();
+    if !from.starts_with("sqlite:") {
+        anyhow::bail!(
+            "db copy copies from SQLite, but the configured database_url is {}",
+            redact_url(&from)
+        );
+    }
+    let source = copy::open_source(&from)
+        .await
+        .context("cannot open the SQLite database to copy")?;
+    let target = latchkey_store::postgres::PgStore::connect(to)
+        .await
+        .context("cannot open the PostgreSQL database to copy into")?;
+    let result = copy::copy_sqlite_to_postgres(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let summary = |report: &CopyReport| {
+        let tables: Vec<Value> = report
+            .tables
+            .iter()
+            .map(|t| json!({ "table": t.table, "source": t.source_rows, "target": t.target_rows }))
+            .collect();
+        let checksums: Vec<Value> = report
+            .checksums
+            .iter()
+            .map(|c| json!({ "table": c.table, "columns": c.columns, "source": c.source, "target": c.target }))
+            .collect();
+        let mut text = format!("{:<24} {:>10} {:>10}\n", "table", "source", "target");
+        for t in &report.tables {
+            let mark = if t.source_rows == t.target_rows {
+                ""
+            } else {
+                "  MISMATCH"
+            };
+            text.push_str(&format!(
+                "{:<24} {:>10} {:>10}{mark}\n",
+                t.table, t.source_rows, t.target_rows
+            ));
+        }
+        for c in &report.checksums {
+            let verdict = if c.source == c.target {
+                "match"
+            } else {
+                "MISMATCH"
+            };
+            text.push_str(&format!(
+                "checksum {}({}): {} {verdict}\n",
+                c.table,
+                c.columns.join(", "),
+                c.target
+            ));
+        }
+        (tables, checksums, text)
+    };
+    match result {
+        Ok(report) => {
+            let (tables, checksums, mut text) = summary(&report);
+            let key = config.master_key_file();
+            text.push_str(&format!(
+                "copied into {} and checked. Not copied: {} (sqlx's migrations, the change log and the \
+                 instance list start afresh).\n\
+                 Serve with database_url = {:?} and the same master key ({}).",
+                redact_url(to),
+                copy::NOT_COPIED.join(", "),
+                redact_url(to),
+                key.display()
+            ));
+            output(
+                json_mode,
+                json!({
+                    "copied": true, "to": redact_url(to), "tables": tables,
+                    "checksums": checksums, "not_copied": copy::NOT_COPIED,
+                }),
+                text,
+            );
+            Ok(())
+        }
+        Err(CopyError::Mismatch(report)) => {
+            let (tables, checksums, text) = summary(&report);
+            output(
+                json_mode,
+                json!({ "copied": false, "tables": tables, "checksums": checksums }),
+                text.trim_end().to_owned(),
+            );
+            Err(CopyError::Mismatch(report).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            let slash = if rest.contains('/') { "/" } else { "" };
+            format!("{scheme}://{name}:***@{host}{slash}{path}")
+        }
+        _ => url.to_owned(),
     }
 }
 

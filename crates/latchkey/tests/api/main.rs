@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod console;
 mod crash;
+mod db_copy;
 mod demo;
 mod errors;
 mod forward_auth;
