@@ -25,4 +25,7 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Peers whose `X-Forwarded-For` / `Forwarded` are believed (SPEC 7).
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// Turns true when the server begins to stop: responses that would never end by themselves
+    /// (the invalidation stream) end then, so that a graceful stop is not held by them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }

@@ -54,7 +54,10 @@ async fn metrics(State(verifier): State<Verifier>) -> Json<Value> {
 }
 
 fn env(name: &str) -> Result<String, String> {
-    #[expect(clippy::disallowed_methods, reason = "an example configured by its environment")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "an example configured by its environment"
+    )]
     std::env::var(name).map_err(|_| format!("{name} is not set"))
 }
 

@@ -94,10 +94,7 @@ pub(crate) fn effect_of(change: &Value) -> Effect {
         Some("membership") => drop(vec![text(&change["user"]).map(Dep::Principal)]),
         Some("organisation") => {
             let org = text(&change["organisation"]);
-            drop(vec![
-                org.clone().map(Dep::Principal),
-                org.map(Dep::Account),
-            ])
+            drop(vec![org.clone().map(Dep::Principal), org.map(Dep::Account)])
         }
         Some("client") => drop(vec![text(&change["client"]).map(Dep::Client)]),
         Some("access_tokens") => Effect::Drop(vec![Dep::Jwt]),
@@ -242,7 +239,10 @@ mod tests {
             principal: principal.into(),
             kind: "user".into(),
             token_id: token.into(),
-            accounts: orgs.iter().map(|o| ((*o).into(), "member".into())).collect(),
+            accounts: orgs
+                .iter()
+                .map(|o| ((*o).into(), "member".into()))
+                .collect(),
             scopes: vec![],
             client_id: client.map(Into::into),
             expires_at: None,
@@ -255,9 +255,24 @@ mod tests {
         let cache = Cache::new(100);
         cache.set_seeing(true);
         let g = cache.generation();
-        cache.insert_if_current(g, [1; 32], identity("tok_a", "usr_a", &["org_x"], None), false);
-        cache.insert_if_current(g, [2; 32], identity("tok_b", "usr_b", &["org_y"], None), false);
-        cache.insert_if_current(g, [3; 32], identity("tok_o", "org_x", &["org_x"], None), false);
+        cache.insert_if_current(
+            g,
+            [1; 32],
+            identity("tok_a", "usr_a", &["org_x"], None),
+            false,
+        );
+        cache.insert_if_current(
+            g,
+            [2; 32],
+            identity("tok_b", "usr_b", &["org_y"], None),
+            false,
+        );
+        cache.insert_if_current(
+            g,
+            [3; 32],
+            identity("tok_o", "org_x", &["org_x"], None),
+            false,
+        );
         cache.insert_if_current(
             g,
             [4; 32],
@@ -287,8 +302,14 @@ mod tests {
                 json!({"kind": "membership", "organisation": "org_y", "user": "usr_b"}),
                 vec![1, 3, 4, 5],
             ),
-            (json!({"kind": "organisation", "organisation": "org_x"}), vec![2, 5]),
-            (json!({"kind": "client", "client": "cli_c"}), vec![1, 2, 3, 5]),
+            (
+                json!({"kind": "organisation", "organisation": "org_x"}),
+                vec![2, 5],
+            ),
+            (
+                json!({"kind": "client", "client": "cli_c"}),
+                vec![1, 2, 3, 5],
+            ),
             (json!({"kind": "access_tokens"}), vec![1, 2, 3, 5]),
             (json!({"kind": "outbox"}), vec![1, 2, 3, 4, 5]),
             (json!({"kind": "keys"}), vec![1, 2, 3, 4, 5]),
@@ -320,7 +341,12 @@ mod tests {
         let cache = filled();
         let before = cache.generation();
         cache.apply(&effect_of(&json!({"kind": "user", "user": "usr_z"})));
-        cache.insert_if_current(before, [9; 32], identity("tok_z", "usr_z", &[], None), false);
+        cache.insert_if_current(
+            before,
+            [9; 32],
+            identity("tok_z", "usr_z", &[], None),
+            false,
+        );
         assert!(cache.get(&[9; 32], 0).is_none());
     }
 
@@ -341,13 +367,30 @@ mod tests {
         cache.set_seeing(true);
         let g = cache.generation();
         cache.insert_if_current(g, [1; 32], identity("tok_1", "usr_1", &[], None), false);
-        cache.insert_if_current(g, [1; 32], identity("tok_1", "usr_1", &["org_q"], None), false);
+        cache.insert_if_current(
+            g,
+            [1; 32],
+            identity("tok_1", "usr_1", &["org_q"], None),
+            false,
+        );
         cache.insert_if_current(g, [2; 32], identity("tok_2", "usr_2", &[], None), false);
         assert_eq!(cache.len(), 2);
-        cache.apply(&effect_of(&json!({"kind": "organisation", "organisation": "org_q"})));
+        cache.apply(&effect_of(
+            &json!({"kind": "organisation", "organisation": "org_q"}),
+        ));
         assert!(cache.get(&[1; 32], 0).is_none());
-        cache.insert_if_current(cache.generation(), [3; 32], identity("tok_3", "usr_3", &[], None), false);
-        cache.insert_if_current(cache.generation(), [4; 32], identity("tok_4", "usr_4", &[], None), false);
+        cache.insert_if_current(
+            cache.generation(),
+            [3; 32],
+            identity("tok_3", "usr_3", &[], None),
+            false,
+        );
+        cache.insert_if_current(
+            cache.generation(),
+            [4; 32],
+            identity("tok_4", "usr_4", &[], None),
+            false,
+        );
         assert!(cache.len() <= 2);
     }
 }

@@ -30,7 +30,11 @@ impl Jwks {
         if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() {
             return Err(Refusal::Malformed);
         }
-        let typ = header.typ.as_deref().unwrap_or_default().to_ascii_lowercase();
+        let typ = header
+            .typ
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let access_token = match typ.as_str() {
             "at+jwt" | "application/at+jwt" => true,
             "jwt" => false,

@@ -26,7 +26,9 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
         };
         match follow_once(&strong).await {
             Ok(()) => backoff = Duration::from_millis(50),
-            Err(e) => tracing::warn!(error = %e, "latchkey-verifier: the invalidation stream is down; asking Latchkey for every token"),
+            Err(e) => {
+                tracing::warn!(error = %e, "latchkey-verifier: the invalidation stream is down; asking Latchkey for every token")
+            }
         }
         if strong.cache.is_seeing() {
             strong.counters.stream_drops.fetch_add(1, Ordering::Relaxed);

@@ -151,17 +151,18 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     }
     let config = &config;
     let service = build_service(config, clock).await?;
+    let (shutdown, rx) = watch::channel(false);
     let state = AppState {
         service: service.clone(),
         secure_cookies: config.public_url().starts_with("https://"),
         trusted_proxies: config.trusted_proxies.clone().into(),
+        stopping: rx.clone(),
     };
     service
         .register_instance(&addr.to_string())
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this instance: {e}"))?;
     let router = latchkey_http::router(state);
-    let (shutdown, rx) = watch::channel(false);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
     let control = crate::control::bind(&config.data_dir)?;
     let control = tokio::spawn(crate::control::serve(
@@ -200,6 +201,9 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         task,
     })
 }
+
+/// How long a graceful stop waits for the requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A client must send a request's headers within this (slow-loris, SECURITY.md).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -279,7 +283,17 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Requests in flight get this long; a client that holds its connection past it (a slow
+    // upload, a stream that does not end) is cut, so a stop is never held for good.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after the stop began; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
 }
 
 /// `latchkey serve`: runs until SIGTERM or Ctrl-C.

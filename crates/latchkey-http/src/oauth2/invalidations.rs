@@ -52,8 +52,12 @@ pub async fn get_invalidations(State(state): State<AppState>, headers: HeaderMap
     let signal = state.service.change_signal();
     let stream = futures_util::stream::unfold(
         (state, start, signal, Vec::<Event>::new()),
-        |(state, mut last, mut signal, mut pending)| async move {
+        |(mut state, mut last, mut signal, mut pending)| async move {
             loop {
+                // The server is stopping: the stream ends (the client reconnects elsewhere).
+                if *state.stopping.borrow() {
+                    return None;
+                }
                 if let Some(event) = pending.pop() {
                     return Some((Ok::<_, Infallible>(event), (state, last, signal, pending)));
                 }
@@ -81,7 +85,14 @@ pub async fn get_invalidations(State(state): State<AppState>, headers: HeaderMap
                     }
                     // Nothing new: wait for a commit or the next poll.
                     Ok(Next::Changes(_)) => {
-                        let _ = tokio::time::timeout(POLL, signal.changed()).await;
+                        tokio::select! {
+                            _ = tokio::time::timeout(POLL, signal.changed()) => {}
+                            changed = state.stopping.changed() => {
+                                if changed.is_err() {
+                                    return None;
+                                }
+                            }
+                        }
                     }
                     // The log cannot be read: changes may be committing elsewhere unseen, so
                     // the stream ends rather than send heartbeats that would say all is well;

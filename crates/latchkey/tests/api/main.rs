@@ -42,4 +42,5 @@ mod proxies;
 mod reference;
 mod sessions;
 mod slow_clients;
+mod verifier;
 mod warm;
