@@ -639,8 +639,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("user"));
         }
-        if c.disabled == Some(true) || c.password_hash.is_some() {
-            // A disabled user or a new password ends every session.
+        if c.end_sessions {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?")
                 .bind(id.as_str())
                 .execute(tx.conn())
