@@ -7,6 +7,7 @@
 //! inside the transaction); the service layer decides everything else.
 
 mod change;
+mod events;
 mod model;
 pub mod postgres;
 pub mod sqlite;

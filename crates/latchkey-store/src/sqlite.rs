@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::events::owner_revocation_details;
 use crate::model::*;
 use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
 
@@ -1205,14 +1206,7 @@ impl Store for SqliteStore {
         };
         let mut event = event.clone();
         // The ids revoked are known only here, inside the transaction: add them to the event.
-        let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
-        event.details = Some(format!(
-            "{{\"count\":{},\"tokens\":[{}],\"type\":{},\"oauth_grants\":{}}}",
-            ids.len(),
-            list.join(","),
-            token_type.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\"")),
-            grants
-        ));
+        event.details = Some(owner_revocation_details(&ids, token_type, grants)?);
         insert_event(&mut tx, &event).await?;
         tx.alter(Change::OwnerTokens(
             owner.clone(),
