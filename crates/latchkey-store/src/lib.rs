@@ -84,7 +84,8 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<User>;
 
-    /// Creates the organisation, and its first token if given, in one transaction.
+    /// Creates the organisation, and its first token if given, in one transaction. The features
+    /// are stored and returned as given (the service normalises them).
     async fn create_org(
         &self,
         org: &NewOrg,

@@ -787,13 +787,10 @@ impl Store for PgStore {
             insert_event(&mut tx, token_event).await?;
         }
         self.commit(tx).await.map_err(db_err("organisation"))?;
-        let mut features = o.features.clone();
-        features.sort();
-        features.dedup();
         Ok(Org {
             id: o.id.clone(),
             name: o.name.clone(),
-            features,
+            features: o.features.clone(),
             api_tokens_enabled: true,
             created_at: o.created_at,
         })
