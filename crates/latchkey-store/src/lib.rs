@@ -318,7 +318,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
 
     /// Up to `limit` unsent mails due at `now` and not leased to another worker, leased until
-    /// `lease_until` in one statement, so two workers never take the same mail.
+    /// `lease_until` in one statement, so two workers never take the same mail. The oldest
+    /// are taken, but returned in no particular order (`UPDATE … RETURNING` keeps none).
     async fn claim_mails(
         &self,
         now: Timestamp,

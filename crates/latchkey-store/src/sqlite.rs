@@ -1870,12 +1870,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err("mail"))?;
         self.commit(tx).await.map_err(db_err("mail"))?;
-        let mut mails = rows
-            .iter()
-            .map(mail_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        mails.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
-        Ok(mails)
+        rows.iter().map(mail_from_row).collect()
     }
 
     async fn mark_mail_sent(&self, id: &MailId, at: Timestamp) -> StoreResult<()> {
