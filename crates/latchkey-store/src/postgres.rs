@@ -459,26 +459,16 @@ async fn token_in_tx(tx: &mut Tx, id: &TokenId) -> StoreResult<TokenRecord> {
     token_from_row(&row)
 }
 
-async fn org_features(pool: &PgPool, id: &str) -> StoreResult<Vec<String>> {
-    let rows = sqlx::query("SELECT feature FROM org_features WHERE org_id = $1 ORDER BY feature")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .map_err(db_err("org"))?;
-    rows.iter().map(|r| get(r, "feature")).collect()
-}
-
-impl PgStore {
-    async fn org_from_row(&self, row: &PgRow) -> StoreResult<Org> {
-        let id: String = get(row, "id")?;
-        Ok(Org {
-            features: org_features(&self.pool, &id).await?,
-            id: parse(&id, "org id")?,
-            name: get(row, "name")?,
-            api_tokens_enabled: get(row, "api_tokens_enabled")?,
-            created_at: from_ts(get(row, "created_at")?)?,
-        })
-    }
+/// An organisation row, with its features gathered by the same statement (`features`, an
+/// array in order): reading many organisations stays one query, not one more per organisation.
+fn org_from_row(row: &PgRow) -> StoreResult<Org> {
+    Ok(Org {
+        features: get(row, "features")?,
+        id: parse(&get::<String>(row, "id")?, "org id")?,
+        name: get(row, "name")?,
+        api_tokens_enabled: get(row, "api_tokens_enabled")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+    })
 }
 
 fn client_from_row(row: &PgRow) -> StoreResult<OAuthClient> {
@@ -797,15 +787,16 @@ impl Store for PgStore {
     }
 
     async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>> {
-        let row = sqlx::query("SELECT * FROM orgs WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err("organisation"))?;
-        match row {
-            Some(row) => Ok(Some(self.org_from_row(&row).await?)),
-            None => Ok(None),
-        }
+        let row = sqlx::query(
+            "SELECT o.*, ARRAY(SELECT feature FROM org_features f
+                               WHERE f.org_id = o.id ORDER BY feature) AS features
+             FROM orgs o WHERE o.id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("organisation"))?;
+        row.as_ref().map(org_from_row).transpose()
     }
 
     async fn update_org(&self, id: &OrgId, c: &OrgChange, event: &NewEvent) -> StoreResult<Org> {
@@ -956,15 +947,15 @@ impl Store for PgStore {
     }
 
     async fn list_orgs(&self) -> StoreResult<Vec<Org>> {
-        let rows = sqlx::query("SELECT * FROM orgs ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err("organisation"))?;
-        let mut orgs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            orgs.push(self.org_from_row(row).await?);
-        }
-        Ok(orgs)
+        let rows = sqlx::query(
+            "SELECT o.*, ARRAY(SELECT feature FROM org_features f
+                               WHERE f.org_id = o.id ORDER BY feature) AS features
+             FROM orgs o ORDER BY o.created_at, o.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("organisation"))?;
+        rows.iter().map(org_from_row).collect()
     }
 
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
