@@ -10,6 +10,7 @@ mod change;
 mod events;
 mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

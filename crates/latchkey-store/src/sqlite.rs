@@ -15,10 +15,16 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use crate::events::owner_revocation_details;
 use crate::model::*;
+use crate::rows::{
+    account_from_row, cancel_link_from_row, client_from_row, event_from_row, from_ts, get,
+    grant_from_row, instance_from_row, mail_from_row, member_from_row, opt_ts, parse,
+    secret_from_row, session_from_row, signing_key_from_row, split_scopes, token_from_row, ts,
+    user_from_row,
+};
 use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -197,87 +203,6 @@ fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     }
 }
 
-fn ts(t: Timestamp) -> i64 {
-    t.unix_timestamp()
-}
-
-fn from_ts(secs: i64) -> StoreResult<Timestamp> {
-    Timestamp::from_unix_timestamp(secs)
-        .map_err(|e| StoreError::Internal(format!("bad timestamp: {e}")))
-}
-
-fn opt_ts(secs: Option<i64>) -> StoreResult<Option<Timestamp>> {
-    secs.map(from_ts).transpose()
-}
-
-fn parse<T: FromStr>(text: &str, what: &str) -> StoreResult<T> {
-    text.parse()
-        .map_err(|_| StoreError::Internal(format!("stored {what} {text:?} does not parse")))
-}
-
-fn get<'r, T>(row: &'r SqliteRow, col: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-{
-    row.try_get(col)
-        .map_err(|e| StoreError::Internal(e.to_string()))
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
-    let email: String = get(row, "email")?;
-    Ok(User {
-        id: parse(&get::<String>(row, "id")?, "user id")?,
-        email: Email::parse(&email).map_err(|e| StoreError::Internal(e.to_string()))?,
-        password_hash: get(row, "password_hash")?,
-        is_operator: get(row, "is_operator")?,
-        disabled: get(row, "disabled")?,
-        api_tokens_enabled: get(row, "api_tokens_enabled")?,
-        created_at: from_ts(get(row, "created_at")?)?,
-    })
-}
-
-fn owner_from(kind: &str, id: &str) -> StoreResult<Owner> {
-    match kind {
-        "user" => Ok(Owner::User(parse(id, "user id")?)),
-        "organisation" => Ok(Owner::Organisation(parse(id, "org id")?)),
-        _ => Err(StoreError::Internal(format!("unknown owner kind {kind:?}"))),
-    }
-}
-
-fn split_scopes(text: &str) -> Vec<String> {
-    text.split(' ')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
-    let rotated: Option<String> = get(row, "rotated_from")?;
-    let ends: Option<String> = get(row, "ends_on_first_use")?;
-    Ok(TokenRecord {
-        id: parse(&get::<String>(row, "id")?, "token id")?,
-        token_type: get(row, "token_type")?,
-        owner: owner_from(
-            &get::<String>(row, "owner_kind")?,
-            &get::<String>(row, "owner_id")?,
-        )?,
-        name: get(row, "name")?,
-        hint: get(row, "hint")?,
-        scopes: split_scopes(&get::<String>(row, "scopes")?),
-        created_at: from_ts(get(row, "created_at")?)?,
-        active_from: from_ts(get(row, "active_from")?)?,
-        expires_at: opt_ts(get(row, "expires_at")?)?,
-        revoked_at: opt_ts(get(row, "revoked_at")?)?,
-        last_used_at: opt_ts(get(row, "last_used_at")?)?,
-        last_used_ip: get(row, "last_used_ip")?,
-        rotated_from: rotated.map(|t| parse(&t, "token id")).transpose()?,
-        ends_on_first_use: ends.map(|t| parse(&t, "token id")).transpose()?,
-        allowed_ips: split_scopes(&get::<Option<String>>(row, "allowed_ips")?.unwrap_or_default()),
-        is_revealable: get::<Option<Vec<u8>>>(row, "secret_ciphertext")?.is_some(),
-        signing_kid: get(row, "signing_kid")?,
-    })
-}
-
 async fn insert_event(tx: &mut Tx, e: &NewEvent) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO events (id, at, actor, action, subject_kind, subject_id, user_id, org_id, ip, outcome, details)
@@ -319,20 +244,6 @@ async fn insert_event(tx: &mut Tx, e: &NewEvent) -> StoreResult<()> {
         .map_err(db_err("mail"))?;
     }
     Ok(())
-}
-
-fn mail_from_row(row: &SqliteRow) -> StoreResult<OutboxMail> {
-    let recipient: String = get(row, "recipient")?;
-    Ok(OutboxMail {
-        id: parse(&get::<String>(row, "id")?, "mail id")?,
-        event_id: get(row, "event_id")?,
-        recipient: Email::parse(&recipient).map_err(|e| StoreError::Internal(e.to_string()))?,
-        subject: get(row, "subject")?,
-        body: get(row, "body")?,
-        sealed: get(row, "sealed")?,
-        created_at: from_ts(get(row, "created_at")?)?,
-        attempts: u32::try_from(get::<i64>(row, "attempts")?).unwrap_or(u32::MAX),
-    })
 }
 
 async fn insert_token(tx: &mut Tx, t: &NewToken) -> StoreResult<()> {
@@ -397,38 +308,6 @@ fn org_from_row(row: &SqliteRow) -> StoreResult<Org> {
         name: get(row, "name")?,
         api_tokens_enabled: get(row, "api_tokens_enabled")?,
         created_at: from_ts(get(row, "created_at")?)?,
-    })
-}
-
-fn client_from_row(row: &SqliteRow) -> StoreResult<OAuthClient> {
-    let lines = |text: String| {
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    Ok(OAuthClient {
-        id: get(row, "id")?,
-        org_id: parse(&get::<String>(row, "org_id")?, "org id")?,
-        name: get(row, "name")?,
-        grant_types: split_scopes(&get::<String>(row, "grant_types")?),
-        redirect_uris: lines(get(row, "redirect_uris")?),
-        scopes: split_scopes(&get::<String>(row, "scopes")?),
-        is_confidential: get(row, "is_confidential")?,
-        can_introspect: get(row, "can_introspect")?,
-        created_at: from_ts(get(row, "created_at")?)?,
-        deleted_at: opt_ts(get(row, "deleted_at")?)?,
-        tokens_valid_after: opt_ts(get(row, "tokens_valid_after")?)?,
-    })
-}
-
-fn secret_from_row(row: &SqliteRow) -> StoreResult<ClientSecretRecord> {
-    Ok(ClientSecretRecord {
-        id: get(row, "id")?,
-        client_id: get(row, "client_id")?,
-        hint: get(row, "hint")?,
-        created_at: from_ts(get(row, "created_at")?)?,
-        revoked_at: opt_ts(get(row, "revoked_at")?)?,
     })
 }
 
@@ -807,16 +686,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("membership"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Account {
-                    org_id: parse(&get::<String>(r, "id")?, "org id")?,
-                    org_name: get(r, "name")?,
-                    role: parse(&get::<String>(r, "role")?, "role")?,
-                    api_tokens_enabled: get(r, "api_tokens_enabled")?,
-                })
-            })
-            .collect()
+        rows.iter().map(account_from_row).collect()
     }
 
     async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>> {
@@ -828,17 +698,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("membership"))?;
-        rows.iter()
-            .map(|r| {
-                let email: String = get(r, "email")?;
-                Ok(Member {
-                    user_id: parse(&get::<String>(r, "id")?, "user id")?,
-                    email: Email::parse(&email).map_err(|e| StoreError::Internal(e.to_string()))?,
-                    role: parse(&get::<String>(r, "role")?, "role")?,
-                    since: from_ts(get(r, "created_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(member_from_row).collect()
     }
 
     async fn list_orgs(&self) -> StoreResult<Vec<Org>> {
@@ -882,16 +742,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err("session"))?;
-        row.map(|r| {
-            Ok(Session {
-                id: get(&r, "id")?,
-                user_id: parse(&get::<String>(&r, "user_id")?, "user id")?,
-                created_at: from_ts(get(&r, "created_at")?)?,
-                expires_at: from_ts(get(&r, "expires_at")?)?,
-                last_seen_at: from_ts(get(&r, "last_seen_at")?)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(session_from_row).transpose()
     }
 
     async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()> {
@@ -1236,18 +1087,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err("signing key"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredSigningKey {
-                    kid: get(r, "kid")?,
-                    alg: get(r, "alg")?,
-                    private_key: get(r, "private_key")?,
-                    created_at: from_ts(get(r, "created_at")?)?,
-                    use_from: from_ts(get(r, "use_from")?)?,
-                    retired_at: opt_ts(get(r, "retired_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(signing_key_from_row).collect()
     }
 
     async fn insert_signing_key(
@@ -1618,18 +1458,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err("grant"))?;
-        row.map(|r| {
-            let user: Option<String> = get(&r, "user_id")?;
-            Ok(OAuthGrant {
-                id: get(&r, "id")?,
-                client_id: get(&r, "client_id")?,
-                user_id: user.map(|u| parse(&u, "user id")).transpose()?,
-                scopes: split_scopes(&get::<String>(&r, "scopes")?),
-                created_at: from_ts(get(&r, "created_at")?)?,
-                revoked_at: opt_ts(get(&r, "revoked_at")?)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(grant_from_row).transpose()
     }
 
     async fn find_auth_code(&self, hash: &TokenHash) -> StoreResult<Option<StoredAuthCode>> {
@@ -2058,14 +1887,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err("cancel link"))?;
-        row.map(|r| {
-            Ok(CancelLink {
-                token_id: parse(&get::<String>(&r, "token_id")?, "token id")?,
-                expires_at: from_ts(get(&r, "expires_at")?)?,
-                used_at: opt_ts(get(&r, "used_at")?)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(cancel_link_from_row).transpose()
     }
 
     async fn use_cancel_link(
@@ -2150,18 +1972,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err("instance"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Instance {
-                    id: parse(&get::<String>(r, "id")?, "instance id")?,
-                    address: get(r, "address")?,
-                    version: get(r, "version")?,
-                    started_at: from_ts(get(r, "started_at")?)?,
-                    heartbeat_at: from_ts(get(r, "heartbeat_at")?)?,
-                    applied_change: get(r, "applied_change")?,
-                })
-            })
-            .collect()
+        rows.iter().map(instance_from_row).collect()
     }
 
     async fn remove_instances(
@@ -2202,23 +2013,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("event"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    seq: get(r, "seq")?,
-                    id: get(r, "id")?,
-                    at: from_ts(get(r, "at")?)?,
-                    actor: get(r, "actor")?,
-                    action: get(r, "action")?,
-                    subject_kind: get(r, "subject_kind")?,
-                    subject_id: get(r, "subject_id")?,
-                    org_id: get(r, "org_id")?,
-                    ip: get(r, "ip")?,
-                    outcome: get(r, "outcome")?,
-                    details: get(r, "details")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 }
 
