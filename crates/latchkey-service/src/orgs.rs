@@ -38,10 +38,15 @@ impl Service {
                 details: Some(json!({ "name": name.as_str(), "features": features })),
             },
         )?;
+        // The store keeps the list as given; an organisation's features are a set, read back
+        // in order, so the new one is answered the way every later read will answer it.
+        let mut unique = features;
+        unique.sort();
+        unique.dedup();
         let org = NewOrg {
             id,
             name: name.as_str().to_owned(),
-            features,
+            features: unique,
             created_at: self.now(),
         };
         // SPEC 2.1: a new organisation gets an active `api` token named "Default".

@@ -262,7 +262,10 @@ impl Service {
         let mut first_error: Option<String> = None;
         'round: for _ in 0..MAX_BATCHES_PER_ROUND {
             let now = self.now();
-            let batch = self.store.claim_mails(now, now + LEASE, BATCH).await?;
+            let mut batch = self.store.claim_mails(now, now + LEASE, BATCH).await?;
+            // The store returns the batch in no particular order: oldest first here, so that
+            // sending is the same on both backends and from one round to the next.
+            batch.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
             if batch.is_empty() {
                 break;
             }

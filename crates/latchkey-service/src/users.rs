@@ -10,6 +10,12 @@ use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::events::EventSpec;
 use crate::{Caller, Service};
 
+/// A disabled account or a new password ends every session: a session opened before must not
+/// outlive the switch or the password it was opened with.
+fn ends_sessions(change: &UserChange) -> bool {
+    change.disabled == Some(true) || change.password_hash.is_some()
+}
+
 impl Service {
     pub async fn create_user(
         &self,
@@ -91,11 +97,12 @@ impl Service {
                 ),
             },
         )?;
-        let change = UserChange {
+        let mut change = UserChange {
             disabled,
             api_tokens_enabled,
             ..UserChange::default()
         };
+        change.end_sessions = ends_sessions(&change);
         let user = self.store.update_user(&user.id, &change, &event).await?;
         Ok(user)
     }

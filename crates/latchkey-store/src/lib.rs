@@ -8,8 +8,10 @@
 
 mod change;
 pub mod copy;
+mod events;
 mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -84,7 +86,8 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<User>;
 
-    /// Creates the organisation, and its first token if given, in one transaction.
+    /// Creates the organisation, and its first token if given, in one transaction. The features
+    /// are stored and returned as given (the service normalises them).
     async fn create_org(
         &self,
         org: &NewOrg,
@@ -317,7 +320,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_revoked_grants(&self, since: Timestamp) -> StoreResult<Vec<String>>;
 
     /// Up to `limit` unsent mails due at `now` and not leased to another worker, leased until
-    /// `lease_until` in one statement, so two workers never take the same mail.
+    /// `lease_until` in one statement, so two workers never take the same mail. The oldest
+    /// are taken, but returned in no particular order (`UPDATE … RETURNING` keeps none).
     async fn claim_mails(
         &self,
         now: Timestamp,

@@ -30,6 +30,9 @@ pub struct UserChange {
     pub api_tokens_enabled: Option<bool>,
     pub is_operator: Option<bool>,
     pub password_hash: Option<String>,
+    /// Deletes every session of the user in the same transaction. The service decides when
+    /// (a disabled account, a new password); the store only does it.
+    pub end_sessions: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -2124,6 +2124,42 @@ async fn story_sessions_and_rehash(store: Arc<dyn Store>) {
         s.find_user(&ada.id).await.unwrap().unwrap().password_hash,
         "$argon2id$stronger"
     );
+
+    // Sessions end when the caller says so, and only then: the rule is the service's.
+    let kept_secret = secret("lkses");
+    let kept = NewSession {
+        id: SessionId::from_random(random()).to_string(),
+        token_hash: kept_secret.hash(),
+        ..session
+    };
+    let ev = event("session.created", "session", &kept.id).of_user(&ada.id);
+    s.create_session(&kept, &ev).await.unwrap();
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let disable = UserChange {
+        disabled: Some(true),
+        ..UserChange::default()
+    };
+    s.update_user(&ada.id, &disable, &ev).await.unwrap();
+    assert!(
+        s.find_session(&kept_secret.hash(), at(10))
+            .await
+            .unwrap()
+            .is_some(),
+        "a session ended without end_sessions"
+    );
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let end = UserChange {
+        end_sessions: true,
+        ..UserChange::default()
+    };
+    s.update_user(&ada.id, &end, &ev).await.unwrap();
+    assert!(
+        s.find_session(&kept_secret.hash(), at(10))
+            .await
+            .unwrap()
+            .is_none(),
+        "end_sessions kept a session"
+    );
 }
 
 /// OAuth clients: secrets within a limit under a crowd, revoked once; a client updated, then
