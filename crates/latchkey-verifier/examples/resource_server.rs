@@ -7,8 +7,8 @@
 //! curl -H "authorization: Bearer lkp_…" http://127.0.0.1:3000/orders
 //! ```
 //!
-//! `/orders` needs any valid token, `/admin/{org}` an admin of that organisation; `/healthz`
-//! and `/metrics` are open (outside the layer). Every token is verified by the layer; the
+//! `/orders` needs any valid token, `/admin/{org}` an admin of that organisation;
+//! `/public/orders`, `/healthz` and `/metrics` are open (outside the layer). Every token is verified by the layer; the
 //! handlers read the [`Identity`] from the request's extensions.
 
 use axum::extract::State;
@@ -61,9 +61,35 @@ fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
 }
 
+/// The example's routes: `/orders` and `/admin/{org}` behind the layer; `/public/orders` (the
+/// same answer without authentication, the benchmark's baseline), `/healthz` and `/metrics`
+/// open.
+pub fn app(verifier: Verifier) -> Router {
+    let protected = Router::new()
+        .route("/orders", get(orders))
+        .route("/admin/{org}", get(admin))
+        .layer(VerifyLayer::new(verifier.clone()));
+    Router::new()
+        .route("/public/orders", get(public_orders))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(verifier)
+        .merge(protected)
+}
+
+/// What `/orders` answers, for an anonymous caller: the same work but the check.
+async fn public_orders() -> Json<Value> {
+    Json(json!({
+        "orders_for": "anonymous",
+        "kind": "none",
+        "accounts": [],
+        "scopes": [],
+    }))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt().with_env_filter("warn").init();
     let listen = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
@@ -73,17 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &env("LATCHKEY_CLIENT_SECRET")?,
     ))?;
     verifier.start();
-    let protected = Router::new()
-        .route("/orders", get(orders))
-        .route("/admin/{org}", get(admin))
-        .layer(VerifyLayer::new(verifier.clone()));
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .with_state(verifier)
-        .merge(protected);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app(verifier)).await?;
     Ok(())
 }

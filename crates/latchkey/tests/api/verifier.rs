@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use latchkey_verifier::{Config, Identity, Metrics, Refusal, Verifier, VerifyLayer};
+use latchkey_verifier::{Config, Identity, Metrics, Refusal, Verifier};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -314,65 +314,89 @@ async fn with_the_stream_cut_nothing_is_served_from_memory() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_tower_layer_puts_the_identity_in_the_request() {
-    use axum::routing::get;
-    use axum::{Extension, Router};
+/// The example resource server (`crates/latchkey-verifier/examples/resource_server.rs`), its
+/// routes compiled in here and served over HTTP.
+#[allow(dead_code, reason = "the example's main is not called here")]
+#[path = "../../../latchkey-verifier/examples/resource_server.rs"]
+mod example;
 
-    let (app, _org, rs) = setup().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_resource_server_gets_the_identity_from_the_layer() {
+    let (app, org, rs) = setup().await;
     let verifier =
         Verifier::new(Config::new(&app.url, &rs.id, &rs.secret)).unwrap_or_else(|e| panic!("{e}"));
     verifier.start();
-    let api = Router::new()
-        .route(
-            "/whoami",
-            get(|Extension(who): Extension<Identity>| async move { who.principal }),
-        )
-        .layer(VerifyLayer::new(verifier));
+    until_up(&verifier).await;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
-    let url = format!(
-        "http://{}/whoami",
+    let base = format!(
+        "http://{}",
         listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
     );
-    tokio::spawn(async move { axum::serve(listener, api).await });
-
-    let (user, session) = app.signed_in("layered@example.com").await;
-    let (_, secret) = app.personal_token(&session, "laptop").await;
+    tokio::spawn(async move { axum::serve(listener, example::app(verifier)).await });
     let http = reqwest::Client::new();
-    let res = http
-        .request(Method::GET, &url)
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap_or_default(), user);
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.request(Method::GET, format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move {
+            let res = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+            let status = res.status().as_u16();
+            let challenge = res
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            (status, challenge, body)
+        }
+    };
 
-    let res = http
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(res.status(), 401);
+    let (member, session) = app.signed_in("example@example.com").await;
+    app.add_member(&org.id, "example@example.com", latchkey_core::Role::Member)
+        .await;
+    let (id, secret) = app.personal_token(&session, "laptop").await;
+    let (status, _, body) = get("/orders", Some(&secret)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["orders_for"], member.as_str());
+    assert_eq!(body["kind"], "user");
+    // A member is not an admin of the organisation; the organisation's admin is.
+    let (status, _, _) = get(&format!("/admin/{}", org.id), Some(&secret)).await;
+    assert_eq!(status, 403);
+    let (_, admin_token) = app.personal_token(&org.admin, "admin laptop").await;
+    let (status, _, body) = get(&format!("/admin/{}", org.id), Some(&admin_token)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, challenge, _) = get("/orders", None).await;
     assert_eq!(
-        res.headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok()),
-        Some("Bearer realm=\"latchkey\"")
+        (status, challenge.as_deref()),
+        (401, Some("Bearer realm=\"latchkey\""))
     );
-    let res = http
-        .get(&url)
-        .bearer_auth("lkp_not_a_real_token")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(res.status(), 401);
+    let (status, challenge, _) = get("/orders", Some("lkp_not_a_real_token")).await;
+    assert_eq!(status, 401);
+    assert!(challenge.is_some_and(|c| c.contains("invalid_token")));
+    let (status, _, _) = get("/public/orders", None).await;
+    assert_eq!(status, 200);
+
+    // Revoked at Latchkey: the example refuses it on its next request once the event is in.
+    app.post(
+        &format!("/v1/user/tokens/{id}/revoke"),
+        &session,
+        json!({ "password": PASSWORD }),
+    )
+    .await
+    .expect(200);
+    let started = Instant::now();
+    while get("/orders", Some(&secret)).await.0 != 401 {
+        assert!(started.elapsed() < Duration::from_secs(1), "still served");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (_, _, metrics) = get("/metrics", None).await;
+    assert_eq!(metrics["stream_up"], true, "{metrics}");
     assert!(
-        res.headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("invalid_token"))
+        metrics["cache_hits"].as_u64().is_some_and(|n| n > 0),
+        "{metrics}"
     );
 }
