@@ -56,32 +56,12 @@ impl Cluster {
     /// A user made with the CLI, signed in on instance A: (user id, session).
     async fn user(&self, email: &str) -> (String, String) {
         let id = self.binaries[0].create_user(email, PASSWORD).await;
-        let res = self
-            .a()
-            .call(
-                Method::POST,
-                "/v1/sessions",
-                None,
-                Some(json!({ "email": email, "password": PASSWORD })),
-            )
-            .await
-            .expect(201);
-        (id, res.str("session_token"))
+        (id, self.a().login(email).await)
     }
 
     /// A personal token made on A: (id, secret).
     async fn personal_token(&self, session: &str, name: &str) -> (String, String) {
-        let res = self
-            .a()
-            .call(
-                Method::POST,
-                "/v1/user/tokens",
-                Some(session),
-                Some(json!({ "name": name, "password": PASSWORD })),
-            )
-            .await
-            .expect(201);
-        (res.str("id"), res.str("secret"))
+        self.a().personal_token(session, name).await
     }
 
     async fn cli(&self, args: &[&str]) -> String {
@@ -159,15 +139,7 @@ async fn changes_on_one_instance_are_obeyed_by_the_other_within_a_second() {
     for i in 0..30 {
         let (id, secret) = c.personal_token(&session, &format!("t{i}")).await;
         me(c.b(), &secret).await.expect(200);
-        c.a()
-            .call(
-                Method::POST,
-                &format!("/v1/user/tokens/{id}/revoke"),
-                Some(&session),
-                Some(json!({ "password": PASSWORD })),
-            )
-            .await
-            .expect(200);
+        c.a().revoke_personal_token(&session, &id).await;
         delays.push(("revocation", until(c.b(), &secret, refused).await));
     }
 
@@ -514,15 +486,7 @@ async fn a_lost_notification_channel_turns_the_cache_off_until_it_is_back() {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        c.a()
-            .call(
-                Method::POST,
-                &format!("/v1/user/tokens/{id}/revoke"),
-                Some(&session),
-                Some(json!({ "password": PASSWORD })),
-            )
-            .await
-            .expect(200);
+        c.a().revoke_personal_token(&session, &id).await;
         me(c.b(), &secret).await.expect(401);
         while metric(c.b(), "latchkey_change_feed_up").await < 1.0 {
             assert!(
@@ -543,15 +507,7 @@ async fn a_lost_notification_channel_turns_the_cache_off_until_it_is_back() {
     // Listening again, B follows A's changes from memory as before.
     let (id, secret) = c.personal_token(&session, "after").await;
     me(c.b(), &secret).await.expect(200);
-    c.a()
-        .call(
-            Method::POST,
-            &format!("/v1/user/tokens/{id}/revoke"),
-            Some(&session),
-            Some(json!({ "password": PASSWORD })),
-        )
-        .await
-        .expect(200);
+    c.a().revoke_personal_token(&session, &id).await;
     until(c.b(), &secret, refused).await;
 }
 
@@ -741,15 +697,7 @@ async fn each_mail_is_sent_once_by_one_of_the_instances() {
     // Mails written through both instances: a creation on A, its revocation on B.
     for i in 0..12 {
         let (id, _) = c.personal_token(&session, &format!("m{i}")).await;
-        c.b()
-            .call(
-                Method::POST,
-                &format!("/v1/user/tokens/{id}/revoke"),
-                Some(&session),
-                Some(json!({ "password": PASSWORD })),
-            )
-            .await
-            .expect(200);
+        c.b().revoke_personal_token(&session, &id).await;
     }
     let db = sqlx::PgPool::connect(&c.url)
         .await

@@ -28,16 +28,7 @@ fn on_sqlite() -> Binary {
 }
 
 async fn sign_in(server: &Server, email: &str) -> String {
-    let res = server
-        .call(
-            Method::POST,
-            "/v1/sessions",
-            None,
-            Some(json!({ "email": email, "password": PASSWORD })),
-        )
-        .await
-        .expect(201);
-    res.str("session_token")
+    server.login(email).await
 }
 
 /// A client-credentials access token (a JWT) for the client.
@@ -197,18 +188,10 @@ async fn a_sqlite_deployment_copied_to_postgresql_keeps_its_tokens_keys_clients_
     let server = source.serve(&[], None, None).await;
     let session = sign_in(&server, "alice@example.com").await;
     // One live personal token at a time (max_active 1): the old one is revoked first.
-    let mut personal = Vec::new();
+    let mut personal: Vec<(String, String)> = Vec::new();
     for name in ["old laptop", "laptop"] {
         if let Some((id, _)) = personal.last() {
-            server
-                .call(
-                    Method::POST,
-                    &format!("/v1/user/tokens/{id}/revoke"),
-                    Some(&session),
-                    Some(json!({ "password": PASSWORD })),
-                )
-                .await
-                .expect(200);
+            server.revoke_personal_token(&session, id.as_str()).await;
         }
         let res = server
             .call(

@@ -341,6 +341,17 @@ impl TestApp {
         (id, session)
     }
 
+    /// Revokes a personal token (the password confirms it).
+    pub async fn revoke_personal_token(&self, session: &str, id: &str) {
+        self.post(
+            &format!("/v1/user/tokens/{id}/revoke"),
+            session,
+            json!({ "password": PASSWORD }),
+        )
+        .await
+        .expect(200);
+    }
+
     /// Creates a personal token: (token id, secret).
     pub async fn personal_token(&self, session: &str, name: &str) -> (String, String) {
         let res = self
@@ -789,6 +800,45 @@ impl Server {
             .await
             .unwrap_or_else(|e| panic!("request to {path}: {e}"));
         TestApp::read(res).await
+    }
+
+    /// Signs in with the test password: the session token.
+    pub async fn login(&self, email: &str) -> String {
+        self.call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": email, "password": PASSWORD })),
+        )
+        .await
+        .expect(201)
+        .str("session_token")
+    }
+
+    /// Creates a personal token: (id, secret).
+    pub async fn personal_token(&self, session: &str, name: &str) -> (String, String) {
+        let res = self
+            .call(
+                Method::POST,
+                "/v1/user/tokens",
+                Some(session),
+                Some(json!({ "name": name, "password": PASSWORD })),
+            )
+            .await
+            .expect(201);
+        (res.str("id"), res.str("secret"))
+    }
+
+    /// Revokes a personal token (the password confirms it).
+    pub async fn revoke_personal_token(&self, session: &str, id: &str) {
+        self.call(
+            Method::POST,
+            &format!("/v1/user/tokens/{id}/revoke"),
+            Some(session),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await
+        .expect(200);
     }
 
     /// Sends SIGTERM and returns the exit status (within 20 s).

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use latchkey_verifier::{Config, Identity, Metrics, Refusal, Verifier};
 use reqwest::Method;
-use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::TestApp;
 use crate::oauth_helpers::{Registered, access_token, cc_client_with, org};
 
 /// A server on the real clock (the verifier checks JWT expiry on it), an organisation with an
@@ -96,13 +95,7 @@ async fn answers_come_from_the_cache_and_a_revocation_is_obeyed_within_a_second(
         let after = verifier.metrics();
         assert_eq!(after.latchkey_requests, before.latchkey_requests);
         assert_eq!(after.cache_hits, before.cache_hits + 50);
-        app.post(
-            &format!("/v1/user/tokens/{id}/revoke"),
-            &session,
-            json!({ "password": PASSWORD }),
-        )
-        .await
-        .expect(200);
+        app.revoke_personal_token(&session, &id).await;
         delays.push(until_refused(&verifier, &secret).await);
     }
 
@@ -277,13 +270,7 @@ async fn with_the_stream_cut_nothing_is_served_from_memory() {
         "every request asked Latchkey"
     );
     // A revocation made while the stream is down (its event never arrives) is obeyed at once.
-    app.post(
-        &format!("/v1/user/tokens/{id}/revoke"),
-        &session,
-        json!({ "password": PASSWORD }),
-    )
-    .await
-    .expect(200);
+    app.revoke_personal_token(&session, &id).await;
     assert_eq!(verifier.verify(&secret).await, Err(Refusal::Inactive));
 
     // Back: it reconnects by itself and serves from memory again.
@@ -381,13 +368,7 @@ async fn the_example_resource_server_gets_the_identity_from_the_layer() {
     assert_eq!(status, 200);
 
     // Revoked at Latchkey: the example refuses it on its next request once the event is in.
-    app.post(
-        &format!("/v1/user/tokens/{id}/revoke"),
-        &session,
-        json!({ "password": PASSWORD }),
-    )
-    .await
-    .expect(200);
+    app.revoke_personal_token(&session, &id).await;
     let started = Instant::now();
     while get("/orders", Some(&secret)).await.0 != 401 {
         assert!(started.elapsed() < Duration::from_secs(1), "still served");
