@@ -335,8 +335,18 @@ fn print_revoked(json_mode: bool, done: &latchkey_service::tokens::KillSwitch) {
     );
 }
 
-async fn operator_service(config: &Config) -> anyhow::Result<Arc<Service>> {
-    crate::app::build_service(config, Arc::new(SystemClock)).await
+/// The operator's service, built once per command: the command and the wait for the running
+/// instances after it share its database connections.
+#[derive(Default)]
+struct Services(tokio::sync::OnceCell<Arc<Service>>);
+
+impl Services {
+    async fn get(&self, config: &Config) -> anyhow::Result<Arc<Service>> {
+        self.0
+            .get_or_try_init(|| crate::app::build_service(config, Arc::new(SystemClock)))
+            .await
+            .cloned()
+    }
 }
 
 /// Runs a command other than `serve`.
@@ -356,11 +366,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Db(_)
             | Command::Token(TokenCommand::List { .. })
     );
-    let result = run_command(cli, config, caller, json_mode).await;
+    let services = Services::default();
+    let result = run_command(cli, config, &services, caller, json_mode).await;
     if changes && result.is_ok() {
         let config = config()?;
         crate::control::apply_on_running_server(&config.data_dir).await?;
-        let applied = operator_service(&config)
+        let applied = services
+            .get(&config)
             .await?
             .wait_until_all_applied()
             .await
@@ -383,6 +395,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_command(
     cli: Cli,
     config: impl Fn() -> anyhow::Result<Config>,
+    services: &Services,
     caller: Caller,
     json_mode: bool,
 ) -> anyhow::Result<()> {
@@ -403,7 +416,7 @@ async fn run_command(
             operator,
         }) => {
             let password = read_password()?;
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let user = service
                 .create_user(&caller, &email, &password, operator)
                 .await
@@ -420,7 +433,7 @@ async fn run_command(
             disabled,
             api_tokens,
         }) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let user = service
                 .update_user(&caller, &email, disabled, api_tokens.map(OnOff::enabled))
                 .await
@@ -438,7 +451,7 @@ async fn run_command(
             Ok(())
         }
         Command::User(UserCommand::RevokeAll { email }) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let done = service
                 .revoke_all_user_tokens(&caller, &email)
                 .await
@@ -455,7 +468,7 @@ async fn run_command(
             introspect,
             public,
         }) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let org = service.find_org(&org).await.map_err(service_err)?;
             let spec = latchkey_service::oauth::clients::ClientSpec {
                 name,
@@ -487,7 +500,7 @@ async fn run_command(
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let kid = service
                 .rotate_signing_key(&caller)
                 .await
@@ -502,7 +515,7 @@ async fn run_command(
             Ok(())
         }
         Command::Status => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let status = service.cluster_status().await.map_err(service_err)?;
             let mut text = format!("latest change {}\n", status.latest_change);
             for i in &status.instances {
@@ -523,7 +536,7 @@ async fn run_command(
         }
         Command::Db(DbCommand::Copy { to }) => copy_database(&config()?, &to, json_mode).await,
         Command::Keys(KeysCommand::List) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let keys: Vec<Value> = service
                 .signing_keys()
                 .iter()
@@ -547,22 +560,10 @@ async fn run_command(
             Ok(())
         }
         Command::Org(cmd) => {
-            run_org(
-                cmd,
-                &*operator_service(&config()?).await?,
-                &caller,
-                json_mode,
-            )
-            .await
+            run_org(cmd, &*services.get(&config()?).await?, &caller, json_mode).await
         }
         Command::Token(cmd) => {
-            run_token(
-                cmd,
-                &*operator_service(&config()?).await?,
-                &caller,
-                json_mode,
-            )
-            .await
+            run_token(cmd, &*services.get(&config()?).await?, &caller, json_mode).await
         }
         Command::Config(ConfigCommand::Example) => {
             print!("{EXAMPLE}");
@@ -594,7 +595,7 @@ async fn run_command(
             count,
             out,
         }) => {
-            let service = operator_service(&config()?).await?;
+            let service = services.get(&config()?).await?;
             let user = match service.find_user_by_email(&email).await {
                 Ok(user) => user,
                 Err(_) => {

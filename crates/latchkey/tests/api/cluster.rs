@@ -413,6 +413,29 @@ async fn a_cli_change_is_in_force_on_every_instance_when_it_returns() {
     );
     me(c.b(), &personal).await.expect(401);
 
+    // The same kill switch through the API on A: it answers once B applied it too. (Disabling
+    // the user above ended the first session.)
+    let session = c.a().login("ops@example.com").await;
+    let (_, personal) = c.personal_token(&session, "desktop").await;
+    me(c.b(), &personal).await.expect(200);
+    let res = c
+        .a()
+        .call(
+            Method::POST,
+            "/v1/user/tokens/revoke-all",
+            Some(&session),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        res.body["applied"],
+        json!({ "instances": 2, "confirmed": 2 }),
+        "{}",
+        res.text
+    );
+    me(c.b(), &personal).await.expect(401);
+
     // A key rotation: B publishes the new key when the command returns.
     let kids = |server: &Server| {
         let url = format!("{}/.well-known/jwks.json", server.url);

@@ -431,6 +431,17 @@ pub fn assert_error(res: &Resp, status: u16, code: &str) {
 }
 
 impl TestApp {
+    /// Moves the test clock to the real time, for a server that must agree with processes on
+    /// the real clock (another `latchkey serve`, the verifier checking JWT expiry).
+    pub fn set_clock_to_real_time(&self) {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a server that talks with processes on the real clock must agree with them"
+        )]
+        let real = time::OffsetDateTime::now_utc();
+        self.clock.advance((real - self.now()).whole_seconds());
+    }
+
     /// The clock's current time (whole seconds, as the server stores it).
     pub fn now(&self) -> Timestamp {
         latchkey_core::clock::to_second(self.clock.now())
@@ -593,16 +604,10 @@ impl Ran {
 pub const BINARY: &str = env!("CARGO_BIN_EXE_latchkey");
 
 impl Binary {
-    /// A fresh data directory and a configuration file pointing at it.
+    /// A fresh data directory and a configuration file pointing at it (on a fresh PostgreSQL
+    /// database when the run is on PostgreSQL).
     pub fn fresh() -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let config = dir.path().join("latchkey.toml");
-        let data_dir = dir.path().join("data");
-        let mut text = format!(
-            "data_dir = {:?}\npassword_hash_concurrency = 2\n",
-            data_dir.display().to_string()
-        );
-        // On PostgreSQL, a fresh database (made on a thread of its own: this is not async).
+        // Made on a thread of its own: this is not async.
         let database = std::thread::spawn(|| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -612,23 +617,26 @@ impl Binary {
         })
         .join()
         .unwrap_or_else(|_| panic!("creating the test database failed"));
-        if let Some(url) = database {
-            text.push_str(&format!("database_url = {url:?}\n"));
-        }
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write config: {e}"));
-        Self { dir, config }
+        Self::with_config(database.as_deref(), None)
     }
 
     /// A fresh data directory on the database at `url` (`sqlite://…` or `postgres://…`), with
     /// the master key of `master_key_file` if given (another instance's: one key per cluster).
     pub fn on_database(url: &str, master_key_file: Option<&std::path::Path>) -> Self {
+        Self::with_config(Some(url), master_key_file)
+    }
+
+    fn with_config(url: Option<&str>, master_key_file: Option<&std::path::Path>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = dir.path().join("latchkey.toml");
         let data_dir = dir.path().join("data");
         let mut text = format!(
-            "data_dir = {:?}\npassword_hash_concurrency = 2\ndatabase_url = {url:?}\n",
+            "data_dir = {:?}\npassword_hash_concurrency = 2\n",
             data_dir.display().to_string()
         );
+        if let Some(url) = url {
+            text.push_str(&format!("database_url = {url:?}\n"));
+        }
         if let Some(key) = master_key_file {
             text.push_str(&format!(
                 "master_key_file = {:?}\n",

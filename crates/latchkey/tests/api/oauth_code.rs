@@ -1183,14 +1183,8 @@ mod cluster {
             .configure(move |c| c.database_url = Some(db))
             .start()
             .await;
-        // The other server runs on the real clock: this one's test clock is set to it, so that
-        // codes made here are not expired there (a few seconds apart at most).
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "two servers on one database must agree on the time"
-        )]
-        let real = time::OffsetDateTime::now_utc();
-        app.clock.advance((real - app.now()).whole_seconds());
+        // The other server runs on the real clock: codes made here must not be expired there.
+        app.set_clock_to_real_time();
         let other = Binary::on_database(&url, Some(&app.data_dir().join("master.key")));
         other.append_config(&format!("public_url = {:?}\n", app.url));
         let server = other.serve(&[], None, None).await;

@@ -19,15 +19,18 @@ use crate::oauth_helpers::{Registered, access_token, cc_client_with, org};
 /// admin, and a client with the `introspect` permission.
 async fn setup() -> (TestApp, crate::oauth_helpers::Org, Registered) {
     let app = crate::oauth_helpers::spawn().await;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the verifier runs on the real clock; the server must agree"
-    )]
-    let real = time::OffsetDateTime::now_utc();
-    app.clock.advance((real - app.now()).whole_seconds());
+    app.set_clock_to_real_time();
     let org = org(&app, "Resource servers", "rs-admin@example.com").await;
     let rs = cc_client_with(&app, &org, "Orders API", true).await;
     (app, org, rs)
+}
+
+/// A verifier following the stream, once connected.
+async fn started(config: Config) -> Verifier {
+    let verifier = Verifier::new(config).unwrap_or_else(|e| panic!("{e}"));
+    verifier.start();
+    until_up(&verifier).await;
+    verifier
 }
 
 async fn until_up(verifier: &Verifier) {
@@ -65,10 +68,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_come_from_the_cache_and_a_revocation_is_obeyed_within_a_second() {
     let (app, org, rs) = setup().await;
-    let verifier =
-        Verifier::new(Config::new(&app.url, &rs.id, &rs.secret)).unwrap_or_else(|e| panic!("{e}"));
-    verifier.start();
-    until_up(&verifier).await;
+    let verifier = started(Config::new(&app.url, &rs.id, &rs.secret)).await;
 
     let (user, session) = app.signed_in("reader@example.com").await;
     app.add_member(&org.id, "reader@example.com", latchkey_core::Role::Member)
@@ -140,10 +140,7 @@ async fn answers_come_from_the_cache_and_a_revocation_is_obeyed_within_a_second(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_access_tokens_are_checked_offline_and_their_revocation_obeyed() {
     let (app, org, rs) = setup().await;
-    let verifier =
-        Verifier::new(Config::new(&app.url, &rs.id, &rs.secret)).unwrap_or_else(|e| panic!("{e}"));
-    verifier.start();
-    until_up(&verifier).await;
+    let verifier = started(Config::new(&app.url, &rs.id, &rs.secret)).await;
     let partner = cc_client_with(&app, &org, "Partner", false).await;
     let jwt = access_token(&app, &partner).await;
     let identity = verifier
@@ -238,9 +235,7 @@ async fn with_the_stream_cut_nothing_is_served_from_memory() {
     let relay = relay(app.url.trim_start_matches("http://").to_owned()).await;
     let mut config = Config::new(&relay.url, &rs.id, &rs.secret);
     config.issuer = Some(app.url.clone());
-    let verifier = Verifier::new(config).unwrap_or_else(|e| panic!("{e}"));
-    verifier.start();
-    until_up(&verifier).await;
+    let verifier = started(config).await;
     let (_, session) = app.signed_in("cut@example.com").await;
     let (id, secret) = app.personal_token(&session, "laptop").await;
     assert!(verifier.verify(&secret).await.is_ok());
@@ -310,10 +305,7 @@ mod example;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_resource_server_gets_the_identity_from_the_layer() {
     let (app, org, rs) = setup().await;
-    let verifier =
-        Verifier::new(Config::new(&app.url, &rs.id, &rs.secret)).unwrap_or_else(|e| panic!("{e}"));
-    verifier.start();
-    until_up(&verifier).await;
+    let verifier = started(Config::new(&app.url, &rs.id, &rs.secret)).await;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
