@@ -24,14 +24,12 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        match follow_once(&strong).await {
-            Ok(()) => backoff = Duration::from_millis(50),
-            Err(e) => {
-                tracing::warn!(error = %e, "latchkey-verifier: the invalidation stream is down; asking Latchkey for every token")
-            }
-        }
+        let why = follow_once(&strong).await;
+        tracing::warn!(error = %why, "latchkey-verifier: the invalidation stream is down; asking Latchkey for every token");
         if strong.cache.is_seeing() {
+            // It was up: a fresh loss, retried after the shortest wait, not the last back-off.
             strong.counters.stream_drops.fetch_add(1, Ordering::Relaxed);
+            backoff = Duration::from_millis(50);
         }
         strong.cache.set_seeing(false);
         drop(strong);
@@ -40,9 +38,15 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
     }
 }
 
-/// One connection: returns when it ends (`Ok` after it was up, so the next one is tried at
-/// once).
-async fn follow_once(inner: &Inner) -> Result<(), String> {
+/// One connection, until it ends: why it did.
+async fn follow_once(inner: &Inner) -> String {
+    match stream_once(inner).await {
+        Ok(never) => match never {},
+        Err(why) => why,
+    }
+}
+
+async fn stream_once(inner: &Inner) -> Result<std::convert::Infallible, String> {
     let res = inner
         .http
         .get(format!("{}/v1/invalidations", inner.config.url))
