@@ -6,6 +6,7 @@
 
 mod api;
 mod console;
+mod doors;
 mod error;
 mod extract;
 mod oauth2;
@@ -15,11 +16,15 @@ use std::sync::Arc;
 
 use latchkey_service::Service;
 
-pub use router::router;
+pub use doors::Server;
+pub use router::server;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared value behind an `Arc`, because axum clones the
+/// state for every request (one reference count moved, not one per field).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub service: Arc<Service>,
     /// Set the `Secure` flag on cookies (when `public_url` is https).
     pub secure_cookies: bool,
@@ -28,4 +33,17 @@ pub struct AppState {
     /// Turns true when the server begins to stop: responses that would never end by themselves
     /// (the invalidation stream) end then, so that a graceful stop is not held by them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }

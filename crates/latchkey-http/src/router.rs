@@ -15,7 +15,6 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -33,8 +32,20 @@ pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// How long a request body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-pub fn router(state: AppState) -> Router {
-    with_layers(routes().with_state(state))
+/// The whole HTTP surface: the verification doors answered first (`doors.rs`), every route
+/// behind the middleware otherwise.
+pub fn server(state: AppState) -> crate::doors::Server {
+    let ids = CountingRequestId::default();
+    let traced = request_tracing_enabled();
+    let router = with_layers(routes().with_state(state.clone()), ids.clone(), traced);
+    crate::doors::Server::new(router, state, ids, !traced)
+}
+
+/// Whether the log asks for request spans or access lines (`debug` for this crate or for
+/// `tower_http`), as it did at start.
+fn request_tracing_enabled() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG)
 }
 
 fn routes() -> Router<AppState> {
@@ -239,9 +250,9 @@ fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// The middleware every route runs behind, outermost last.
-fn with_layers(router: Router) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+/// The middleware every route runs behind, outermost first.
+fn with_layers(router: Router, ids: CountingRequestId, traced: bool) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID);
     // One `.layer()` call with the whole stack (outermost first): each `Router::layer` call
     // would wrap every route in another boxed, cloned service (10–15 % of the CPU of a
     // `/v1/me` request, docs/BENCHMARKS.md).
@@ -251,26 +262,40 @@ fn with_layers(router: Router) -> Router {
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(SetRequestIdLayer::new(
-            request_id.clone(),
-            CountingRequestId::default(),
-        ))
+        .layer(SetRequestIdLayer::new(request_id.clone(), ids))
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(axum::middleware::from_fn(limit_header_size))
+        // The request span costs a clock read and a span per request even when nothing
+        // would record it: it is there when the log asks for it.
+        .option_layer(traced.then(|| {
+            tower::ServiceBuilder::new()
+                .map_response(|r: Response<_>| r.map(axum::body::Body::new))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        }))
+        .map_response(|mut response: Response| {
+            response_policies(response.headers_mut());
+            response
+        })
+        .layer(tower::layer::layer_fn(|inner| HeaderSizeLimit { inner }))
         // A body that stalls is cut off (slow clients, SECURITY.md); the timer starts only
         // when a handler reads the body, so requests without one pay nothing.
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     router.layer(stack)
+}
+
+/// The request id header, echoed on every response (set when the client sent none).
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// The headers every answer carries (SECURITY.md): no sniffing, and no caching unless the
+/// handler said otherwise.
+pub(crate) fn response_policies(headers: &mut axum::http::HeaderMap) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// The request span: method, path and version. Not the query string: a client that sends a
@@ -288,22 +313,49 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
 /// Request headers above this are refused with `431` (SECURITY.md).
 const MAX_HEADERS: usize = 16 * 1024;
 
-async fn limit_header_size(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let size: usize = request
-        .headers()
+/// Refuses requests whose headers exceed [`MAX_HEADERS`]: a plain service, so the request is
+/// handed on without boxing a future (as `axum::middleware::from_fn` would, every request).
+#[derive(Clone)]
+struct HeaderSizeLimit<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<axum::body::Body>> for HeaderSizeLimit<S>
+where
+    S: tower::Service<Request<axum::body::Body>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<axum::body::Body>) -> Self::Future {
+        match headers_too_large(request.headers()) {
+            Some(refusal) => futures_util::future::Either::Left(std::future::ready(Ok(refusal))),
+            None => futures_util::future::Either::Right(self.inner.call(request)),
+        }
+    }
+}
+
+/// The `431` answer when the request headers exceed [`MAX_HEADERS`].
+pub(crate) fn headers_too_large(headers: &axum::http::HeaderMap) -> Option<Response> {
+    let size: usize = headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    if size > MAX_HEADERS {
-        return error_response(
+    (size > MAX_HEADERS).then(|| {
+        error_response(
             ErrorCode::HeadersTooLarge,
             "the request headers are too large (at most 16 KiB)",
-        );
-    }
-    next.run(request).await
+        )
+    })
 }
 
 async fn not_found() -> Response {
@@ -318,14 +370,14 @@ async fn method_not_allowed() -> Response {
 }
 
 /// A panic in a handler becomes a generic `500`; the server keeps serving.
-fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     error_response(ErrorCode::InternalError, "an internal error occurred").into_response()
 }
 
 /// Request ids: a per-process random prefix and a counter (cheaper than a UUID per request).
 #[derive(Clone)]
-struct CountingRequestId {
+pub(crate) struct CountingRequestId {
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
@@ -347,12 +399,17 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
         .map_err(|_| ())
 }
 
+impl CountingRequestId {
+    pub(crate) fn next_id(&self) -> Option<HeaderValue> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // The string's buffer becomes the header value as it is (no second copy).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{}-{n}", self.prefix))).ok()
+    }
+}
+
 impl MakeRequestId for CountingRequestId {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        self.next_id().map(RequestId::new)
     }
 }
 
@@ -376,6 +433,8 @@ mod tests {
             Router::new()
                 .route("/boom", get(boom))
                 .route("/fine", get(fine)),
+            CountingRequestId::default(),
+            false,
         );
         let req = |path: &str| {
             Request::builder()
@@ -410,7 +469,11 @@ mod tests {
         async fn fine() -> &'static str {
             "fine"
         }
-        let app = with_layers(Router::new().route("/fine", get(fine)));
+        let app = with_layers(
+            Router::new().route("/fine", get(fine)),
+            CountingRequestId::default(),
+            false,
+        );
         let big = "x".repeat(17 * 1024);
         let req = Request::builder()
             .uri("/fine")

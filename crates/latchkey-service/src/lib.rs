@@ -24,6 +24,7 @@ pub mod org_tokens;
 pub mod orgs;
 pub mod outbox;
 pub mod sessions;
+mod signing_keys;
 pub mod tokens;
 pub mod users;
 pub mod verify;

@@ -168,11 +168,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<TokenRecord>;
     async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
-    /// Up to `limit` tokens live at `now` with the SHA-256 they are found by, most recently used
-    /// first: for warming the verification cache at start.
+    /// Up to `limit` tokens live at `now` with the SHA-256 they are found by, in id order from
+    /// after `after`: pages for warming the verification cache at start (each page one short
+    /// indexed read, so a million tokens are never held at once).
     async fn list_live_tokens_with_hashes(
         &self,
         now: Timestamp,
+        after: Option<&TokenId>,
         limit: u32,
     ) -> StoreResult<Vec<([u8; 32], TokenRecord)>>;
     async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;

@@ -34,9 +34,9 @@ use crate::events::owner_revocation_details;
 use crate::model::*;
 use crate::rows::{
     account_from_row, cancel_link_from_row, client_from_row, event_from_row, from_ts, get,
-    grant_from_row, instance_from_row, mail_from_row, member_from_row, opt_ts, parse,
-    secret_from_row, session_from_row, signing_key_from_row, split_scopes, token_from_row, ts,
-    user_from_row,
+    grant_from_row, hashed_token_from_row, instance_from_row, mail_from_row, member_from_row,
+    opt_ts, parse, secret_from_row, session_from_row, signing_key_from_row, split_scopes,
+    token_from_row, ts, user_from_row,
 };
 use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
 
@@ -1069,26 +1069,21 @@ impl Store for PgStore {
     async fn list_live_tokens_with_hashes(
         &self,
         now: Timestamp,
+        after: Option<&TokenId>,
         limit: u32,
     ) -> StoreResult<Vec<([u8; 32], TokenRecord)>> {
         let rows = sqlx::query(
             "SELECT * FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-             ORDER BY last_used_at DESC NULLS LAST, created_at DESC LIMIT $2",
+             AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(ts(now))
+        // Every id sorts after the empty string.
+        .bind(after.map_or("", TokenId::as_str))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("token"))?;
-        rows.iter()
-            .map(|r| {
-                let hash: Vec<u8> = get(r, "token_hash")?;
-                let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                    StoreError::Internal("a stored token hash is not 32 bytes".into())
-                })?;
-                Ok((hash, token_from_row(r)?))
-            })
-            .collect()
+        rows.iter().map(hashed_token_from_row).collect()
     }
 
     async fn list_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {

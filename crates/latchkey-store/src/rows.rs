@@ -146,6 +146,15 @@ pub(crate) fn token_from_row(row: &impl StoredRow) -> StoreResult<TokenRecord> {
     })
 }
 
+/// A token with the SHA-256 it is found by (the verification cache's key).
+pub(crate) fn hashed_token_from_row(row: &impl StoredRow) -> StoreResult<([u8; 32], TokenRecord)> {
+    let hash: Vec<u8> = get(row, "token_hash")?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Internal("a stored token hash is not 32 bytes".into()))?;
+    Ok((hash, token_from_row(row)?))
+}
+
 pub(crate) fn mail_from_row(row: &impl StoredRow) -> StoreResult<OutboxMail> {
     let recipient: String = get(row, "recipient")?;
     Ok(OutboxMail {

@@ -2683,7 +2683,7 @@ async fn story_ties_are_ordered_by_bytes(store: Arc<dyn Store>) {
 }
 
 /// Where and when tokens are used: the last use never moves back; live tokens come with their
-/// hash, most recently used first; an address is new once, even to many at once.
+/// hash, in pages by id; an address is new once, even to many at once.
 async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     let s = &*store;
     let ada = user(s, "ada@example.com").await;
@@ -2710,22 +2710,30 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
         (found.last_used_at, found.last_used_ip.as_deref()),
         (Some(at(10)), Some("10.0.0.1"))
     );
-    let live = s.list_live_tokens_with_hashes(at(30), 10).await.unwrap();
-    let order: Vec<&TokenId> = live.iter().map(|(_, t)| &t.id).collect();
-    assert_eq!(
-        order,
-        vec![&b.id, &a.id],
-        "most recently used first; revoked left out"
-    );
-    assert_eq!(&live[0].0, b_secret.hash().as_bytes());
-    assert_eq!(&live[1].0, a_secret.hash().as_bytes());
-    assert_eq!(
-        s.list_live_tokens_with_hashes(at(30), 1)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let live = s
+        .list_live_tokens_with_hashes(at(30), None, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&TokenId> = live.iter().map(|(_, t)| &t.id).collect();
+    let mut want = vec![&a.id, &b.id];
+    want.sort();
+    assert_eq!(ids, want, "in id order; revoked left out");
+    for (hash, t) in &live {
+        let secret = if t.id == a.id { &a_secret } else { &b_secret };
+        assert_eq!(hash, secret.hash().as_bytes());
+    }
+    // Pages: one at a time, each after the last id of the one before.
+    let first = s
+        .list_live_tokens_with_hashes(at(30), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let next = s
+        .list_live_tokens_with_hashes(at(30), Some(&first[0].1.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].1.id > first[0].1.id);
 
     // Many first uses from one address at once: one is new, one event.
     let results = race(8, |_| {

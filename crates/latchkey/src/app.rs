@@ -152,17 +152,17 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let config = &config;
     let service = build_service(config, clock).await?;
     let (shutdown, rx) = watch::channel(false);
-    let state = AppState {
+    let state = AppState::new(latchkey_http::Shared {
         service: service.clone(),
         secure_cookies: config.public_url().starts_with("https://"),
         trusted_proxies: config.trusted_proxies.clone().into(),
         stopping: rx.clone(),
-    };
+    });
     service
         .register_instance(&addr.to_string())
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this instance: {e}"))?;
-    let router = latchkey_http::router(state);
+    let server = latchkey_http::server(state);
     let background = tokio::spawn(service.clone().run_background(rx.clone()));
     let control = crate::control::bind(&config.data_dir)?;
     let control = tokio::spawn(crate::control::serve(
@@ -187,7 +187,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     };
     let instance = service.clone();
     let task = tokio::spawn(async move {
-        serve_connections(listener, router, limits, rx).await;
+        serve_connections(listener, server, limits, rx).await;
         background.await.context("background task failed")?;
         control.await.context("control socket task failed")?;
         instance.unregister_instance().await;
@@ -220,13 +220,12 @@ struct ConnectionLimits {
 /// by the router's body timeout.)
 async fn serve_connections(
     listener: TcpListener,
-    router: axum::Router,
+    server: latchkey_http::Server,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
-    use tower::ServiceExt as _;
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -261,12 +260,13 @@ async fn serve_connections(
         };
         let _ = stream.set_nodelay(true);
         let (stream, activity) = crate::connections::Watched::new(stream);
-        let router = router.clone();
+        let server = server.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let answer = server.clone().handle(request.map(axum::body::Body::new));
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

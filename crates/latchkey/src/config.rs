@@ -54,8 +54,8 @@ pub struct Config {
     pub session_idle_timeout: PolicyDuration,
     /// Argon2 hashes at once (default: the number of cores).
     pub password_hash_concurrency: Option<usize>,
-    /// Live tokens loaded into the verification cache at start (most recently used first);
-    /// 0 turns the warm-up off.
+    /// Live tokens loaded into the verification cache at start, in pages beside serving (at
+    /// most a million: beyond that, the first requests fill it); 0 turns the warm-up off.
     pub cache_warm_tokens: u32,
     pub oauth: OAuthConfig,
     pub limits: LimitsConfig,
@@ -177,7 +177,7 @@ impl Default for Config {
             session_ttl: PolicyDuration::from_secs(12 * 3_600),
             session_idle_timeout: PolicyDuration::from_secs(2 * 3_600),
             password_hash_concurrency: None,
-            cache_warm_tokens: 100_000,
+            cache_warm_tokens: 1_000_000,
             oauth: OAuthConfig::default(),
             limits: LimitsConfig::default(),
             token_types: BTreeMap::new(),
@@ -304,7 +304,7 @@ log = "info"                             # a tracing filter: "debug", "latchkey_
 log_format = "text"                      # or "json"
 session_ttl = "12h"                      # a sign-in's absolute lifetime
 session_idle_timeout = "2h"              # ... and how long it may go unused
-cache_warm_tokens = 100000               # live tokens cached at start (0: off)
+cache_warm_tokens = 1000000              # live tokens cached at start (0: off)
 # password_hash_concurrency = 2          # default: the number of cores
 
 [oauth]

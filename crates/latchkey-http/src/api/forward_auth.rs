@@ -5,8 +5,8 @@
 //! a requirement of the query (`scope`, `account`, `role`, `kind`) is not met. The hot path,
 //! like `/v1/me`: one cached verification, headers built from the cached identity.
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_service::ErrorCode;
 use latchkey_service::forward_auth::Requirements;
@@ -14,18 +14,17 @@ use latchkey_service::forward_auth::Requirements;
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::{ApiError, error_response, missing_bearer};
-use crate::extract::{Bearer, ClientIp, bearer};
+use crate::extract::{Bearer, bearer, peer_ip};
 
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
 
-pub async fn forward_auth(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let requirements = match query {
+/// Takes the whole request, as `/v1/me` does: the header map is read, not copied.
+pub async fn forward_auth(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let ip = peer_ip(&parts, &state.trusted_proxies);
+    let headers = &parts.headers;
+    let requirements = match parts.uri.query() {
         None => Requirements::default(),
         Some(query) => {
             let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
@@ -37,7 +36,7 @@ pub async fn forward_auth(
             }
         }
     };
-    let token = match bearer(&headers) {
+    let token = match bearer(headers) {
         Bearer::Token(token) => token,
         Bearer::Absent => return missing_bearer(),
         Bearer::Unreadable => "",
@@ -46,7 +45,7 @@ pub async fn forward_auth(
         Ok(verified) => verified,
         Err(e) => return ApiError(e).into_response(),
     };
-    let identity = &verified.identity;
+    let identity = verified.identity();
     if let Some(why) = requirements.unmet(identity) {
         return insufficient(&why, &requirements);
     }

@@ -1,37 +1,38 @@
 //! `GET /v1/me`: the bearer-protected "who am I" every kind of token can call. The hot path.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::{ApiError, missing_bearer};
-use crate::extract::{Bearer, ClientIp, bearer};
+use crate::extract::{Bearer, bearer, peer_ip};
 
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
 
-pub async fn get_me(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-) -> Response {
-    let token = match bearer(&headers) {
+/// Takes the whole request rather than extractors: the header map is read where it lies, not
+/// copied (this is the hot path).
+pub async fn get_me(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let ip = peer_ip(&parts, &state.trusted_proxies);
+    let token = match bearer(&parts.headers) {
         Bearer::Token(token) => token,
         Bearer::Absent => return missing_bearer(),
         // Verified as the empty string: refused as malformed and counted against the address
         // like any bad token, by the one verification path.
         Bearer::Unreadable => "",
     };
-    match state.service.verify_bearer(token, ip).await {
+    let verified = state.service.verify_bearer(token, ip).await;
+    match verified {
         Ok(verified) => {
             let mut response = (
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )],
-                verified.me_body.clone(),
+                verified.me_body(),
             )
                 .into_response();
             if let Some(expires_at) = verified.expires_at

@@ -82,23 +82,9 @@ pub async fn get_org_token(
     me: SignedIn,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (org, token) = state.service.org_token(&me.session.user, &org, &id).await?;
+    let (_org, token) = state.service.org_token(&me.session.user, &org, &id).await?;
+    let accounts = state.service.token_accounts(&token).await?;
     let now = state.service.now();
-    let type_ok = state
-        .service
-        .types()
-        .get(&token.token_type)
-        .is_some_and(|p| {
-            p.requires_feature
-                .as_ref()
-                .is_none_or(|f| org.features.contains(f))
-        });
-    let reaches = token.status(now).is_live() && org.api_tokens_enabled && type_ok;
-    let accounts = if reaches {
-        vec![json!({ "id": org.id, "name": org.name, "role": "organisation" })]
-    } else {
-        Vec::new()
-    };
     let mut body = serde_json::to_value(TokenView::new(&token, now)).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut body {
         map.insert("accounts".into(), Value::Array(accounts));

@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::api::tokens::{
     PasswordBody, PersonalRotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
 };
-use crate::api::views::{AccountView, TokenView};
+use crate::api::views::TokenView;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path, SignedIn};
 
@@ -71,24 +71,11 @@ pub async fn get_user_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let token = state.service.personal_token(&me.session.user, &id).await?;
-    let status = state.service.status_of(&token);
-    let accounts = if status.is_live() && me.session.user.api_tokens_enabled {
-        let accounts = state.service.list_accounts(&me.session.user.id).await?;
-        accounts
-            .iter()
-            .filter(|a| a.api_tokens_enabled)
-            .map(AccountView::new)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let accounts = state.service.token_accounts(&token).await?;
     let mut body =
         serde_json::to_value(TokenView::new(&token, state.service.now())).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut body {
-        map.insert(
-            "accounts".into(),
-            serde_json::to_value(accounts).unwrap_or(Value::Null),
-        );
+        map.insert("accounts".into(), Value::Array(accounts));
     }
     Ok(Json(body))
 }

@@ -50,16 +50,20 @@ pub async fn get_invalidations(State(state): State<AppState>, headers: HeaderMap
         },
     };
     let signal = state.service.change_signal();
+    let stopping = state.stopping.clone();
     let stream = futures_util::stream::unfold(
-        (state, start, signal, Vec::<Event>::new()),
-        |(mut state, mut last, mut signal, mut pending)| async move {
+        ((state, stopping), start, signal, Vec::<Event>::new()),
+        |((state, mut stopping), mut last, mut signal, mut pending)| async move {
             loop {
                 // The server is stopping: the stream ends (the client reconnects elsewhere).
-                if *state.stopping.borrow() {
+                if *stopping.borrow() {
                     return None;
                 }
                 if let Some(event) = pending.pop() {
-                    return Some((Ok::<_, Infallible>(event), (state, last, signal, pending)));
+                    return Some((
+                        Ok::<_, Infallible>(event),
+                        ((state, stopping), last, signal, pending),
+                    ));
                 }
                 match state.service.changes_after(last).await {
                     Ok(Next::Changes(list)) if !list.is_empty() => {
@@ -87,7 +91,7 @@ pub async fn get_invalidations(State(state): State<AppState>, headers: HeaderMap
                     Ok(Next::Changes(_)) => {
                         tokio::select! {
                             _ = tokio::time::timeout(POLL, signal.changed()) => {}
-                            changed = state.stopping.changed() => {
+                            changed = stopping.changed() => {
                                 if changed.is_err() {
                                     return None;
                                 }

@@ -199,7 +199,15 @@ pub async fn post_introspect(
 ) -> Response {
     let result = async {
         let basic = preflight(&headers, &body)?;
-        Ok(Json(state.service.introspect(basic.as_ref(), &body).await?).into_response())
+        let answer = state.service.introspect(basic.as_ref(), &body).await?;
+        Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            answer,
+        )
+            .into_response())
     }
     .await;
     answer(&state, has_basic(&headers), result)

@@ -8,7 +8,7 @@ use latchkey_core::Timestamp;
 use latchkey_core::oauth::{GrantType, OAuthErrorCode, parse_form};
 use latchkey_core::token_string::ParsedToken;
 use latchkey_store::OAuthClient;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Service;
 use crate::oauth::access_tokens::IssuedAccessToken;
@@ -212,27 +212,22 @@ impl Service {
         Ok(client)
     }
 
-    /// `POST /oauth2/introspect` (RFC 7662): for clients with the `introspect` permission.
+    /// `POST /oauth2/introspect` (RFC 7662): for clients with the `introspect` permission. The
+    /// answer is JSON, serialised (a cached token's is built once).
     pub async fn introspect(
         &self,
         basic: Option<&BasicCredentials>,
         body: &[u8],
-    ) -> OAuthResult<Value> {
+    ) -> OAuthResult<bytes::Bytes> {
         let form = parse_form(body)?;
         self.authenticate_introspector(basic, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| oauth_err(OAuthErrorCode::InvalidRequest, "token is required"))?;
-        match self.introspect_token(token).await? {
-            Some(entry) => {
-                let mut body: serde_json::Map<String, Value> =
-                    serde_json::from_slice(&entry.introspection)
-                        .map_err(|e| crate::error::ServiceError::Internal(e.to_string()))?;
-                body.insert("active".into(), Value::Bool(true));
-                Ok(Value::Object(body))
-            }
-            None => Ok(json!({ "active": false })),
-        }
+        Ok(match self.introspect_token(token).await? {
+            Some(entry) => entry.introspection(&self.settings.public_url),
+            None => bytes::Bytes::from_static(br#"{"active":false}"#),
+        })
     }
 
     /// `POST /oauth2/revoke` (RFC 7009): an access token of this client goes on the deny-list
