@@ -10,11 +10,12 @@
 //! request. They read no body, so the body limits do not apply. When the log asks for request
 //! spans, every request goes through the router, so that none is missing from the log.
 
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, Method};
 use axum::response::Response;
 use futures_util::FutureExt as _;
@@ -69,25 +70,29 @@ impl Server {
         }))
     }
 
-    /// Answers one request.
-    pub async fn handle(self, request: Request) -> Response {
+    /// Answers one request from the TCP peer `peer`.
+    pub async fn handle(self, mut request: Request, peer: SocketAddr) -> Response {
         let door = if self.0.doors_first {
             door(&request)
         } else {
             None
         };
         match door {
-            Some(door) => self.0.open(door, request).await,
-            None => match self.0.router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
+            Some(door) => self.0.open(door, request, peer.ip()).await,
+            None => {
+                // The router's handlers read the peer from the request (`extract.rs`).
+                request.extensions_mut().insert(ConnectInfo(peer));
+                match self.0.router.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
         }
     }
 }
 
 impl Inner {
-    async fn open(&self, door: Door, request: Request) -> Response {
+    async fn open(&self, door: Door, request: Request, peer: IpAddr) -> Response {
         let name = HeaderName::from_static(REQUEST_ID);
         let id = match request.headers().get(&name) {
             Some(given) => Some(given.clone()),
@@ -96,11 +101,16 @@ impl Inner {
         let mut response = match headers_too_large(request.headers()) {
             Some(refusal) => refusal,
             None => {
-                let state = State(self.state.clone());
+                let state = &self.state;
+                // The doors read no body: only the head is kept (and borrowed, not copied).
+                let (head, _body) = request.into_parts();
+                let head = &head;
                 let answer = async move {
                     match door {
-                        Door::Me => me::get_me(state, request).await,
-                        Door::ForwardAuth => forward_auth::forward_auth(state, request).await,
+                        Door::Me => me::answer(state, peer, &head.headers).await,
+                        Door::ForwardAuth => {
+                            forward_auth::answer(state, peer, &head.uri, &head.headers).await
+                        }
                     }
                 };
                 AssertUnwindSafe(answer)

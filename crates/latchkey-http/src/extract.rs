@@ -26,15 +26,22 @@ pub const SESSION_COOKIE: &str = "latchkey_session";
 /// it, `Forwarded: for=`) that is not itself a trusted proxy. From anyone else those headers are
 /// ignored: a client cannot choose its own address for allowlists, limits or the audit log.
 pub fn peer_ip(parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let peer = parts
-        .extensions
+    client_ip(connected_peer(&parts.extensions), &parts.headers, trusted)
+}
+
+/// The TCP peer the accept loop recorded for a routed request.
+pub fn connected_peer(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// [`peer_ip`] for a request whose TCP peer is known (the doors get it from the accept loop).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
     if trusted.is_empty() || !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = parts
-        .headers
+    let mut hops: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -42,8 +49,7 @@ pub fn peer_ip(parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
         .filter_map(parse_hop)
         .collect();
     if hops.is_empty() {
-        hops = parts
-            .headers
+        hops = headers
             .get_all(header::FORWARDED)
             .iter()
             .filter_map(|v| v.to_str().ok())

@@ -193,6 +193,10 @@ impl Service {
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics
     }
+    /// `GET /metrics`: the counters and the verification cache's size.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.cache.size())
+    }
     pub fn settings(&self) -> &ServiceSettings {
         &self.settings
     }

@@ -20,6 +20,16 @@ pub struct Metrics {
     /// 1 while the change channel is listened to (PostgreSQL), else 0.
     change_feed_up: AtomicU64,
     change_feed_lost: AtomicU64,
+    /// Tokens loaded into the verification cache by the start-up warm-up so far.
+    cache_warmed: AtomicU64,
+    /// 1 while the start-up warm-up runs.
+    cache_warming: AtomicU64,
+}
+
+/// The verification cache's size when the metrics are read.
+pub struct CacheSize {
+    pub answers: usize,
+    pub owners: usize,
 }
 
 /// A counter that every core bumps on every request: one cache line per slot, and each thread
@@ -103,6 +113,14 @@ impl Metrics {
             self.change_feed_lost.fetch_add(1, Ordering::Relaxed);
         }
     }
+    pub(crate) fn warming(&self, running: bool) {
+        self.cache_warming
+            .store(u64::from(running), Ordering::Relaxed);
+    }
+    pub(crate) fn warmed(&self, tokens: usize) {
+        self.cache_warmed
+            .fetch_add(u64::try_from(tokens).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
     pub(crate) fn mail_sent(&self) {
         self.mails_sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -111,7 +129,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub fn render(&self, cache: &CacheSize) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -207,6 +225,33 @@ impl Metrics {
             "latchkey_change_feed_lost_total {}",
             get(&self.change_feed_lost)
         );
+        let gauges = [
+            (
+                "latchkey_verify_cache_answers",
+                "Token answers in the verification cache.",
+                cache.answers as u64,
+            ),
+            (
+                "latchkey_verify_cache_owners",
+                "Token owners' snapshots in the verification cache.",
+                cache.owners as u64,
+            ),
+            (
+                "latchkey_verify_cache_warming",
+                "1 while the start-up warm-up loads live tokens into the cache.",
+                get(&self.cache_warming),
+            ),
+            (
+                "latchkey_verify_cache_warmed_tokens",
+                "Tokens the start-up warm-up has loaded.",
+                get(&self.cache_warmed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
         out
     }
 }

@@ -261,11 +261,10 @@ async fn serve_connections(
         let _ = stream.set_nodelay(true);
         let (stream, activity) = crate::connections::Watched::new(stream);
         let server = server.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            let answer = server.clone().handle(request.map(axum::body::Body::new));
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let answer = server
+                .clone()
+                .handle(request.map(axum::body::Body::new), peer);
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let builder = builder.clone();

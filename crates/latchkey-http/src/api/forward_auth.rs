@@ -5,8 +5,10 @@
 //! a requirement of the query (`scope`, `account`, `role`, `kind`) is not met. The hot path,
 //! like `/v1/me`: one cached verification, headers built from the cached identity.
 
+use std::net::IpAddr;
+
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_service::ErrorCode;
 use latchkey_service::forward_auth::Requirements;
@@ -14,17 +16,22 @@ use latchkey_service::forward_auth::Requirements;
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::{ApiError, error_response, missing_bearer};
-use crate::extract::{Bearer, bearer, peer_ip};
+use crate::extract::{Bearer, bearer, client_ip, connected_peer};
 
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
 
-/// Takes the whole request, as `/v1/me` does: the header map is read, not copied.
+/// The routes (`/v1/forward-auth` and below, any method); the door in `doors.rs` calls
+/// [`answer`] directly.
 pub async fn forward_auth(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let ip = peer_ip(&parts, &state.trusted_proxies);
-    let headers = &parts.headers;
-    let requirements = match parts.uri.query() {
+    let peer = connected_peer(request.extensions());
+    answer(&state, peer, request.uri(), request.headers()).await
+}
+
+/// As `/v1/me`'s: the headers read where they lie, the TCP peer from the accept loop.
+pub async fn answer(state: &AppState, peer: IpAddr, uri: &Uri, headers: &HeaderMap) -> Response {
+    let ip = client_ip(peer, headers, &state.trusted_proxies);
+    let requirements = match uri.query() {
         None => Requirements::default(),
         Some(query) => {
             let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())

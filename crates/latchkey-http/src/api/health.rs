@@ -18,13 +18,13 @@ pub async fn get_readyz(State(state): State<AppState>) -> ApiResult<Json<Value>>
     Ok(Json(json!({ "status": "ready" })))
 }
 
-/// `GET /metrics`: Prometheus text. Counters only; no secret, token id or address.
+/// `GET /metrics`: Prometheus text. Counters and the cache's size; no secret, token id or address.
 pub async fn get_metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.service.metrics().render(),
+        state.service.metrics_text(),
     )
 }

@@ -1,23 +1,35 @@
 //! `GET /v1/me`: the bearer-protected "who am I" every kind of token can call. The hot path.
 
+use std::net::IpAddr;
+
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::api::views::rfc3339;
 use crate::error::{ApiError, missing_bearer};
-use crate::extract::{Bearer, bearer, peer_ip};
+use crate::extract::{Bearer, bearer, client_ip, connected_peer};
 
 /// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
 const EXPIRY_HINT_DAYS: i64 = 30;
 
-/// Takes the whole request rather than extractors: the header map is read where it lies, not
-/// copied (this is the hot path).
+/// The route (`HEAD`, and every request while the log asks for request spans); the door in
+/// `doors.rs` calls [`answer`] directly.
 pub async fn get_me(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let ip = peer_ip(&parts, &state.trusted_proxies);
-    let token = match bearer(&parts.headers) {
+    answer(
+        &state,
+        connected_peer(request.extensions()),
+        request.headers(),
+    )
+    .await
+}
+
+/// Reads the header map where it lies, and the TCP peer as the accept loop saw it (this is the
+/// hot path: no extractor copies, no extension map).
+pub async fn answer(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> Response {
+    let ip = client_ip(peer, headers, &state.trusted_proxies);
+    let token = match bearer(headers) {
         Bearer::Token(token) => token,
         Bearer::Absent => return missing_bearer(),
         // Verified as the empty string: refused as malformed and counted against the address

@@ -313,6 +313,14 @@ impl VerifyCache {
         index.add_owner(&owner, &snapshot);
     }
 
+    /// How many answers and owner snapshots are cached (for `/metrics`).
+    pub(crate) fn size(&self) -> crate::metrics::CacheSize {
+        crate::metrics::CacheSize {
+            answers: self.shards.iter().map(|s| read(s).len()).sum(),
+            owners: read(&self.index).owners.len(),
+        }
+    }
+
     pub(crate) fn note_change_seen(&self, seq: i64) {
         self.change_seen.fetch_max(seq, Ordering::AcqRel);
     }

@@ -153,6 +153,13 @@ impl Service {
     /// beside serving, a page at a time; a page read before a change is not inserted after it
     /// (the generation check) but read again.
     pub async fn warm_cache(&self, limit: u32) -> ServiceResult<usize> {
+        self.metrics.warming(true);
+        let result = self.warm_pages(limit).await;
+        self.metrics.warming(false);
+        result
+    }
+
+    async fn warm_pages(&self, limit: u32) -> ServiceResult<usize> {
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .min(cache::MAX_CACHED / 2);
@@ -181,6 +188,7 @@ impl Service {
             // After a few tries (constant changes) the page is left to the first requests.
             retries = 0;
             warmed += entries.len();
+            self.metrics.warmed(entries.len());
             for (hash, entry) in entries {
                 self.cache.insert_if_current(generation, hash, entry);
             }

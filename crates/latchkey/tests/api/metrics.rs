@@ -47,6 +47,11 @@ async fn counters_follow_verifications_and_sign_ins_without_secrets() {
         value(&res.text, "latchkey_logins_total{result=\"success\"}"),
         1
     );
+    // The token verified above is cached (its owner's snapshot with it); the start-up
+    // warm-up of this empty database has finished.
+    assert!(value(&res.text, "latchkey_verify_cache_answers") >= 1);
+    assert!(value(&res.text, "latchkey_verify_cache_owners") >= 1);
+    assert_eq!(value(&res.text, "latchkey_verify_cache_warming"), 0);
     assert!(
         !res.text.contains(&secret)
             && !res.text.contains(&session)
