@@ -212,18 +212,32 @@ impl SigningKey {
         }
     }
 
-    /// A compact JWS of `claims` with header `{alg, typ, kid}`.
-    pub fn sign_jwt(&self, typ: &str, claims: &Value) -> ServiceResult<String> {
-        let header = json!({ "alg": self.alg.as_str(), "typ": typ, "kid": self.kid });
-        let encode = |v: &Value| serde_json::to_vec(v).map(|b| URL_SAFE_NO_PAD.encode(b));
-        let head = encode(&header).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let body = encode(claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let signing_input = format!("{head}.{body}");
-        let signature = self.sign(signing_input.as_bytes())?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+    /// A compact JWS of `claims` with header `{alg, typ, kid}`, written into one buffer (the
+    /// token endpoint signs one per request).
+    pub fn sign_jwt(&self, typ: &str, claims: &impl serde::Serialize) -> ServiceResult<String> {
+        #[derive(serde::Serialize)]
+        struct Header<'a> {
+            alg: &'a str,
+            kid: &'a str,
+            typ: &'a str,
+        }
+        let json = |e: serde_json::Error| ServiceError::Internal(e.to_string());
+        let header = serde_json::to_vec(&Header {
+            alg: self.alg.as_str(),
+            kid: &self.kid,
+            typ,
+        })
+        .map_err(json)?;
+        let body = serde_json::to_vec(claims).map_err(json)?;
+        // base64 grows 3 bytes to 4; a signature is at most 512 bytes (RSA-4096).
+        let mut jwt = String::with_capacity((header.len() + body.len() + 512) * 4 / 3 + 8);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut jwt);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&body, &mut jwt);
+        let signature = self.sign(jwt.as_bytes())?;
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+        Ok(jwt)
     }
 
     fn public_key_only(&self) -> Value {

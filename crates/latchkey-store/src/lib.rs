@@ -168,15 +168,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<TokenRecord>;
     async fn find_token(&self, id: &TokenId) -> StoreResult<Option<TokenRecord>>;
     async fn find_token_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
-    /// Up to `limit` tokens live at `now` with the SHA-256 they are found by, in id order from
-    /// after `after`: pages for warming the verification cache at start (each page one short
-    /// indexed read, so a million tokens are never held at once).
+    /// Up to `limit` tokens live at `now` with the SHA-256 they are found by, from where the
+    /// previous page's `next` said (`None`: the start): pages for warming the verification
+    /// cache at start, each one short read in the order the backend reads fastest (SQLite: the
+    /// table's own order, not the id index's, which would visit the table's pages at random),
+    /// so a million tokens are never held at once.
     async fn list_live_tokens_with_hashes(
         &self,
         now: Timestamp,
-        after: Option<&TokenId>,
+        after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<([u8; 32], TokenRecord)>>;
+    ) -> StoreResult<LiveTokens>;
     async fn list_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
     async fn rename_token(&self, id: &TokenId, name: &str, event: &NewEvent) -> StoreResult<()>;
     async fn set_token_allowed_ips(

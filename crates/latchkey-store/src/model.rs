@@ -176,6 +176,14 @@ pub struct TokenFilter {
     pub limit: u32,
 }
 
+/// A page of live tokens with the SHA-256 each is found by (the verification cache's warm-up).
+#[derive(Debug, Default)]
+pub struct LiveTokens {
+    pub tokens: Vec<([u8; 32], TokenRecord)>,
+    /// Where the next page starts, opaque to the caller; `None` after the last page.
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenUsage {
     pub token_id: TokenId,

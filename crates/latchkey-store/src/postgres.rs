@@ -1069,21 +1069,26 @@ impl Store for PgStore {
     async fn list_live_tokens_with_hashes(
         &self,
         now: Timestamp,
-        after: Option<&TokenId>,
+        after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<([u8; 32], TokenRecord)>> {
+    ) -> StoreResult<LiveTokens> {
         let rows = sqlx::query(
             "SELECT * FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
              AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(ts(now))
-        // Every id sorts after the empty string.
-        .bind(after.map_or("", TokenId::as_str))
+        // The cursor is the last id read; every id sorts after the empty string.
+        .bind(after.unwrap_or(""))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("token"))?;
-        rows.iter().map(hashed_token_from_row).collect()
+        let tokens: Vec<([u8; 32], TokenRecord)> = rows
+            .iter()
+            .map(hashed_token_from_row)
+            .collect::<StoreResult<_>>()?;
+        let next = tokens.last().map(|(_, t)| t.id.to_string());
+        Ok(LiveTokens { tokens, next })
     }
 
     async fn list_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {

@@ -165,6 +165,17 @@ fn answer(state: &AppState, used_basic: bool, result: Result<Response, OAuthFail
     }
 }
 
+/// RFC 6749 §5.1, in the order of the names.
+#[derive(serde::Serialize)]
+struct TokenAnswer<'a> {
+    access_token: &'a str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    scope: String,
+    token_type: &'static str,
+}
+
 pub async fn post_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -174,18 +185,14 @@ pub async fn post_token(
         let basic = preflight(&headers, &body)?;
         let issued = state.service.token(basic.as_ref(), &body).await?;
         state.service.metrics().access_token_issued();
-        let mut answer = json!({
-            "access_token": issued.jwt,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.scope.join(" "),
-        });
-        if let (Some(refresh), serde_json::Value::Object(map)) =
-            (&issued.refresh_token, &mut answer)
-        {
-            map.insert("refresh_token".into(), json!(refresh));
-        }
-        Ok(Json(answer).into_response())
+        Ok(Json(TokenAnswer {
+            access_token: &issued.jwt,
+            expires_in: issued.expires_in,
+            refresh_token: issued.refresh_token.as_deref(),
+            scope: issued.scope.join(" "),
+            token_type: "Bearer",
+        })
+        .into_response())
     }
     .await;
     let response = answer(&state, has_basic(&headers), result);

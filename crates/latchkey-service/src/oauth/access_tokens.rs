@@ -8,7 +8,7 @@ use latchkey_core::oauth::{OrgScope, org_scope};
 use latchkey_core::{Timestamp, TokenId};
 use latchkey_store::{OAuthClient, Org};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::crypto::random_bytes;
 use crate::error::{ServiceError, ServiceResult};
@@ -76,6 +76,22 @@ pub struct AccessClaims {
     pub grant: Option<String>,
 }
 
+/// The claims an access token is signed with (RFC 9068 §2.2), in the order of their names.
+#[derive(serde::Serialize)]
+struct IssuedClaims<'a> {
+    aud: &'a str,
+    client_id: &'a str,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant: Option<&'a str>,
+    iat: i64,
+    iss: &'a str,
+    jti: &'a str,
+    org_id: &'a str,
+    scope: &'a str,
+    sub: &'a str,
+}
+
 /// An access token just signed.
 pub struct IssuedAccessToken {
     pub jwt: String,
@@ -112,20 +128,19 @@ impl Service {
         let ttl = self.settings.access_token_ttl.as_secs();
         let iat = now.unix_timestamp();
         let jti = TokenId::from_random(random_bytes()?);
-        let mut claims = json!({
-            "iss": self.settings.public_url,
-            "sub": sub,
-            "aud": self.settings.public_url,
-            "exp": iat + i64::try_from(ttl).unwrap_or(900),
-            "iat": iat,
-            "jti": jti,
-            "client_id": client.id,
-            "scope": scope.join(" "),
-            "org_id": client.org_id,
-        });
-        if let (Some(grant), Value::Object(map)) = (grant, &mut claims) {
-            map.insert("grant".into(), json!(grant));
-        }
+        let scope_text = scope.join(" ");
+        let claims = IssuedClaims {
+            aud: &self.settings.public_url,
+            client_id: &client.id,
+            exp: iat + i64::try_from(ttl).unwrap_or(900),
+            grant,
+            iat,
+            iss: &self.settings.public_url,
+            jti: jti.as_str(),
+            org_id: client.org_id.as_str(),
+            scope: &scope_text,
+            sub,
+        };
         let jwt = key.sign_jwt(ACCESS_TOKEN_TYP, &claims)?;
         Ok(IssuedAccessToken {
             jwt,

@@ -33,7 +33,8 @@ const USAGE_GRANULARITY_SECS: i64 = 600;
 #[derive(Debug)]
 pub struct Verified {
     pub token_id: TokenId,
-    pub token_type: String,
+    /// Shared by every answer of the type (`VerifyCache::type_name`).
+    pub token_type: Arc<str>,
     pub owner: Owner,
     pub active_from: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -45,10 +46,17 @@ pub struct Verified {
     me_body: Bytes,
     /// What an RFC 7662 answer adds to the `/v1/me` body.
     claims: Claims,
-    /// Built from `me_body` and `claims` when first asked for.
-    introspection: OnceLock<Bytes>,
-    identity: OnceLock<Box<Identity>>,
+    /// Built from `me_body` and `claims` the first time the token is presented at
+    /// introspection or forward auth (most tokens never are: one pointer until then).
+    derived: OnceLock<Box<Derived>>,
     source: Source,
+}
+
+/// The answers of the other doors, derived from the `/v1/me` body.
+#[derive(Debug, Default)]
+struct Derived {
+    introspection: OnceLock<Bytes>,
+    identity: OnceLock<Identity>,
 }
 
 /// Where an answer came from.
@@ -77,8 +85,9 @@ pub(super) struct Uses {
     first_use_seen: AtomicBool,
     last_use_at: AtomicI64,
     last_use_ip: AtomicU64,
-    /// The old token of a rotation that ends when this one is first used.
-    pub(super) ends_on_first_use: Option<TokenId>,
+    /// The old token of a rotation that ends when this one is first used (boxed: almost every
+    /// answer has none, and a million answers each pay for the field).
+    pub(super) ends_on_first_use: Option<Box<TokenId>>,
 }
 
 impl Uses {
@@ -136,15 +145,21 @@ impl Verified {
 
     /// The RFC 7662 answer for this token while it is active.
     pub fn introspection(&self, issuer: &str) -> Bytes {
-        self.introspection
+        self.derived()
+            .introspection
             .get_or_init(|| self.build_introspection(issuer))
             .clone()
     }
 
     /// Who the token is, as forward auth's identity headers (SPEC 8).
     pub fn identity(&self) -> &Identity {
-        self.identity
-            .get_or_init(|| Box::new(Identity::from_answer(&self.me_value())))
+        self.derived()
+            .identity
+            .get_or_init(|| Identity::from_answer(&self.me_value()))
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(Box::default)
     }
 
     fn me_value(&self) -> Value {
@@ -239,7 +254,7 @@ impl Verified {
         };
         Self {
             token_id,
-            token_type: token_type.to_owned(),
+            token_type: Arc::from(token_type),
             owner,
             active_from: at,
             expires_at: None,
@@ -248,8 +263,7 @@ impl Verified {
             allowed_ips: Box::default(),
             me_body: Bytes::new(),
             claims: Claims::Stored { created_at: 0 },
-            introspection: OnceLock::new(),
-            identity: OnceLock::new(),
+            derived: OnceLock::new(),
             source,
         }
     }
@@ -423,8 +437,7 @@ impl Service {
             claims: Claims::Stored {
                 created_at: token.created_at.unix_timestamp(),
             },
-            introspection: OnceLock::new(),
-            identity: OnceLock::new(),
+            derived: OnceLock::new(),
             source: Source::Stored {
                 owner,
                 uses: Uses {
@@ -435,11 +448,11 @@ impl Service {
                             .map_or(i64::MIN / 2, |t| t.unix_timestamp()),
                     ),
                     last_use_ip: AtomicU64::new(last_ip),
-                    ends_on_first_use: token.ends_on_first_use,
+                    ends_on_first_use: token.ends_on_first_use.map(Box::new),
                 },
             },
             token_id: token.id,
-            token_type: token.token_type,
+            token_type: self.cache.type_name(&token.token_type),
             owner: token.owner,
             active_from: token.active_from,
             expires_at: token.expires_at,
@@ -539,12 +552,11 @@ impl Service {
             owner_enabled,
             me_body,
             claims: Claims::AccessToken(Box::new(extra)),
-            introspection: OnceLock::new(),
-            identity: OnceLock::new(),
+            derived: OnceLock::new(),
             source: Source::AccessToken { deps: deps.into() },
             allowed_ips: Box::default(),
             token_id: jti,
-            token_type: "access_token".to_owned(),
+            token_type: self.cache.type_name("access_token"),
             owner,
             // Clock skew between servers: accept a token issued up to the leeway "early".
             active_from: issued_at

@@ -68,6 +68,19 @@ impl Hasher for WordHasher {
 type ByHash<V> = HashMap<TokenHash, V, BuildHasherDefault<WordHasher>>;
 type HashSetOf = HashSet<TokenHash, BuildHasherDefault<WordHasher>>;
 
+/// A token id's 64-bit digest (SipHash with fixed keys: ids are random, made by this server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct IdDigest(u64);
+
+impl IdDigest {
+    fn of(id: &TokenId) -> Self {
+        use std::hash::DefaultHasher;
+        let mut h = DefaultHasher::new();
+        id.as_str().hash(&mut h);
+        Self(h.finish())
+    }
+}
+
 /// What an answer was built from, beyond its token and its owner: a change to one drops it.
 /// Stored tokens need none (the organisations an owner's answer names are known from the
 /// owner's snapshot); an access token's answer names its client, the client's organisation and
@@ -83,7 +96,11 @@ pub(crate) enum Dep {
 /// Which answers each change must drop, and the owner snapshots.
 #[derive(Default)]
 struct Index {
-    by_token: HashMap<TokenId, TokenHash>,
+    /// By a 64-bit digest of the token id, not the id itself (a million ids would cost 80 MB
+    /// more). Each digest leads to at most one cached answer: an answer whose id shares the
+    /// digest of another's (one in 2^64) drops that one on its way in, so a change to either
+    /// id drops at least the answer it must (a cache may always drop more).
+    by_token: HashMap<IdDigest, TokenHash, BuildHasherDefault<WordHasher>>,
     by_owner: HashMap<Owner, HashSetOf>,
     by_dep: HashMap<Dep, HashSetOf>,
     /// Token owners (users, organisations) as verification sees them. An answer is cached only
@@ -96,7 +113,7 @@ struct Index {
 
 impl Index {
     fn add(&mut self, hash: TokenHash, entry: &Verified) {
-        self.by_token.insert(entry.token_id.clone(), hash);
+        self.by_token.insert(IdDigest::of(&entry.token_id), hash);
         self.by_owner
             .entry(entry.owner.clone())
             .or_default()
@@ -107,8 +124,9 @@ impl Index {
     }
 
     fn remove(&mut self, hash: &TokenHash, entry: &Verified) {
-        if self.by_token.get(&entry.token_id) == Some(hash) {
-            self.by_token.remove(&entry.token_id);
+        let digest = IdDigest::of(&entry.token_id);
+        if self.by_token.get(&digest) == Some(hash) {
+            self.by_token.remove(&digest);
         }
         if let Some(set) = self.by_owner.get_mut(&entry.owner) {
             set.remove(hash);
@@ -173,6 +191,9 @@ pub(crate) struct VerifyCache {
     /// Set while this process cannot hear other processes' changes (its notification channel
     /// is down): nothing is served from the cache or put in it, so no stale answer is given.
     blind: AtomicBool,
+    /// Token type names, one copy each for every answer (there are a handful of types and a
+    /// million answers).
+    type_names: RwLock<HashMap<String, Arc<str>>>,
 }
 
 impl Default for VerifyCache {
@@ -204,7 +225,19 @@ impl VerifyCache {
             deny_version: AtomicU64::new(0),
             change_seen: AtomicI64::new(0),
             blind: AtomicBool::new(blind),
+            type_names: RwLock::default(),
         }
+    }
+
+    /// The shared copy of a token type's name.
+    pub(crate) fn type_name(&self, name: &str) -> Arc<str> {
+        if let Some(shared) = read(&self.type_names).get(name) {
+            return shared.clone();
+        }
+        write(&self.type_names)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::from(name))
+            .clone()
     }
 
     fn shard(&self, hash: &TokenHash) -> &RwLock<ByHash<Arc<Verified>>> {
@@ -261,8 +294,8 @@ impl VerifyCache {
             index.remove(&hash, &old);
         }
         // Two ids can never share a hash, but a token id seen under another hash (a stale
-        // index) loses its old answer first.
-        if let Some(other) = index.by_token.get(&entry.token_id).copied() {
+        // index), or another id with the same digest, loses its old answer first.
+        if let Some(other) = index.by_token.get(&IdDigest::of(&entry.token_id)).copied() {
             self.drop_hash(&mut index, &mut shard, &other, hash.shard());
         }
         if let Some(snapshot) = entry.owner_snapshot() {
@@ -366,7 +399,7 @@ impl VerifyCache {
     fn drop_all(&self, index: &mut Index, hashes: Vec<TokenHash>, of_type: Option<&str>) {
         for hash in hashes {
             let mut shard = write(self.shard(&hash));
-            if of_type.is_some_and(|t| shard.get(&hash).is_some_and(|e| e.token_type != t)) {
+            if of_type.is_some_and(|t| shard.get(&hash).is_some_and(|e| &*e.token_type != t)) {
                 continue;
             }
             if let Some(entry) = shard.remove(&hash) {
@@ -420,7 +453,7 @@ impl VerifyCache {
         for change in changes {
             match change {
                 Change::Token(id) => {
-                    if let Some(hash) = index.by_token.get(id).copied() {
+                    if let Some(hash) = index.by_token.get(&IdDigest::of(id)).copied() {
                         self.drop_all(&mut index, vec![hash], None);
                     }
                 }
@@ -476,7 +509,7 @@ impl VerifyCache {
             for (hash, e) in read(shard).iter() {
                 // Every answer is indexed under its token, its owner and its dependencies, and
                 // its owner's snapshot is cached.
-                assert_eq!(index.by_token.get(&e.token_id), Some(hash));
+                assert_eq!(index.by_token.get(&IdDigest::of(&e.token_id)), Some(hash));
                 assert!(
                     index
                         .by_owner

@@ -164,21 +164,20 @@ impl Service {
             .unwrap_or(usize::MAX)
             .min(cache::MAX_CACHED / 2);
         let mut warmed = 0;
-        let mut after: Option<latchkey_core::TokenId> = None;
+        let mut after: Option<String> = None;
         let mut retries = 0;
         while warmed < limit {
             let generation = self.cache.current_generation();
             let want = u32::try_from((limit - warmed).min(WARM_PAGE)).unwrap_or(0);
             let page = self
                 .store
-                .list_live_tokens_with_hashes(self.now(), after.as_ref(), want)
+                .list_live_tokens_with_hashes(self.now(), after.as_deref(), want)
                 .await?;
-            let Some((_, last)) = page.last() else {
+            let Some(next) = page.next else {
                 break;
             };
-            let last = last.id.clone();
-            let mut entries = Vec::with_capacity(page.len());
-            for (hash, token) in page {
+            let mut entries = Vec::with_capacity(page.tokens.len());
+            for (hash, token) in page.tokens {
                 entries.push((TokenHash(hash), Arc::new(self.stored_answer(token).await?)));
             }
             if self.cache.current_generation() != generation && retries < WARM_RETRIES {
@@ -192,7 +191,7 @@ impl Service {
             for (hash, entry) in entries {
                 self.cache.insert_if_current(generation, hash, entry);
             }
-            after = Some(last);
+            after = Some(next);
         }
         Ok(warmed)
     }

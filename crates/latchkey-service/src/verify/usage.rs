@@ -71,7 +71,7 @@ impl Service {
             && uses.first_use()
             && let Ok(mut list) = self.usage.first_use.lock()
         {
-            list.push(old.clone());
+            list.push(TokenId::clone(old));
         }
     }
 
