@@ -249,6 +249,12 @@ fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
         .collect()
 }
 
+/// One `application/x-www-form-urlencoded` value decoded (`+` is a space, `%XX` a byte, the
+/// result UTF-8): a form field, or a part of HTTP Basic client credentials (RFC 6749 §2.3.1).
+pub fn decode_form_value(text: &str) -> Result<String, OAuthError> {
+    percent_decode(text)
+}
+
 fn percent_decode(text: &str) -> Result<String, OAuthError> {
     let bad = || {
         OAuthError::new(
@@ -329,6 +335,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case("cli_abc", Some("cli_abc"))]
+    #[case("a%3Ab+c", Some("a:b c"))]
+    #[case("s%26e%3Dcret", Some("s&e=cret"))]
+    #[case("100%", None)]
+    #[case("%zz", None)]
+    #[case("%ff", None)]
+    fn a_basic_credential_part_is_one_form_value(#[case] text: &str, #[case] want: Option<&str>) {
+        assert_eq!(decode_form_value(text).ok().as_deref(), want);
+    }
 
     #[test]
     fn forms_decode_and_refuse_duplicates() {

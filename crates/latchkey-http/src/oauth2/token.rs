@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use latchkey_core::oauth::{OAuthError, OAuthErrorCode, error_description_text, parse_form};
+use latchkey_core::oauth::{OAuthError, OAuthErrorCode, decode_form_value, error_description_text};
 use latchkey_service::oauth::OAuthFailure;
 use latchkey_service::oauth::token_endpoint::BasicCredentials;
 use serde_json::json;
@@ -78,8 +78,7 @@ fn invalid_request(description: &str) -> OAuthFailure {
 
 /// Decodes `x-www-form-urlencoded` percent escapes of a Basic credential part (RFC 6749 §2.3.1).
 fn form_decode(part: &str) -> Option<String> {
-    let pairs = parse_form(format!("v={part}").as_bytes()).ok()?;
-    Some(pairs.get("v").cloned().unwrap_or_default())
+    decode_form_value(part).ok()
 }
 
 /// Reads the `Authorization: Basic` credentials; other schemes are ignored, a malformed Basic
