@@ -2683,7 +2683,8 @@ async fn story_ties_are_ordered_by_bytes(store: Arc<dyn Store>) {
 }
 
 /// Where and when tokens are used: the last use never moves back; live tokens come with their
-/// hash, in pages by id; an address is new once, even to many at once.
+/// hash, in pages that end (revoked and expired ones left out); an address is new once, even to
+/// many at once.
 async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     let s = &*store;
     let ada = user(s, "ada@example.com").await;
@@ -2691,7 +2692,10 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     let (a, a_secret) = new_token(&owner, "personal");
     let (b, b_secret) = new_token(&owner, "personal");
     let (c, _) = new_token(&owner, "personal");
-    for t in [&a, &b, &c] {
+    // Expired before the pages are read (`at(30)` below), never revoked.
+    let (mut d, _) = new_token(&owner, "personal");
+    d.expires_at = Some(at(20));
+    for t in [&a, &b, &c, &d] {
         stored(s, t).await;
     }
     let ev = event("token.revoked", "token", c.id.as_str());
@@ -2718,16 +2722,17 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     ids.sort();
     let mut want = vec![&a.id, &b.id];
     want.sort();
-    assert_eq!(ids, want, "the live ones; revoked left out");
+    assert_eq!(ids, want, "the live ones; revoked and expired left out");
     for (hash, t) in &live.tokens {
         let secret = if t.id == a.id { &a_secret } else { &b_secret };
         assert_eq!(hash, secret.hash().as_bytes());
     }
     // Pages: one at a time, each from where the one before ended, until one says it is the
-    // last; every live token once.
+    // last (a page may hold only tokens left out, and still lead on); every live token once.
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
-    for _ in 0..5 {
+    let mut ended = false;
+    for _ in 0..10 {
         let page = s
             .list_live_tokens_with_hashes(at(30), after.as_deref(), 1)
             .await
@@ -2736,9 +2741,13 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
         seen.extend(page.tokens.into_iter().map(|(_, t)| t.id));
         match page.next {
             Some(next) => after = Some(next),
-            None => break,
+            None => {
+                ended = true;
+                break;
+            }
         }
     }
+    assert!(ended, "the pages end");
     seen.sort();
     assert_eq!(seen.iter().collect::<Vec<_>>(), want);
 

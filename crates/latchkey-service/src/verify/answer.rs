@@ -104,6 +104,11 @@ impl Uses {
         (true, last_ip != ip_hash)
     }
 
+    /// Makes the next use count as one from another address (its address could not be noted).
+    pub(super) fn forget_address(&self) {
+        self.last_use_ip.store(0, Ordering::Relaxed);
+    }
+
     /// True the first time it is called for a token never used before.
     pub(super) fn first_use(&self) -> bool {
         !self.first_use_seen.swap(true, Ordering::AcqRel)
@@ -601,6 +606,12 @@ mod tests {
             u.should_record(1_003 + USAGE_GRANULARITY_SECS, home),
             (true, false),
             "the same address, later"
+        );
+        u.forget_address();
+        assert_eq!(
+            u.should_record(1_004 + USAGE_GRANULARITY_SECS, home),
+            (true, true),
+            "an address that could not be noted is noted again"
         );
     }
 }

@@ -275,11 +275,16 @@ impl VerifyCache {
     }
 
     /// Caches `entry` (and its owner's snapshot, which it was built from) unless a change came
-    /// since `generation` was read.
-    pub(crate) fn insert_if_current(&self, generation: u64, hash: TokenHash, entry: Arc<Verified>) {
+    /// since `generation` was read; says whether it did.
+    pub(crate) fn insert_if_current(
+        &self,
+        generation: u64,
+        hash: TokenHash,
+        entry: Arc<Verified>,
+    ) -> bool {
         let mut index = write(&self.index);
         if !self.accepts(generation) {
-            return;
+            return false;
         }
         if index.owners.len() >= MAX_CACHED {
             self.clear(&mut index);
@@ -303,6 +308,7 @@ impl VerifyCache {
         }
         index.add(hash, &entry);
         shard.insert(hash, entry);
+        true
     }
 
     /// Drops one answer; `locked` is the shard whose guard the caller holds.
@@ -679,7 +685,10 @@ mod tests {
         let before = cache.current_generation();
         cache.apply(&[Change::User(user(5))]);
         let (hash, e) = entry(1, Owner::User(user(0)), "personal", &[]);
-        cache.insert_if_current(before, hash, e);
+        assert!(
+            !cache.insert_if_current(before, hash, e),
+            "said it was refused"
+        );
         assert!(cache.get(&hash).is_none());
         // Neither does the deny-list stay as it was.
         assert_eq!(cache.deny_version(), 0);
@@ -691,10 +700,10 @@ mod tests {
     fn a_blind_cache_serves_and_keeps_nothing() {
         let cache = VerifyCache::new(true);
         let (hash, e) = entry(1, Owner::User(user(0)), "personal", &[]);
-        cache.insert_if_current(cache.current_generation(), hash, e.clone());
+        assert!(!cache.insert_if_current(cache.current_generation(), hash, e.clone()));
         assert!(cache.get(&hash).is_none());
         cache.see();
-        cache.insert_if_current(cache.current_generation(), hash, e);
+        assert!(cache.insert_if_current(cache.current_generation(), hash, e));
         assert!(cache.get(&hash).is_some());
         cache.go_blind();
         assert!(cache.get(&hash).is_none());

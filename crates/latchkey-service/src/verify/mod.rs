@@ -167,6 +167,11 @@ impl Service {
         let mut after: Option<String> = None;
         let mut retries = 0;
         while warmed < limit {
+            // Blind (another instance's changes cannot be heard), nothing may go in: reading
+            // on would only cost the database; the first requests fill the cache later.
+            if self.cache.is_blind() {
+                break;
+            }
             let generation = self.cache.current_generation();
             let want = u32::try_from((limit - warmed).min(WARM_PAGE)).unwrap_or(0);
             let page = self
@@ -184,13 +189,17 @@ impl Service {
                 retries += 1;
                 continue; // a change came meanwhile: this page again
             }
-            // After a few tries (constant changes) the page is left to the first requests.
+            // After a few tries (constant changes) the page is left to the first requests:
+            // only what went in is counted.
             retries = 0;
-            warmed += entries.len();
-            self.metrics.warmed(entries.len());
+            let mut inserted = 0;
             for (hash, entry) in entries {
-                self.cache.insert_if_current(generation, hash, entry);
+                if self.cache.insert_if_current(generation, hash, entry) {
+                    inserted += 1;
+                }
             }
+            warmed += inserted;
+            self.metrics.warmed(inserted);
             after = Some(next);
         }
         Ok(warmed)

@@ -48,13 +48,21 @@ impl Service {
         if record {
             let ip = ip.to_string();
             // The same address as last time is known already: the flush need not look it up.
-            if other_address
-                && let Ok(mut addresses) = self.usage.addresses.lock()
-                && addresses.len() < MAX_PENDING_ADDRESSES
-            {
-                addresses
-                    .entry((entry.token_id.clone(), ip.clone()))
-                    .or_insert(now);
+            if other_address {
+                let queued = match self.usage.addresses.lock() {
+                    Ok(mut addresses) if addresses.len() < MAX_PENDING_ADDRESSES => {
+                        addresses
+                            .entry((entry.token_id.clone(), ip.clone()))
+                            .or_insert(now);
+                        true
+                    }
+                    _ => false,
+                };
+                // Not queued (too many at once): the address must not pass for known, or its
+                // next use would not be queued either and a new address would go unreported.
+                if !queued {
+                    uses.forget_address();
+                }
             }
             if let Ok(mut pending) = self.usage.pending.lock() {
                 pending.insert(
