@@ -14,12 +14,9 @@ use latchkey_service::ErrorCode;
 use latchkey_service::forward_auth::Requirements;
 
 use crate::AppState;
-use crate::api::views::rfc3339;
+use crate::api::views::expiry_hint;
 use crate::error::{ApiError, error_response, missing_bearer};
 use crate::extract::{Bearer, bearer, client_ip, connected_peer};
-
-/// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
-const EXPIRY_HINT_DAYS: i64 = 30;
 
 /// The routes (`/v1/forward-auth` and below, any method); the door in `doors.rs` calls
 /// [`answer`] directly.
@@ -68,10 +65,8 @@ pub async fn answer(state: &AppState, peer: IpAddr, uri: &Uri, headers: &HeaderM
     put("latchkey-token-id", &identity.token_id);
     put("latchkey-accounts", &identity.accounts_header());
     put("latchkey-scopes", &identity.scopes_header());
-    if let Some(expires_at) = verified.expires_at
-        && expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS)
-    {
-        put("latchkey-token-expires", &rfc3339(expires_at));
+    if let Some(v) = expiry_hint(verified.expires_at, state.service.now()) {
+        out.insert(HeaderName::from_static("latchkey-token-expires"), v);
     }
     response
 }

@@ -7,12 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::api::views::rfc3339;
+use crate::api::views::expiry_hint;
 use crate::error::{ApiError, missing_bearer};
 use crate::extract::{Bearer, bearer, client_ip, connected_peer};
-
-/// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
-const EXPIRY_HINT_DAYS: i64 = 30;
 
 /// The route (`HEAD`, and every request while the log asks for request spans); the door in
 /// `doors.rs` calls [`answer`] directly.
@@ -47,10 +44,7 @@ pub async fn answer(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> Resp
                 verified.me_body(),
             )
                 .into_response();
-            if let Some(expires_at) = verified.expires_at
-                && expires_at - state.service.now() < time::Duration::days(EXPIRY_HINT_DAYS)
-                && let Ok(v) = HeaderValue::from_str(&rfc3339(expires_at))
-            {
+            if let Some(v) = expiry_hint(verified.expires_at, state.service.now()) {
                 response.headers_mut().insert("latchkey-token-expires", v);
             }
             response

@@ -1,6 +1,7 @@
 //! How records look on the wire. Nothing here can print a secret or a hash: token views are
 //! built from the stored record, which has neither.
 
+use axum::http::HeaderValue;
 use latchkey_core::{Timestamp, TokenStatus};
 use latchkey_store::{Account, Event, TokenRecord};
 use serde::Serialize;
@@ -9,6 +10,16 @@ use time::format_description::well_known::Rfc3339;
 
 pub fn rfc3339(t: Timestamp) -> String {
     t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Tokens expiring sooner than this carry `Latchkey-Token-Expires` (SPEC 2.4).
+const EXPIRY_HINT_DAYS: i64 = 30;
+
+/// The `Latchkey-Token-Expires` value for a verified token, when it expires within
+/// [`EXPIRY_HINT_DAYS`] of `now` (the doors `/v1/me` and `/v1/forward-auth` send it alike).
+pub fn expiry_hint(expires_at: Option<Timestamp>, now: Timestamp) -> Option<HeaderValue> {
+    let at = expires_at.filter(|at| *at - now < time::Duration::days(EXPIRY_HINT_DAYS))?;
+    HeaderValue::from_str(&rfc3339(at)).ok()
 }
 
 fn opt(t: Option<Timestamp>) -> Option<String> {

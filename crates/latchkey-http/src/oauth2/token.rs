@@ -76,11 +76,6 @@ fn invalid_request(description: &str) -> OAuthFailure {
     OAuthFailure::OAuth(OAuthError::new(OAuthErrorCode::InvalidRequest, description))
 }
 
-/// Decodes `x-www-form-urlencoded` percent escapes of a Basic credential part (RFC 6749 §2.3.1).
-fn form_decode(part: &str) -> Option<String> {
-    decode_form_value(part).ok()
-}
-
 /// Reads the `Authorization: Basic` credentials; other schemes are ignored, a malformed Basic
 /// header is `invalid_client`.
 pub(crate) fn basic_credentials(
@@ -109,9 +104,10 @@ pub(crate) fn basic_credentials(
         .map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    // Each part is form-encoded before it is joined (RFC 6749 §2.3.1).
     let (client_id, client_secret) = (
-        form_decode(id).ok_or_else(bad)?,
-        form_decode(secret).ok_or_else(bad)?,
+        decode_form_value(id).map_err(|_| bad())?,
+        decode_form_value(secret).map_err(|_| bad())?,
     );
     if client_id.is_empty() {
         return Err(bad());

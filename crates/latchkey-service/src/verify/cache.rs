@@ -202,6 +202,13 @@ impl Default for VerifyCache {
     }
 }
 
+/// The answers an index entry leads to, copied out (they are dropped while the index changes).
+fn members<K: Hash + Eq>(map: &HashMap<K, HashSetOf>, key: &K) -> Vec<TokenHash> {
+    map.get(key)
+        .map(|set| set.iter().copied().collect())
+        .unwrap_or_default()
+}
+
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|poisoned| {
         lock.clear_poison();
@@ -415,11 +422,7 @@ impl VerifyCache {
     }
 
     fn drop_owner(&self, index: &mut Index, owner: &Owner, of_type: Option<&str>) {
-        let hashes: Vec<TokenHash> = index
-            .by_owner
-            .get(owner)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
+        let hashes = members(&index.by_owner, owner);
         self.drop_all(index, hashes, of_type);
         if of_type.is_none() {
             index.remove_owner(owner);
@@ -427,11 +430,7 @@ impl VerifyCache {
     }
 
     fn drop_dep(&self, index: &mut Index, dep: &Dep) {
-        let hashes: Vec<TokenHash> = index
-            .by_dep
-            .get(dep)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
+        let hashes = members(&index.by_dep, dep);
         self.drop_all(index, hashes, None);
     }
 
