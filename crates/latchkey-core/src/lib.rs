@@ -14,6 +14,7 @@ pub mod names;
 pub mod oauth;
 pub mod policy;
 pub mod role;
+pub mod scim;
 pub mod token;
 pub mod token_string;
 

@@ -1,13 +1,15 @@
 //! What the accept loop serves: the verification doors that resource servers and proxies call
-//! on every request of theirs (`GET /v1/me`, `/v1/forward-auth`) answered before the router,
-//! everything else by the router behind its middleware.
+//! on every request of theirs (`GET /v1/me`, `/v1/forward-auth`, `POST /oauth2/introspect`)
+//! and the token endpoint's `POST` answered before the router, everything else by the router
+//! behind its middleware.
 //!
 //! The doors run the same handlers as their routes (which stay in the router, for `HEAD` and
 //! the route table) and keep what the middleware promises for them: the header-size limit, a
 //! panic answered with a `500`, the request id and the response policies, through the same
 //! functions. What they skip is what costs a verification more than the verification itself
 //! (docs/BENCHMARKS.md): the route match, a boxed service per layer and a boxed future per
-//! request. They read no body, so the body limits do not apply. When the log asks for request
+//! request. The two that read a body read it as the router's handlers do, with its size limit
+//! and read timeout (`extract::body_bytes`). When the log asks for request
 //! spans, every request goes through the router, so that none is missing from the log.
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +25,7 @@ use tower::ServiceExt as _;
 
 use crate::AppState;
 use crate::api::{forward_auth, me};
+use crate::oauth2::token;
 use crate::router::{
     CountingRequestId, REQUEST_ID, headers_too_large, panic_response, response_policies,
 };
@@ -42,6 +45,8 @@ struct Inner {
 enum Door {
     Me,
     ForwardAuth,
+    Introspect,
+    Token,
 }
 
 fn door(request: &Request) -> Option<Door> {
@@ -50,6 +55,10 @@ fn door(request: &Request) -> Option<Door> {
         Some(Door::Me)
     } else if path == "/v1/forward-auth" || path.starts_with("/v1/forward-auth/") {
         Some(Door::ForwardAuth)
+    } else if request.method() == Method::POST && path == "/oauth2/introspect" {
+        Some(Door::Introspect)
+    } else if request.method() == Method::POST && path == "/oauth2/token" {
+        Some(Door::Token)
     } else {
         None
     }
@@ -102,8 +111,8 @@ impl Inner {
             Some(refusal) => refusal,
             None => {
                 let state = &self.state;
-                // The doors read no body: only the head is kept (and borrowed, not copied).
-                let (head, _body) = request.into_parts();
+                // The head is borrowed, not copied.
+                let (head, body) = request.into_parts();
                 let head = &head;
                 let answer = async move {
                     match door {
@@ -111,6 +120,8 @@ impl Inner {
                         Door::ForwardAuth => {
                             forward_auth::answer(state, peer, &head.uri, &head.headers).await
                         }
+                        Door::Introspect => token::introspect(state, &head.headers, body).await,
+                        Door::Token => token::token(state, &head.headers, body).await,
                     }
                 };
                 AssertUnwindSafe(answer)

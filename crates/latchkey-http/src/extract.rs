@@ -147,17 +147,65 @@ fn is_json(req: &Request) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::client(ErrorCode::PayloadTooLarge, "the request body is too large")
-        } else {
-            ApiError::client(
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    body_bytes(req.into_body(), crate::router::MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => {
+                ApiError::client(ErrorCode::PayloadTooLarge, "the request body is too large")
+            }
+            BodyError::Unreadable => ApiError::client(
                 ErrorCode::InvalidRequest,
                 "the request body could not be read",
-            )
+            ),
+        })
+}
+
+/// Why a request body could not be had.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// It is longer than the limit.
+    TooLarge,
+    /// The connection failed or stalled (the body timeout) before it ended.
+    Unreadable,
+}
+
+/// The whole request body, at most `limit` bytes: the one reader of every handler that takes a
+/// body as bytes, behind the router or at a door (`doors.rs`), so the limits are the same
+/// either way. A body that stalls for [`BODY_READ_TIMEOUT`](crate::router::BODY_READ_TIMEOUT)
+/// between two pieces is unreadable; the timer is armed only when a piece has not arrived yet
+/// (a small form comes with the request head, and a timer per request was 3 % of an
+/// introspection's CPU).
+pub(crate) async fn body_bytes(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    use axum::body::HttpBody as _;
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => tokio::time::timeout(crate::router::BODY_READ_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| BodyError::Unreadable)?,
+        };
+        match frame {
+            None => return Ok(bytes.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    // The first piece is usually the whole body: kept, not copied.
+                    if bytes.is_empty() && body.is_end_stream() {
+                        return Ok(data);
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(BodyError::TooLarge);
+            }
+            Some(Err(_)) => return Err(BodyError::Unreadable),
         }
-    })
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -236,11 +284,11 @@ fn not_json() -> ApiError {
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json(&req) {
             return Err(not_json());
         }
-        let bytes = read_body(req, state).await?;
+        let bytes = read_body(req).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -253,9 +301,9 @@ pub struct JsonOrEmpty<T>(pub T);
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonOrEmpty<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, Self::Rejection> {
         let json = is_json(&req);
-        let bytes = read_body(req, state).await?;
+        let bytes = read_body(req).await?;
         if bytes.is_empty() {
             return Ok(Self(T::default()));
         }

@@ -30,7 +30,7 @@ use crate::oauth2;
 /// Request bodies above this are refused with `413` (SECURITY.md).
 pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// How long a request body may take to arrive.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The whole HTTP surface: the verification doors answered first (`doors.rs`), every route
 /// behind the middleware otherwise.

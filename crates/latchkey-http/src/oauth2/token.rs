@@ -2,8 +2,8 @@
 //! authentication by HTTP Basic or form fields, errors exactly as RFC 6749 §5.2.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::extract::{BodyError, body_bytes};
 use crate::oauth2::cors::allow_client_origin;
 
 /// The body limit of the OAuth endpoints (SECURITY.md).
@@ -118,8 +119,12 @@ pub(crate) fn basic_credentials(
     }))
 }
 
-/// The checks every OAuth endpoint makes before the service sees the request.
-fn preflight(headers: &HeaderMap, body: &Bytes) -> Result<Option<BasicCredentials>, OAuthFailure> {
+/// The checks every OAuth endpoint makes before the service sees the request: a form, at most
+/// [`MAX_FORM`] of it (read no further), and well-formed Basic credentials if any.
+async fn preflight(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Option<BasicCredentials>), OAuthFailure> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -133,10 +138,11 @@ fn preflight(headers: &HeaderMap, body: &Bytes) -> Result<Option<BasicCredential
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    if body.len() > MAX_FORM {
-        return Err(invalid_request("the body is larger than 64 KiB"));
-    }
-    basic_credentials(headers)
+    let body = body_bytes(body, MAX_FORM).await.map_err(|e| match e {
+        BodyError::TooLarge => invalid_request("the body is larger than 64 KiB"),
+        BodyError::Unreadable => invalid_request("the request body could not be read"),
+    })?;
+    Ok((body, basic_credentials(headers)?))
 }
 
 /// Whether the request tried Basic, even with a header that is not valid text or has nothing
@@ -171,14 +177,18 @@ struct TokenAnswer<'a> {
     token_type: &'static str,
 }
 
-pub async fn post_token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post_token(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = request.into_parts();
+    token(&state, &head.headers, body).await
+}
+
+/// `POST /oauth2/token`, behind the router or at its door (`doors.rs`).
+pub(crate) async fn token(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    let mut form = Bytes::new();
     let result = async {
-        let basic = preflight(&headers, &body)?;
-        let issued = state.service.token(basic.as_ref(), &body).await?;
+        let (body, basic) = preflight(headers, body).await?;
+        form = body;
+        let issued = state.service.token(basic.as_ref(), &form).await?;
         state.service.metrics().access_token_issued();
         Ok(Json(TokenAnswer {
             access_token: &issued.jwt,
@@ -190,17 +200,19 @@ pub async fn post_token(
         .into_response())
     }
     .await;
-    let response = answer(&state, has_basic(&headers), result);
-    allow_client_origin(&state, &headers, &body, response).await
+    let response = answer(state, has_basic(headers), result);
+    allow_client_origin(state, headers, &form, response).await
 }
 
-pub async fn post_introspect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post_introspect(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = request.into_parts();
+    introspect(&state, &head.headers, body).await
+}
+
+/// `POST /oauth2/introspect`, behind the router or at its door (`doors.rs`).
+pub(crate) async fn introspect(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     let result = async {
-        let basic = preflight(&headers, &body)?;
+        let (body, basic) = preflight(headers, body).await?;
         let answer = state.service.introspect(basic.as_ref(), &body).await?;
         Ok((
             [(
@@ -212,25 +224,25 @@ pub async fn post_introspect(
             .into_response())
     }
     .await;
-    answer(&state, has_basic(&headers), result)
+    answer(state, has_basic(headers), result)
 }
 
-pub async fn post_revoke(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn post_revoke(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = request.into_parts();
+    let headers = &head.headers;
+    let mut form = Bytes::new();
     let result = async {
-        let basic = preflight(&headers, &body)?;
+        let (body, basic) = preflight(headers, body).await?;
+        form = body;
         state
             .service
-            .revoke_oauth_token(basic.as_ref(), &body)
+            .revoke_oauth_token(basic.as_ref(), &form)
             .await?;
         // RFC 7009 §2.2 says only "200"; an empty JSON object is what client libraries
         // (simple-oauth2 among them) can parse.
         Ok(Json(json!({})).into_response())
     }
     .await;
-    let response = answer(&state, has_basic(&headers), result);
-    allow_client_origin(&state, &headers, &body, response).await
+    let response = answer(&state, has_basic(headers), result);
+    allow_client_origin(&state, headers, &form, response).await
 }

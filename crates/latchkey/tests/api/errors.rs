@@ -624,3 +624,85 @@ async fn a_path_segment_that_is_not_utf8_is_400_in_the_envelope_on_every_route()
     assert_eq!(res.status.as_u16(), 400, "{}", res.text);
     assert_eq!(res.code(), "invalid_request", "{}", res.text);
 }
+
+/// What the middleware promises every answer (SECURITY.md), kept too by the doors answered
+/// before the router (`doors.rs`): a request id (the caller's, or a new one), `nosniff`, no
+/// caching unless said otherwise, and `431` for headers over 16 KiB.
+/// A request to send as-is: method, path, headers, body.
+type Call<'a> = (Method, &'a str, Vec<(&'a str, Vec<u8>)>, Option<&'a [u8]>);
+
+#[tokio::test]
+async fn the_doors_keep_the_request_id_the_response_policies_and_the_header_limit() {
+    let app = TestApp::spawn().await;
+    let (_, _, _, secret) = app.user_with_token("doors@example.com").await;
+    let bearer = format!("Bearer {secret}").into_bytes();
+    let form = "application/x-www-form-urlencoded".as_bytes().to_vec();
+    let calls: [Call; 5] = [
+        (
+            Method::GET,
+            "/v1/me",
+            vec![("authorization", bearer.clone())],
+            None,
+        ),
+        (
+            Method::GET,
+            "/v1/forward-auth/x",
+            vec![("authorization", bearer)],
+            None,
+        ),
+        (
+            Method::POST,
+            "/oauth2/introspect",
+            vec![("content-type", form.clone())],
+            Some(b"token=x"),
+        ),
+        (
+            Method::POST,
+            "/oauth2/token",
+            vec![("content-type", form)],
+            Some(b"grant_type=client_credentials"),
+        ),
+        // Behind the router, for comparison.
+        (Method::GET, "/healthz", vec![], None),
+    ];
+    for (method, path, headers, body) in calls {
+        let res = app
+            .raw(method.clone(), path, &headers, body.map(<[u8]>::to_vec))
+            .await;
+        assert!(res.status.as_u16() < 500, "{path}: {}", res.text);
+        let id = res.header("x-request-id").unwrap_or_default();
+        assert!(id.len() > 8, "{path}: request id {id:?}");
+        assert_eq!(
+            res.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(res.header("cache-control").is_some(), "{path}");
+
+        let mut given = headers.clone();
+        given.push(("x-request-id", b"caller-chosen-42".to_vec()));
+        let res = app
+            .raw(method.clone(), path, &given, body.map(<[u8]>::to_vec))
+            .await;
+        assert_eq!(
+            res.header("x-request-id").as_deref(),
+            Some("caller-chosen-42"),
+            "{path}"
+        );
+        let first = app
+            .raw(method.clone(), path, &headers, body.map(<[u8]>::to_vec))
+            .await
+            .header("x-request-id");
+        assert_ne!(first.as_deref(), Some(id.as_str()), "{path}: ids repeat");
+
+        let mut big = headers.clone();
+        big.push(("x-padding", vec![b'a'; 17 * 1024]));
+        let res = app.raw(method, path, &big, body.map(<[u8]>::to_vec)).await;
+        assert_error(&res, 431, "headers_too_large");
+        assert_eq!(
+            res.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}

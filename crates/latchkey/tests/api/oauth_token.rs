@@ -232,6 +232,13 @@ async fn malformed_requests_are_invalid_request() {
         400,
         "invalid_request",
     );
+    // And over the 256 KiB any endpoint takes: still the OAuth error, the rest unread.
+    let huge = format!("{CC}&pad={}", "a".repeat(300 * 1024));
+    assert_oauth_error(
+        &token_form(&app, Some(&auth), &huge).await,
+        400,
+        "invalid_request",
+    );
 
     // Only POST.
     let res = app.raw(Method::GET, "/oauth2/token", &[], None).await;

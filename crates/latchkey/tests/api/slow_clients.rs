@@ -37,16 +37,39 @@ async fn unfinished_headers_are_cut_off() {
 #[tokio::test]
 async fn a_stalled_body_is_answered_and_closed() {
     let app = TestApp::spawn().await;
-    let mut stream = connect(&app).await;
-    stream
-        .write_all(
-            b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":",
-        )
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut stream, Duration::from_secs(30)).await;
-    let status = answer.split(' ').nth(1).unwrap_or_default();
-    assert!(status.starts_with('4'), "{answer}");
+    // Behind the router, and at the doors that read a body (the token endpoint, introspection).
+    let stalls = [
+        ("/v1/sessions", "application/json", "{\"email\":"),
+        (
+            "/oauth2/token",
+            "application/x-www-form-urlencoded",
+            "grant_type=",
+        ),
+        (
+            "/oauth2/introspect",
+            "application/x-www-form-urlencoded",
+            "token=",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (path, content_type, start) in stalls {
+        let mut stream = connect(&app).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 100\r\n\r\n{start}"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        answers.push(tokio::spawn(async move {
+            (
+                path,
+                read_to_close(&mut stream, Duration::from_secs(30)).await,
+            )
+        }));
+    }
+    for answer in answers {
+        let (path, answer) = answer.await.unwrap();
+        let status = answer.split(' ').nth(1).unwrap_or_default();
+        assert!(status.starts_with('4'), "{path}: {answer}");
+    }
 }
 
 async fn app_with(idle_secs: u64, max_connections: usize) -> TestApp {
