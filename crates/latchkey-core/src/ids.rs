@@ -98,6 +98,7 @@ prefixed_id!(ClientId, "cli", "OAuth client");
 prefixed_id!(SecretId, "sec", "client secret");
 prefixed_id!(MailId, "mail", "mail");
 prefixed_id!(InstanceId, "ins", "serving instance");
+prefixed_id!(ProvisioningId, "prov", "provisioning credential");
 
 #[cfg(test)]
 mod tests {

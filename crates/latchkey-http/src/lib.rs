@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod oauth2;
 mod router;
+mod scim;
 
 use std::sync::Arc;
 

@@ -50,6 +50,8 @@ fn request_tracing_enabled() -> bool {
 
 fn routes() -> Router<AppState> {
     Router::new()
+        // SCIM 2.0 for the platform's identity provider (SPEC 9): a provisioning credential.
+        .merge(crate::scim::routes())
         .route("/healthz", get(health::get_healthz))
         .route("/readyz", get(health::get_readyz))
         .route("/metrics", get(health::get_metrics))

@@ -84,6 +84,9 @@ impl PasswordHasher {
     /// Checks `password` against `hash`, or against the dummy hash when there is no user, so
     /// that "no such user" and "wrong password" cost the same.
     pub async fn verify(&self, password: &SecretString, hash: Option<&str>) -> ServiceResult<bool> {
+        // Someone without a password (`NO_PASSWORD`) costs the same hash as an unknown user:
+        // the answer's timing must not tell them apart.
+        let hash = hash.filter(|h| *h != latchkey_store::NO_PASSWORD);
         let exists = hash.is_some();
         let hash = hash.map_or_else(|| self.dummy_hash.as_str().to_owned(), str::to_owned);
         let password = password.clone();

@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod org_tokens;
 pub mod orgs;
 pub mod outbox;
+pub mod provisioning;
 pub mod sessions;
 mod signing_keys;
 pub mod tokens;

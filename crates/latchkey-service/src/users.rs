@@ -1,7 +1,7 @@
 //! People: creating users, switching them or their tokens off.
 
 use latchkey_core::{Email, UserId};
-use latchkey_store::{NewUser, User, UserChange};
+use latchkey_store::{NO_PASSWORD, NewUser, User, UserChange};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -13,7 +13,33 @@ use crate::{Caller, Service};
 /// A disabled account or a new password ends every session: a session opened before must not
 /// outlive the switch or the password it was opened with.
 fn ends_sessions(change: &UserChange) -> bool {
-    change.disabled == Some(true) || change.password_hash.is_some()
+    change.disabled == Some(true) || change.password_hash.is_some() || change.deleted_at.is_some()
+}
+
+/// Who is being created, however they come: the CLI, SCIM, single sign-on.
+pub struct UserSpec<'a> {
+    pub email: &'a str,
+    /// `None`: no password (someone who signs in elsewhere, [`NO_PASSWORD`]).
+    pub password: Option<&'a SecretString>,
+    pub is_operator: bool,
+    pub external_id: Option<String>,
+    pub profile: Option<String>,
+    pub disabled: bool,
+}
+
+/// The store's uniqueness conflict on a user (the email or the external id).
+fn taken_or_other(e: latchkey_store::StoreError) -> ServiceError {
+    match e {
+        latchkey_store::StoreError::Conflict(_) => ServiceError::client(
+            ErrorCode::Conflict,
+            "a user with this email or external id already exists",
+        ),
+        other => other.into(),
+    }
+}
+
+fn email_taken() -> ServiceError {
+    ServiceError::client(ErrorCode::Conflict, "a user with this email already exists")
 }
 
 impl Service {
@@ -24,16 +50,34 @@ impl Service {
         password: &SecretString,
         is_operator: bool,
     ) -> ServiceResult<User> {
-        let email = Email::parse(email).map_err(|e| ServiceError::invalid(e.to_string()))?;
-        check_password_rules(password)?;
+        self.add_user(
+            caller,
+            UserSpec {
+                email,
+                password: Some(password),
+                is_operator,
+                external_id: None,
+                profile: None,
+                disabled: false,
+            },
+        )
+        .await
+    }
+
+    /// The one way a user is created.
+    pub async fn add_user(&self, caller: &Caller, spec: UserSpec<'_>) -> ServiceResult<User> {
+        let email = Email::parse(spec.email).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        if let Some(password) = spec.password {
+            check_password_rules(password)?;
+        }
         if self.store.find_user_by_email(&email).await?.is_some() {
-            return Err(ServiceError::client(
-                ErrorCode::Conflict,
-                "a user with this email already exists",
-            ));
+            return Err(email_taken());
         }
         let id = UserId::from_random(random_bytes()?);
-        let password_hash = self.hasher.hash(password).await?;
+        let password_hash = match spec.password {
+            Some(password) => self.hasher.hash(password).await?,
+            None => NO_PASSWORD.to_owned(),
+        };
         let event = self.event(
             caller,
             EventSpec {
@@ -43,26 +87,27 @@ impl Service {
                 user: Some(&id),
                 org: None,
                 outcome: "success",
-                details: Some(json!({ "operator": is_operator })),
+                details: Some(json!({
+                    "operator": spec.is_operator,
+                    "disabled": spec.disabled,
+                    "external_id": spec.external_id,
+                })),
             },
         )?;
         let user = NewUser {
             id,
             email,
             password_hash,
-            is_operator,
+            is_operator: spec.is_operator,
             created_at: self.now(),
+            external_id: spec.external_id,
+            profile: spec.profile,
+            disabled: spec.disabled,
         };
         self.store
             .create_user(&user, &event)
             .await
-            .map_err(|e| match e {
-                latchkey_store::StoreError::Conflict(_) => ServiceError::client(
-                    ErrorCode::Conflict,
-                    "a user with this email already exists",
-                ),
-                other => other.into(),
-            })
+            .map_err(taken_or_other)
     }
 
     pub async fn find_user_by_email(&self, email: &str) -> ServiceResult<User> {
@@ -83,28 +128,54 @@ impl Service {
         api_tokens_enabled: Option<bool>,
     ) -> ServiceResult<User> {
         let user = self.find_user_by_email(email).await?;
+        let change = UserChange {
+            disabled,
+            api_tokens_enabled,
+            ..UserChange::default()
+        };
+        self.change_user(caller, &user, change, "user.updated")
+            .await
+    }
+
+    /// The one way a user's record changes (`action` names it in the audit log). A disabled or
+    /// deleted account ends its sessions, in the same transaction; the after-commit path then
+    /// drops every cached answer of the user's tokens.
+    pub async fn change_user(
+        &self,
+        caller: &Caller,
+        user: &User,
+        mut change: UserChange,
+        action: &str,
+    ) -> ServiceResult<User> {
+        if let Some(email) = &change.email
+            && *email != user.email
+            && self.store.find_user_by_email(email).await?.is_some()
+        {
+            return Err(email_taken());
+        }
         let event = self.event(
             caller,
             EventSpec {
-                action: "user.updated",
+                action,
                 subject_kind: "user",
                 subject_id: user.id.as_str(),
                 user: Some(&user.id),
                 org: None,
                 outcome: "success",
-                details: Some(
-                    json!({ "disabled": disabled, "api_tokens_enabled": api_tokens_enabled }),
-                ),
+                details: Some(json!({
+                    "disabled": change.disabled,
+                    "api_tokens_enabled": change.api_tokens_enabled,
+                    "email": change.email.as_ref().map(Email::as_str),
+                    "external_id": change.external_id,
+                    "deleted": change.deleted_at.is_some(),
+                })),
             },
         )?;
-        let mut change = UserChange {
-            disabled,
-            api_tokens_enabled,
-            ..UserChange::default()
-        };
         change.end_sessions = ends_sessions(&change);
-        let user = self.store.update_user(&user.id, &change, &event).await?;
-        Ok(user)
+        self.store
+            .update_user(&user.id, &change, &event)
+            .await
+            .map_err(taken_or_other)
     }
 
     /// Checks the password of a signed-in user (re-authentication before a sensitive action).

@@ -46,6 +46,7 @@ pub const TABLES: &[&str] = &[
     "outbox",
     "expiry_notices",
     "cancel_links",
+    "provisioning_credentials",
 ];
 
 /// Tables not copied, and why: sqlx's own bookkeeping (each backend has its migrations); the
@@ -55,10 +56,12 @@ pub const TABLES: &[&str] = &[
 pub const NOT_COPIED: &[&str] = &["_sqlx_migrations", "changes", "instances"];
 
 /// The tables whose key columns are checksummed on both sides: what a moved deployment cannot
-/// do without (its tokens, its clients' secrets, its signing keys).
+/// do without (its tokens, its clients' secrets, its signing keys, its identity provider's
+/// provisioning credentials).
 const CHECKSUMMED: &[(&str, &[&str])] = &[
     ("tokens", &["id", "token_hash"]),
     ("client_secrets", &["id", "secret_hash"]),
+    ("provisioning_credentials", &["id", "secret_hash"]),
     ("signing_keys", &["kid", "private_key"]),
 ];
 
@@ -658,6 +661,7 @@ mod tests {
         for sql in [
             include_str!("../migrations/postgres/0001_initial.sql"),
             include_str!("../migrations/postgres/0002_instances.sql"),
+            include_str!("../migrations/postgres/0003_provisioning.sql"),
         ] {
             for line in sql.lines() {
                 if let Some(name) = line

@@ -79,6 +79,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &NewUser, event: &NewEvent) -> StoreResult<User>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    async fn find_user_by_external_id(&self, external_id: &str) -> StoreResult<Option<User>>;
+    /// Live (not deleted) users in the order they were created, `offset` skipped.
+    async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>>;
+    /// How many live (not deleted) users there are.
+    async fn count_users(&self) -> StoreResult<u64>;
     async fn update_user(
         &self,
         id: &UserId,
@@ -126,6 +131,25 @@ pub trait Store: Send + Sync + 'static {
     async fn list_user_accounts(&self, user: &UserId) -> StoreResult<Vec<Account>>;
     async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>>;
     async fn list_orgs(&self) -> StoreResult<Vec<Org>>;
+
+    async fn create_provisioning_credential(
+        &self,
+        credential: &ProvisioningCredential,
+        secret_hash: &TokenHash,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    async fn find_provisioning_credential(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<ProvisioningCredential>>;
+    async fn list_provisioning_credentials(&self) -> StoreResult<Vec<ProvisioningCredential>>;
+    /// False when there is no such live credential.
+    async fn revoke_provisioning_credential(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool>;
 
     async fn create_session(&self, session: &NewSession, event: &NewEvent) -> StoreResult<()>;
     /// A session that has not expired at `now`.

@@ -8,12 +8,26 @@ use latchkey_core::{
 pub struct User {
     pub id: UserId,
     pub email: Email,
+    /// An Argon2 PHC string, or [`NO_PASSWORD`] for someone who signs in elsewhere.
     pub password_hash: String,
     pub is_operator: bool,
     pub disabled: bool,
     pub api_tokens_enabled: bool,
     pub created_at: Timestamp,
+    /// The identity provider's id for this person (SCIM `externalId`).
+    pub external_id: Option<String>,
+    /// The profile attributes kept for the identity provider (SCIM `name`, `displayName`,
+    /// `emails`), as JSON; Latchkey itself does not use them.
+    pub profile: Option<String>,
+    /// Grows with every change (SCIM's `meta.version` and ETags).
+    pub version: i64,
+    /// Set when the person was deleted (by SCIM): the row stays for the audit log.
+    pub deleted_at: Option<Timestamp>,
 }
+
+/// The stored password hash of someone without a password (provisioned, signing in with
+/// single sign-on): never a valid PHC string, so no password matches it.
+pub const NO_PASSWORD: &str = "!";
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -22,6 +36,10 @@ pub struct NewUser {
     pub password_hash: String,
     pub is_operator: bool,
     pub created_at: Timestamp,
+    pub external_id: Option<String>,
+    pub profile: Option<String>,
+    /// Provisioned as inactive.
+    pub disabled: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -33,6 +51,23 @@ pub struct UserChange {
     /// Deletes every session of the user in the same transaction. The service decides when
     /// (a disabled account, a new password); the store only does it.
     pub end_sessions: bool,
+    pub email: Option<Email>,
+    /// `Some(None)` clears it.
+    pub external_id: Option<Option<String>>,
+    /// `Some(None)` clears it.
+    pub profile: Option<Option<String>>,
+    /// Marks the user deleted and removes every membership, in the same transaction.
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// A provisioning credential (SPEC 9): what a SCIM client authenticates with. The secret is
+/// stored only as its SHA-256.
+#[derive(Debug, Clone)]
+pub struct ProvisioningCredential {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +232,8 @@ pub enum Actor {
     User(UserId),
     Operator,
     Anonymous,
+    /// A SCIM client, by its provisioning credential's id.
+    Provisioning(String),
 }
 
 impl Actor {
@@ -205,6 +242,7 @@ impl Actor {
             Self::User(id) => id.to_string(),
             Self::Operator => "operator".to_owned(),
             Self::Anonymous => "anonymous".to_owned(),
+            Self::Provisioning(id) => format!("provisioning:{id}"),
         }
     }
 }

@@ -101,6 +101,36 @@ pub(crate) fn user_from_row(row: &impl StoredRow) -> StoreResult<User> {
         disabled: get(row, "disabled")?,
         api_tokens_enabled: get(row, "api_tokens_enabled")?,
         created_at: from_ts(get(row, "created_at")?)?,
+        external_id: get(row, "external_id")?,
+        profile: get(row, "profile")?,
+        version: get(row, "version")?,
+        deleted_at: opt_ts(get(row, "deleted_at")?)?,
+    })
+}
+
+/// The record of a user just inserted.
+pub(crate) fn new_user_record(u: &NewUser) -> User {
+    User {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        password_hash: u.password_hash.clone(),
+        is_operator: u.is_operator,
+        disabled: u.disabled,
+        api_tokens_enabled: true,
+        created_at: u.created_at,
+        external_id: u.external_id.clone(),
+        profile: u.profile.clone(),
+        version: 1,
+        deleted_at: None,
+    }
+}
+
+pub(crate) fn provisioning_from_row(row: &impl StoredRow) -> StoreResult<ProvisioningCredential> {
+    Ok(ProvisioningCredential {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        created_at: from_ts(get(row, "created_at")?)?,
+        revoked_at: opt_ts(get(row, "revoked_at")?)?,
     })
 }
 

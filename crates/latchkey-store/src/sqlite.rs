@@ -22,8 +22,8 @@ use crate::model::*;
 use crate::rows::{
     account_from_row, cancel_link_from_row, client_from_row, event_from_row, from_ts, get,
     grant_from_row, hashed_token_from_row, instance_from_row, mail_from_row, member_from_row,
-    opt_ts, parse, secret_from_row, session_from_row, signing_key_from_row, split_scopes,
-    token_from_row, ts, user_from_row,
+    new_user_record, opt_ts, parse, provisioning_from_row, secret_from_row, session_from_row,
+    signing_key_from_row, split_scopes, token_from_row, ts, user_from_row,
 };
 use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
 
@@ -450,27 +450,23 @@ impl Store for SqliteStore {
     async fn create_user(&self, u: &NewUser, event: &NewEvent) -> StoreResult<User> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_operator, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, password_hash, is_operator, created_at, external_id, profile, disabled)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.as_str())
         .bind(u.email.as_str())
         .bind(&u.password_hash)
         .bind(u.is_operator)
         .bind(ts(u.created_at))
+        .bind(&u.external_id)
+        .bind(&u.profile)
+        .bind(u.disabled)
         .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
         insert_event(&mut tx, event).await?;
         self.commit(tx).await.map_err(db_err("user"))?;
-        Ok(User {
-            id: u.id.clone(),
-            email: u.email.clone(),
-            password_hash: u.password_hash.clone(),
-            is_operator: u.is_operator,
-            disabled: false,
-            api_tokens_enabled: true,
-            created_at: u.created_at,
-        })
+        Ok(new_user_record(u))
     }
 
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>> {
@@ -491,6 +487,35 @@ impl Store for SqliteStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    async fn find_user_by_external_id(&self, external_id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE external_id = ? AND deleted_at IS NULL")
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err("user"))?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT ? OFFSET ?",
+        )
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("user"))?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE deleted_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("user"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn update_user(
         &self,
         id: &UserId,
@@ -502,19 +527,41 @@ impl Store for SqliteStore {
             "UPDATE users SET disabled = COALESCE(?, disabled),
                               api_tokens_enabled = COALESCE(?, api_tokens_enabled),
                               is_operator = COALESCE(?, is_operator),
-                              password_hash = COALESCE(?, password_hash)
-             WHERE id = ?",
+                              password_hash = COALESCE(?, password_hash),
+                              email = COALESCE(?, email),
+                              external_id = CASE WHEN ? THEN ? ELSE external_id END,
+                              profile = CASE WHEN ? THEN ? ELSE profile END,
+                              deleted_at = COALESCE(?, deleted_at),
+                              version = version + 1
+             WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(c.disabled)
         .bind(c.api_tokens_enabled)
         .bind(c.is_operator)
         .bind(&c.password_hash)
+        .bind(c.email.as_ref().map(Email::as_str))
+        .bind(c.external_id.is_some())
+        .bind(c.external_id.clone().flatten())
+        .bind(c.profile.is_some())
+        .bind(c.profile.clone().flatten())
+        .bind(c.deleted_at.map(ts))
         .bind(id.as_str())
         .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("user"));
+        }
+        if c.deleted_at.is_some() {
+            let orgs: Vec<String> =
+                sqlx::query_scalar("DELETE FROM memberships WHERE user_id = ? RETURNING org_id")
+                    .bind(id.as_str())
+                    .fetch_all(tx.conn())
+                    .await
+                    .map_err(db_err("membership"))?;
+            for org in orgs {
+                tx.alter(Change::Membership(parse(&org, "org id")?, id.clone()));
+            }
         }
         if c.end_sessions {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?")
@@ -716,6 +763,76 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err("organisation"))?;
         rows.iter().map(org_from_row).collect()
+    }
+
+    async fn create_provisioning_credential(
+        &self,
+        c: &ProvisioningCredential,
+        secret_hash: &TokenHash,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO provisioning_credentials (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(secret_hash.as_bytes().as_slice())
+        .bind(ts(c.created_at))
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("provisioning credential"))?;
+        insert_event(&mut tx, event).await?;
+        self.commit(tx)
+            .await
+            .map_err(db_err("provisioning credential"))
+    }
+
+    async fn find_provisioning_credential(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<ProvisioningCredential>> {
+        let row = sqlx::query(
+            "SELECT * FROM provisioning_credentials WHERE secret_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("provisioning credential"))?;
+        row.as_ref().map(provisioning_from_row).transpose()
+    }
+
+    async fn list_provisioning_credentials(&self) -> StoreResult<Vec<ProvisioningCredential>> {
+        let rows = sqlx::query("SELECT * FROM provisioning_credentials ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err("provisioning credential"))?;
+        rows.iter().map(provisioning_from_row).collect()
+    }
+
+    async fn revoke_provisioning_credential(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE provisioning_credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("provisioning credential"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        self.commit(tx)
+            .await
+            .map_err(db_err("provisioning credential"))?;
+        Ok(true)
     }
 
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
@@ -2054,6 +2171,9 @@ mod tests {
             password_hash: "x".repeat(2000),
             is_operator: false,
             created_at: at,
+            external_id: None,
+            profile: None,
+            disabled: false,
         };
         let event = NewEvent {
             id: format!("evt_{i:022}"),

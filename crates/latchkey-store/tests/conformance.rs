@@ -86,6 +86,9 @@ fn new_user(address: &str) -> NewUser {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         is_operator: false,
         created_at: T0,
+        external_id: None,
+        profile: None,
+        disabled: false,
     }
 }
 
@@ -428,6 +431,193 @@ where
 
 // ---------------------------------------------------------------------------------------------
 // Stories.
+
+/// The platform's identities (SPEC 9): a provisioned user with an external id, a profile and a
+/// switched-off start; found by the external id (unique); every SCIM field changed, set and
+/// cleared, the version growing each time; a deletion that frees nothing but hides the user,
+/// ends the memberships (in the change log) and refuses later changes; and the provisioning
+/// credentials, found only by the hash of a live one.
+async fn story_provisioning(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut ada = new_user("ada@example.com");
+    ada.external_id = Some("00u-ada".into());
+    ada.profile = Some(r#"{"name":{"givenName":"Ada"}}"#.into());
+    ada.disabled = true;
+    let ev = event("user.created", "user", ada.id.as_str()).of_user(&ada.id);
+    let made = store.create_user(&ada, &ev).await.unwrap();
+    assert!(made.disabled && made.version == 1 && made.deleted_at.is_none());
+    let found = store
+        .find_user_by_external_id("00u-ada")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, ada.id);
+    assert_eq!(found.profile, ada.profile);
+    assert!(found.disabled);
+    assert_eq!(found.version, 1);
+    assert!(
+        store
+            .find_user_by_external_id("00U-ADA")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The external id is unique.
+    let mut twin = new_user("twin@example.com");
+    twin.external_id = Some("00u-ada".into());
+    let ev = event("user.created", "user", twin.id.as_str()).of_user(&twin.id);
+    let err = store.create_user(&twin, &ev).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let bob = user(store, "bob@example.com").await;
+    assert_eq!(store.count_users().await.unwrap(), 2);
+
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let changed = store
+        .update_user(
+            &ada.id,
+            &UserChange {
+                disabled: Some(false),
+                email: Some(email("ada.l@example.com")),
+                external_id: Some(Some("00u-ada-2".into())),
+                profile: Some(None),
+                ..UserChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.email, email("ada.l@example.com"));
+    assert_eq!(changed.external_id.as_deref(), Some("00u-ada-2"));
+    assert!(changed.profile.is_none() && !changed.disabled);
+    assert_eq!(changed.version, 2);
+    // Another change leaves what it does not name.
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let changed = store
+        .update_user(
+            &ada.id,
+            &UserChange {
+                external_id: Some(None),
+                ..UserChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap();
+    assert!(changed.external_id.is_none());
+    assert_eq!(changed.email, email("ada.l@example.com"));
+    assert_eq!(changed.version, 3);
+    // An email someone else has is a conflict, and changes nothing.
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let err = store
+        .update_user(
+            &ada.id,
+            &UserChange {
+                email: Some(bob.email.clone()),
+                ..UserChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.find_user(&ada.id).await.unwrap().unwrap().version, 3);
+
+    let listed = store.list_users(0, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let page: Vec<_> = store.list_users(1, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, listed[1].id);
+
+    // Deleting: out of its organisation (in the change log), out of lists, no more changes.
+    let org = org_with_admin(store, "Acme", &ada.id).await;
+    let before = store.latest_change().await.unwrap();
+    let ev = event("user.deleted", "user", ada.id.as_str()).of_user(&ada.id);
+    store
+        .update_user(
+            &ada.id,
+            &UserChange {
+                disabled: Some(true),
+                email: Some(email("deleted@deleted.invalid")),
+                deleted_at: Some(T0),
+                end_sessions: true,
+                ..UserChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap();
+    assert!(store.list_user_accounts(&ada.id).await.unwrap().is_empty());
+    assert!(store.list_org_members(&org.id).await.unwrap().is_empty());
+    let log = store.list_changes_since(before, 100).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|(_, c)| *c == Change::Membership(org.id.clone(), ada.id.clone())),
+        "{log:?}"
+    );
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert_eq!(store.list_users(0, 10).await.unwrap().len(), 1);
+    let gone = store.find_user(&ada.id).await.unwrap().unwrap();
+    assert_eq!(gone.deleted_at, Some(T0));
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let err = store
+        .update_user(&ada.id, &UserChange::default(), &ev)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+    // Provisioning credentials.
+    let credential = latchkey_store::ProvisioningCredential {
+        id: "prov_1".into(),
+        name: "Okta".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    let hash = TokenSecret::hash_of("lkscim_secret");
+    let ev = event("provisioning.created", "provisioning", "prov_1");
+    store
+        .create_provisioning_credential(&credential, &hash, &ev)
+        .await
+        .unwrap();
+    assert_logged(store, &ev).await;
+    let found = store
+        .find_provisioning_credential(&hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id.as_str(), found.name.as_str()), ("prov_1", "Okta"));
+    assert!(
+        store
+            .find_provisioning_credential(&TokenSecret::hash_of("lkscim_other"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ev = event("provisioning.revoked", "provisioning", "prov_1");
+    assert!(
+        store
+            .revoke_provisioning_credential("prov_1", T0, &ev)
+            .await
+            .unwrap()
+    );
+    let ev2 = event("provisioning.revoked", "provisioning", "prov_1");
+    assert!(
+        !store
+            .revoke_provisioning_credential("prov_1", T0, &ev2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .find_provisioning_credential(&hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let all = store.list_provisioning_credentials().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].revoked_at, Some(T0));
+}
 
 /// Users: created, found by id and by email, a second account on one address refused, every
 /// switch of `update_user` applied alone.
@@ -3218,6 +3408,7 @@ macro_rules! conformance_suite {
             use super::*;
 
             story_test!($fresh, story_users);
+            story_test!($fresh, story_provisioning);
             story_test!($fresh, story_orgs_and_memberships);
             story_test!($fresh, story_parallel_demotions_keep_one_admin);
             story_test!($fresh, story_token_limit_and_idempotency);

@@ -48,6 +48,9 @@ pub enum Command {
     /// OAuth2 clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Provisioning credentials: what the platform's SCIM client authenticates with.
+    #[command(subcommand)]
+    Provisioning(ProvisioningCommand),
     /// Signing keys (JWT-format tokens, OAuth2 access tokens).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -126,6 +129,23 @@ pub enum UserCommand {
         /// The user whose tokens to revoke.
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvisioningCommand {
+    /// Create a provisioning credential for /scim/v2; prints its id and secret (shown once).
+    Create {
+        /// What it is for, like "Okta".
+        #[arg(long)]
+        name: String,
+    },
+    /// List the provisioning credentials (never their secrets).
+    List,
+    /// Revoke a provisioning credential: refused from the very next request.
+    Revoke {
+        /// The credential's id (prov_…).
+        id: String,
     },
 }
 
@@ -496,6 +516,70 @@ async fn run_command(
                         created.client.id
                     ),
                 },
+            );
+            Ok(())
+        }
+        Command::Provisioning(ProvisioningCommand::Create { name }) => {
+            let service = services.get(&config()?).await?;
+            let (credential, secret) = service
+                .create_provisioning_credential(&caller, &name)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": credential.id, "secret": secret.expose() }),
+                format!(
+                    "id: {}\nsecret: {}\n(the secret is shown only this once)",
+                    credential.id,
+                    secret.expose()
+                ),
+            );
+            Ok(())
+        }
+        Command::Provisioning(ProvisioningCommand::List) => {
+            let service = services.get(&config()?).await?;
+            let list = service
+                .list_provisioning_credentials()
+                .await
+                .map_err(service_err)?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id, "name": c.name, "created_at": c.created_at.unix_timestamp(),
+                        "revoked_at": c.revoked_at.map(|r| r.unix_timestamp()),
+                    })
+                })
+                .collect();
+            let text = list
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  {}  {}",
+                        c.id,
+                        c.name,
+                        if c.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "live"
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            output(json_mode, Value::Array(rows), text);
+            Ok(())
+        }
+        Command::Provisioning(ProvisioningCommand::Revoke { id }) => {
+            let service = services.get(&config()?).await?;
+            service
+                .revoke_provisioning_credential(&caller, &id)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": id, "revoked": true }),
+                format!("{id} revoked"),
             );
             Ok(())
         }

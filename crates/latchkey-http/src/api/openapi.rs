@@ -26,6 +26,8 @@ pub enum Auth {
     Client,
     /// The console's session cookie (pages redirect to `/login` without it).
     Console,
+    /// `Authorization: Bearer` with a provisioning credential (SCIM).
+    Provisioning,
 }
 
 impl Auth {
@@ -36,6 +38,7 @@ impl Auth {
             Self::Session => "session",
             Self::Client => "OAuth client",
             Self::Console => "console session",
+            Self::Provisioning => "provisioning credential",
         }
     }
 }
@@ -166,6 +169,20 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/orgs/{org}/activity", "console", Console, 200, "none" -> "html", "The organisation's audit log (admins)."),
     op!("get" "/cancel", "console", None, 200, "none" -> "html", "The cancel link's page (?code=): names the pending token."),
     op!("post" "/cancel", "console", None, 200, "form" -> "html", "Cancel the pending token (the code is the credential)."),
+    // SCIM 2.0 (scim/mod.rs): SCIM's own JSON and errors, application/scim+json.
+    op!("get" "/scim/v2/ServiceProviderConfig", "SCIM", Provisioning, 200, "none" -> "json", "What this SCIM server supports (RFC 7644 §4)."),
+    op!("get" "/scim/v2/ResourceTypes", "SCIM", Provisioning, 200, "none" -> "json", "The resource types (User)."),
+    op!("get" "/scim/v2/ResourceTypes/{id}", "SCIM", Provisioning, 200, "none" -> "json", "One resource type."),
+    op!("get" "/scim/v2/Schemas", "SCIM", Provisioning, 200, "none" -> "json", "The schemas (the User attributes Latchkey keeps)."),
+    op!("get" "/scim/v2/Schemas/{id}", "SCIM", Provisioning, 200, "none" -> "json", "One schema."),
+    op!("get" "/scim/v2/Users", "SCIM", Provisioning, 200, "none" -> "json", "People, with filter, startIndex, count, attributes and excludedAttributes."),
+    op!("post" "/scim/v2/Users", "SCIM", Provisioning, 201, "json" -> "json", "Provision a person (userName is the email)."),
+    op!("post" "/scim/v2/Users/.search", "SCIM", Provisioning, 200, "json" -> "json", "A list whose parameters are in the body (RFC 7644 §3.4.3)."),
+    op!("post" "/scim/v2/.search", "SCIM", Provisioning, 200, "json" -> "json", "The same at the root (users are the only resource type)."),
+    op!("get" "/scim/v2/Users/{id}", "SCIM", Provisioning, 200, "none" -> "json", "One person, with an ETag."),
+    op!("put" "/scim/v2/Users/{id}", "SCIM", Provisioning, 200, "json" -> "json", "The person as the provider now describes them (If-Match honoured)."),
+    op!("patch" "/scim/v2/Users/{id}", "SCIM", Provisioning, 200, "json" -> "json", "PATCH as Okta and Entra ID send it; active=false disables the person at once."),
+    op!("delete" "/scim/v2/Users/{id}", "SCIM", Provisioning, 204, "none" -> "none", "Delete: disabled, out of every organisation, email freed; kept for the audit log."),
 ];
 
 fn parameters(path: &str) -> Vec<Value> {
@@ -197,6 +214,7 @@ fn operation_json(op: &Operation) -> Value {
         Auth::Session => json!([{ "bearer": [] }, { "session_cookie": [] }]),
         Auth::Client => json!([{ "client_basic": [] }, {}]),
         Auth::Console => json!([{ "session_cookie": [] }]),
+        Auth::Provisioning => json!([{ "provisioning": [] }]),
     };
     o.insert("security".into(), security);
     match op.body {
@@ -269,6 +287,7 @@ pub fn document(public_url: &str) -> Value {
                 "bearer": { "type": "http", "scheme": "bearer", "description": "An API token, an OAuth access token, or (management routes) a session token" },
                 "session_cookie": { "type": "apiKey", "in": "cookie", "name": "latchkey_session" },
                 "client_basic": { "type": "http", "scheme": "basic", "description": "OAuth client id and secret (or client_id/client_secret in the form)" },
+                "provisioning": { "type": "http", "scheme": "bearer", "description": "A provisioning credential (latchkey provisioning create), for SCIM" },
             },
         },
     })
@@ -340,10 +359,29 @@ mod tests {
     use super::OPERATIONS;
 
     /// `(path, methods)` of every `.route(…)` in router.rs.
+    /// The routes of `router.rs` and of SCIM's router (`scim/mod.rs`), without SCIM's
+    /// catch-all for unknown paths (its own 404, not an operation).
     fn routes_in_router() -> Vec<(String, Vec<String>)> {
-        let source = include_str!("../router.rs");
-        let start = source.find("fn routes()").unwrap_or(0);
-        let end = source.find("fn with_layers").unwrap_or(source.len());
+        let mut out = routes_in(
+            include_str!("../router.rs"),
+            "fn routes()",
+            "fn with_layers",
+        );
+        out.extend(
+            routes_in(
+                include_str!("../scim/mod.rs"),
+                "pub fn routes()",
+                "async fn unknown",
+            )
+            .into_iter()
+            .filter(|(path, _)| path != "/scim/v2" && path != "/scim/v2/{*rest}"),
+        );
+        out
+    }
+
+    fn routes_in(source: &str, from: &str, to: &str) -> Vec<(String, Vec<String>)> {
+        let start = source.find(from).unwrap_or(0);
+        let end = source.find(to).unwrap_or(source.len());
         let body = &source[start..end];
         let mut out = Vec::new();
         let mut rest = body;

@@ -198,6 +198,64 @@ async fn org_commands_manage_features_switches_and_members() {
     .fails_with("no such membership");
 }
 
+/// SPEC 9: `latchkey provisioning create --name N` prints the secret once (`--json`: `{"id",
+/// "secret"}`); the list never shows it; `revoke` refuses it and a second revoke fails
+/// cleanly. The secret works at `/scim/v2` of a server on the same database.
+#[tokio::test]
+async fn provisioning_credentials_are_made_listed_and_revoked() {
+    let bin = Binary::fresh();
+    let ran = bin
+        .run(
+            &["--json", "provisioning", "create", "--name", "Okta"],
+            None,
+        )
+        .await
+        .ok();
+    let made: serde_json::Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", ran.stdout));
+    let id = made["id"].as_str().unwrap_or_default().to_owned();
+    let secret = made["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        id.starts_with("prov_") && secret.starts_with("lkscim_"),
+        "{made}"
+    );
+
+    let server = bin.serve(&[], None, None).await;
+    let res = server
+        .call(reqwest::Method::GET, "/scim/v2/Users", Some(&secret), None)
+        .await;
+    assert_eq!(res.status.as_u16(), 200, "{}", res.text);
+
+    let ran = bin
+        .run(&["--json", "provisioning", "list"], None)
+        .await
+        .ok();
+    assert!(
+        ran.stdout.contains(&id) && ran.stdout.contains("Okta"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        !ran.stdout.contains(&secret),
+        "the secret is listed: {}",
+        ran.stdout
+    );
+
+    bin.run(&["provisioning", "revoke", &id], None).await.ok();
+    // In force when the command returns: the server looks the credential up every time.
+    let res = server
+        .call(reqwest::Method::GET, "/scim/v2/Users", Some(&secret), None)
+        .await;
+    assert_eq!(res.status.as_u16(), 401, "{}", res.text);
+    bin.run(&["provisioning", "revoke", &id], None)
+        .await
+        .fails_with("no such provisioning credential");
+    bin.run(&["provisioning", "create", "--name", ""], None)
+        .await
+        .fails_with("name");
+    server.terminate().await;
+}
+
 #[tokio::test]
 async fn user_update_switches_a_user_off() {
     let bin = Binary::fresh();
@@ -517,6 +575,10 @@ async fn every_subcommand_has_help() {
         &["token"],
         &["token", "list"],
         &["token", "revoke"],
+        &["provisioning"],
+        &["provisioning", "create"],
+        &["provisioning", "list"],
+        &["provisioning", "revoke"],
         &["config"],
         &["config", "example"],
         &["config", "types"],

@@ -250,6 +250,28 @@ async fn a_sqlite_deployment_copied_to_postgresql_keeps_its_tokens_keys_clients_
         .call(Method::GET, "/v1/me", Some(&jwt), None)
         .await
         .expect(200);
+    // The identity provider's provisioning credential, and a person it made.
+    let made = source
+        .run(
+            &["--json", "provisioning", "create", "--name", "Okta"],
+            None,
+        )
+        .await
+        .ok();
+    let scim_secret = serde_json::from_str::<Value>(made.stdout.trim()).unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let provisioned = server
+        .call(
+            Method::POST,
+            "/scim/v2/Users",
+            Some(&scim_secret),
+            Some(serde_json::json!({ "userName": "scim@example.com", "externalId": "00u9" })),
+        )
+        .await
+        .expect(201)
+        .str("id");
     let kids_before = kids(&server).await;
     let user_events = server
         .call(
@@ -305,12 +327,13 @@ async fn a_sqlite_deployment_copied_to_postgresql_keeps_its_tokens_keys_clients_
         "revoked_access_tokens",
         "outbox",
         "cancel_links",
+        "provisioning_credentials",
     ] {
         let (from, to) = rows(&copied, table);
         assert!(from > 0, "{table} should have rows to copy: {copied}");
         assert_eq!(from, to, "{table}: {copied}");
     }
-    assert_eq!(rows(&copied, "users"), (2, 2));
+    assert_eq!(rows(&copied, "users"), (3, 3));
     assert_eq!(rows(&copied, "memberships"), (2, 2));
     // Alice's 2 personal tokens, the Default api token and the s2s token.
     assert_eq!(rows(&copied, "tokens"), (4, 4));
@@ -349,6 +372,17 @@ async fn a_sqlite_deployment_copied_to_postgresql_keeps_its_tokens_keys_clients_
         "the revoked token stays revoked: {}",
         me.text
     );
+    // The provisioning credential still opens SCIM, and finds its person by external id.
+    let found = server
+        .call(
+            Method::GET,
+            "/scim/v2/Users?filter=externalId%20eq%20%2200u9%22",
+            Some(&scim_secret),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(found.body["Resources"][0]["id"], Value::String(provisioned));
     // The JWT was signed by the copied signing key, sealed under the master key.
     server
         .call(Method::GET, "/v1/me", Some(&jwt), None)

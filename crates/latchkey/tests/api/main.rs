@@ -40,6 +40,7 @@ mod orgs;
 mod personal_tokens;
 mod proxies;
 mod reference;
+mod scim;
 mod sessions;
 mod slow_clients;
 mod verifier;
