@@ -45,6 +45,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::NotRevealable
         | ErrorCode::TokenNotLive
         | ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     NotRevealable,
     TokenNotLive,
     Conflict,
+    /// The record changed since the caller read it (`If-Match`).
+    PreconditionFailed,
     PayloadTooLarge,
     HeadersTooLarge,
     UnsupportedMediaType,
@@ -53,6 +55,7 @@ impl ErrorCode {
             Self::NotRevealable => "not_revealable",
             Self::TokenNotLive => "token_not_live",
             Self::Conflict => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::HeadersTooLarge => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -121,6 +124,10 @@ impl From<StoreError> for ServiceError {
             StoreError::LimitReached => Self::client(
                 ErrorCode::TokenLimitReached,
                 "the limit of live tokens of this type is reached: revoke one or rotate it",
+            ),
+            StoreError::Stale(what) => Self::client(
+                ErrorCode::PreconditionFailed,
+                format!("the {what} changed since it was read"),
             ),
             StoreError::LastAdmin => Self::client(
                 ErrorCode::Conflict,

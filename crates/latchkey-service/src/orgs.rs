@@ -16,12 +16,35 @@ fn features(list: &[String]) -> ServiceResult<Vec<String>> {
         .collect()
 }
 
+/// The store's uniqueness conflict on an organisation (its external id).
+fn org_taken_or_other(e: latchkey_store::StoreError) -> ServiceError {
+    match e {
+        latchkey_store::StoreError::Conflict(_) => ServiceError::client(
+            crate::error::ErrorCode::Conflict,
+            "an organisation with this external id already exists",
+        ),
+        other => other.into(),
+    }
+}
+
 impl Service {
     pub async fn create_org(
         &self,
         caller: &Caller,
         name: &str,
         feature_list: &[String],
+    ) -> ServiceResult<Org> {
+        self.add_org(caller, name, feature_list, None, false).await
+    }
+
+    /// The one way an organisation is created (the CLI, the API, SCIM).
+    pub(crate) async fn add_org(
+        &self,
+        caller: &Caller,
+        name: &str,
+        feature_list: &[String],
+        external_id: Option<String>,
+        provisioned: bool,
     ) -> ServiceResult<Org> {
         let name = OrgName::parse(name).map_err(|e| ServiceError::invalid(e.to_string()))?;
         let features = features(feature_list)?;
@@ -35,7 +58,9 @@ impl Service {
                 user: None,
                 org: Some(&id),
                 outcome: "success",
-                details: Some(json!({ "name": name.as_str(), "features": features })),
+                details: Some(json!({
+                    "name": name.as_str(), "features": features, "external_id": external_id,
+                })),
             },
         )?;
         // The store keeps the list as given; an organisation's features are a set, read back
@@ -48,6 +73,8 @@ impl Service {
             name: name.as_str().to_owned(),
             features: unique,
             created_at: self.now(),
+            external_id,
+            provisioned,
         };
         // SPEC 2.1: a new organisation gets an active `api` token named "Default".
         let first = match self
@@ -76,10 +103,10 @@ impl Service {
             }
             _ => None,
         };
-        Ok(self
-            .store
+        self.store
             .create_org(&org, &event, first.as_ref().map(|(t, e)| (t, e)))
-            .await?)
+            .await
+            .map_err(org_taken_or_other)
     }
 
     pub async fn find_org(&self, id: &str) -> ServiceResult<Org> {
@@ -105,12 +132,24 @@ impl Service {
             add_features: features(add)?,
             remove_features: features(remove)?,
             api_tokens_enabled,
-            name: None,
+            ..OrgChange::default()
         };
+        self.change_org(caller, &org, change, "org.updated").await
+    }
+
+    /// The one way an organisation's record changes (`action` names it in the audit log); the
+    /// after-commit path then drops every cached answer that depended on it.
+    pub(crate) async fn change_org(
+        &self,
+        caller: &Caller,
+        org: &Org,
+        change: OrgChange,
+        action: &str,
+    ) -> ServiceResult<Org> {
         let event = self.event(
             caller,
             EventSpec {
-                action: "org.updated",
+                action,
                 subject_kind: "organisation",
                 subject_id: org.id.as_str(),
                 user: None,
@@ -119,12 +158,17 @@ impl Service {
                 details: Some(json!({
                     "add_features": change.add_features,
                     "remove_features": change.remove_features,
-                    "api_tokens_enabled": api_tokens_enabled,
+                    "api_tokens_enabled": change.api_tokens_enabled,
+                    "name": change.name,
+                    "external_id": change.external_id,
+                    "deleted": change.deleted_at.is_some(),
                 })),
             },
         )?;
-        let org = self.store.update_org(&org.id, &change, &event).await?;
-        Ok(org)
+        self.store
+            .update_org(&org.id, &change, &event)
+            .await
+            .map_err(org_taken_or_other)
     }
 
     /// Adds a member or changes their role. The change is seen by the very next request of any
@@ -155,7 +199,7 @@ impl Service {
         self.delete_member(caller, &org, &user.id, false).await
     }
 
-    async fn delete_member(
+    pub(crate) async fn delete_member(
         &self,
         caller: &Caller,
         org: &Org,
@@ -273,7 +317,7 @@ impl Service {
             .ok_or_else(|| ServiceError::not_found("member"))
     }
 
-    async fn change_role(
+    pub(crate) async fn change_role(
         &self,
         caller: &Caller,
         org: &Org,

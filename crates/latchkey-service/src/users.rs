@@ -25,6 +25,8 @@ pub struct UserSpec<'a> {
     pub external_id: Option<String>,
     pub profile: Option<String>,
     pub disabled: bool,
+    /// Made by SCIM (the only people SCIM may touch).
+    pub provisioned: bool,
 }
 
 /// The store's uniqueness conflict on a user (the email or the external id).
@@ -59,6 +61,7 @@ impl Service {
                 external_id: None,
                 profile: None,
                 disabled: false,
+                provisioned: false,
             },
         )
         .await
@@ -103,6 +106,7 @@ impl Service {
             external_id: spec.external_id,
             profile: spec.profile,
             disabled: spec.disabled,
+            provisioned: spec.provisioned,
         };
         self.store
             .create_user(&user, &event)

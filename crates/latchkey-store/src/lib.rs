@@ -34,6 +34,8 @@ pub enum StoreError {
     LimitReached,
     #[error("the organisation would be left without an admin")]
     LastAdmin,
+    #[error("the {0} changed since it was read")]
+    Stale(&'static str),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -80,10 +82,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
     async fn find_user_by_external_id(&self, external_id: &str) -> StoreResult<Option<User>>;
-    /// Live (not deleted) users in the order they were created, `offset` skipped.
-    async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>>;
-    /// How many live (not deleted) users there are.
-    async fn count_users(&self) -> StoreResult<u64>;
+    /// Live (not deleted) users made by SCIM, in the order they were created, `offset`
+    /// skipped.
+    async fn list_provisioned_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>>;
+    /// How many live users SCIM made.
+    async fn count_provisioned_users(&self) -> StoreResult<u64>;
     async fn update_user(
         &self,
         id: &UserId,
@@ -100,6 +103,7 @@ pub trait Store: Send + Sync + 'static {
         first_token: Option<(&NewToken, &NewEvent)>,
     ) -> StoreResult<Org>;
     async fn find_org(&self, id: &OrgId) -> StoreResult<Option<Org>>;
+    async fn find_org_by_external_id(&self, external_id: &str) -> StoreResult<Option<Org>>;
     async fn update_org(
         &self,
         id: &OrgId,

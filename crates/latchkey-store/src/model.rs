@@ -23,6 +23,10 @@ pub struct User {
     pub version: i64,
     /// Set when the person was deleted (by SCIM): the row stays for the audit log.
     pub deleted_at: Option<Timestamp>,
+    /// Made by SCIM: the only people SCIM may see and change.
+    pub provisioned: bool,
+    /// When the record last changed (SCIM's `meta.lastModified`); `None` if never.
+    pub updated_at: Option<Timestamp>,
 }
 
 /// The stored password hash of someone without a password (provisioned, signing in with
@@ -40,6 +44,8 @@ pub struct NewUser {
     pub profile: Option<String>,
     /// Provisioned as inactive.
     pub disabled: bool,
+    /// Made by SCIM.
+    pub provisioned: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +64,9 @@ pub struct UserChange {
     pub profile: Option<Option<String>>,
     /// Marks the user deleted and removes every membership, in the same transaction.
     pub deleted_at: Option<Timestamp>,
+    /// Applies the change only to this version of the record ([`StoreError::Stale`]
+    /// otherwise): a read-modify-write loses no concurrent change.
+    pub expected_version: Option<i64>,
 }
 
 /// A provisioning credential (SPEC 9): what a SCIM client authenticates with. The secret is
@@ -77,6 +86,12 @@ pub struct Org {
     pub features: Vec<String>,
     pub api_tokens_enabled: bool,
     pub created_at: Timestamp,
+    /// The identity provider's id for it (SCIM Group `externalId`).
+    pub external_id: Option<String>,
+    /// Set when it was deleted (by SCIM): switched off and emptied, kept for the audit log.
+    pub deleted_at: Option<Timestamp>,
+    /// Made by SCIM: the only organisations SCIM may see and change.
+    pub provisioned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +100,8 @@ pub struct NewOrg {
     pub name: String,
     pub features: Vec<String>,
     pub created_at: Timestamp,
+    pub external_id: Option<String>,
+    pub provisioned: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -93,6 +110,10 @@ pub struct OrgChange {
     pub remove_features: Vec<String>,
     pub api_tokens_enabled: Option<bool>,
     pub name: Option<String>,
+    /// `Some(None)` clears it.
+    pub external_id: Option<Option<String>>,
+    /// Marks it deleted and removes every membership, in the same transaction.
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// An organisation as seen by one of its members.

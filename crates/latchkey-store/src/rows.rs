@@ -105,6 +105,8 @@ pub(crate) fn user_from_row(row: &impl StoredRow) -> StoreResult<User> {
         profile: get(row, "profile")?,
         version: get(row, "version")?,
         deleted_at: opt_ts(get(row, "deleted_at")?)?,
+        provisioned: get(row, "provisioned")?,
+        updated_at: opt_ts(get(row, "updated_at")?)?,
     })
 }
 
@@ -122,6 +124,8 @@ pub(crate) fn new_user_record(u: &NewUser) -> User {
         profile: u.profile.clone(),
         version: 1,
         deleted_at: None,
+        provisioned: u.provisioned,
+        updated_at: None,
     }
 }
 

@@ -313,6 +313,9 @@ fn org_from_row(row: &SqliteRow) -> StoreResult<Org> {
         name: get(row, "name")?,
         api_tokens_enabled: get(row, "api_tokens_enabled")?,
         created_at: from_ts(get(row, "created_at")?)?,
+        external_id: get(row, "external_id")?,
+        deleted_at: opt_ts(get(row, "deleted_at")?)?,
+        provisioned: get(row, "provisioned")?,
     })
 }
 
@@ -450,8 +453,8 @@ impl Store for SqliteStore {
     async fn create_user(&self, u: &NewUser, event: &NewEvent) -> StoreResult<User> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_operator, created_at, external_id, profile, disabled)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, password_hash, is_operator, created_at, external_id, profile, disabled, provisioned)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.as_str())
         .bind(u.email.as_str())
@@ -461,6 +464,7 @@ impl Store for SqliteStore {
         .bind(&u.external_id)
         .bind(&u.profile)
         .bind(u.disabled)
+        .bind(u.provisioned)
         .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
@@ -496,9 +500,10 @@ impl Store for SqliteStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    async fn list_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>> {
+    async fn list_provisioned_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT * FROM users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT ? OFFSET ?",
+            "SELECT * FROM users WHERE deleted_at IS NULL AND provisioned
+             ORDER BY created_at, id LIMIT ? OFFSET ?",
         )
         .bind(i64::from(limit))
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -508,11 +513,13 @@ impl Store for SqliteStore {
         rows.iter().map(user_from_row).collect()
     }
 
-    async fn count_users(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE deleted_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_err("user"))?;
+    async fn count_provisioned_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE deleted_at IS NULL AND provisioned",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err("user"))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -532,8 +539,9 @@ impl Store for SqliteStore {
                               external_id = CASE WHEN ? THEN ? ELSE external_id END,
                               profile = CASE WHEN ? THEN ? ELSE profile END,
                               deleted_at = COALESCE(?, deleted_at),
-                              version = version + 1
-             WHERE id = ? AND deleted_at IS NULL",
+                              version = version + 1,
+                              updated_at = ?
+             WHERE id = ? AND deleted_at IS NULL AND (? IS NULL OR version = ?)",
         )
         .bind(c.disabled)
         .bind(c.api_tokens_enabled)
@@ -545,12 +553,18 @@ impl Store for SqliteStore {
         .bind(c.profile.is_some())
         .bind(c.profile.clone().flatten())
         .bind(c.deleted_at.map(ts))
+        .bind(ts(event.at))
         .bind(id.as_str())
+        .bind(c.expected_version)
+        .bind(c.expected_version)
         .execute(tx.conn())
         .await
         .map_err(db_err("user"))?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("user"));
+            return Err(match c.expected_version {
+                Some(_) => StoreError::Stale("user"),
+                None => StoreError::NotFound("user"),
+            });
         }
         if c.deleted_at.is_some() {
             let orgs: Vec<String> =
@@ -588,10 +602,14 @@ impl Store for SqliteStore {
         first_token: Option<(&NewToken, &NewEvent)>,
     ) -> StoreResult<Org> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(o.id.as_str())
-            .bind(&o.name)
-            .bind(ts(o.created_at))
+        sqlx::query(
+            "INSERT INTO orgs (id, name, created_at, external_id, provisioned) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(o.id.as_str())
+        .bind(&o.name)
+        .bind(ts(o.created_at))
+        .bind(&o.external_id)
+        .bind(o.provisioned)
             .execute(tx.conn())
             .await
             .map_err(db_err("organisation"))?;
@@ -615,6 +633,9 @@ impl Store for SqliteStore {
             features: o.features.clone(),
             api_tokens_enabled: true,
             created_at: o.created_at,
+            external_id: o.external_id.clone(),
+            deleted_at: None,
+            provisioned: o.provisioned,
         })
     }
 
@@ -631,19 +652,49 @@ impl Store for SqliteStore {
         row.as_ref().map(org_from_row).transpose()
     }
 
+    async fn find_org_by_external_id(&self, external_id: &str) -> StoreResult<Option<Org>> {
+        let row = sqlx::query(
+            "SELECT o.*, (SELECT json_group_array(feature ORDER BY feature) FROM org_features f
+                          WHERE f.org_id = o.id) AS features
+             FROM orgs o WHERE o.external_id = ? AND o.deleted_at IS NULL",
+        )
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("organisation"))?;
+        row.as_ref().map(org_from_row).transpose()
+    }
+
     async fn update_org(&self, id: &OrgId, c: &OrgChange, event: &NewEvent) -> StoreResult<Org> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE orgs SET api_tokens_enabled = COALESCE(?, api_tokens_enabled), name = COALESCE(?, name) WHERE id = ?",
+            "UPDATE orgs SET api_tokens_enabled = COALESCE(?, api_tokens_enabled), name = COALESCE(?, name),
+                             external_id = CASE WHEN ? THEN ? ELSE external_id END,
+                             deleted_at = COALESCE(?, deleted_at)
+             WHERE id = ? AND deleted_at IS NULL",
         )
         .bind(c.api_tokens_enabled)
         .bind(&c.name)
+        .bind(c.external_id.is_some())
+        .bind(c.external_id.clone().flatten())
+        .bind(c.deleted_at.map(ts))
         .bind(id.as_str())
         .execute(tx.conn())
         .await
         .map_err(db_err("organisation"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("organisation"));
+        }
+        if c.deleted_at.is_some() {
+            let users: Vec<String> =
+                sqlx::query_scalar("DELETE FROM memberships WHERE org_id = ? RETURNING user_id")
+                    .bind(id.as_str())
+                    .fetch_all(tx.conn())
+                    .await
+                    .map_err(db_err("membership"))?;
+            for user in users {
+                tx.alter(Change::Membership(id.clone(), parse(&user, "user id")?));
+            }
         }
         for f in &c.add_features {
             sqlx::query("INSERT OR IGNORE INTO org_features (org_id, feature) VALUES (?, ?)")
@@ -757,7 +808,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT o.*, (SELECT json_group_array(feature ORDER BY feature) FROM org_features f
                           WHERE f.org_id = o.id) AS features
-             FROM orgs o ORDER BY o.created_at, o.id",
+             FROM orgs o WHERE o.deleted_at IS NULL ORDER BY o.created_at, o.id",
         )
         .fetch_all(&self.pool)
         .await
@@ -2174,6 +2225,7 @@ mod tests {
             external_id: None,
             profile: None,
             disabled: false,
+            provisioned: false,
         };
         let event = NewEvent {
             id: format!("evt_{i:022}"),

@@ -89,6 +89,7 @@ fn new_user(address: &str) -> NewUser {
         external_id: None,
         profile: None,
         disabled: false,
+        provisioned: false,
     }
 }
 
@@ -98,6 +99,8 @@ fn new_org(name: &str, features: &[&str]) -> NewOrg {
         name: name.into(),
         features: features.iter().map(|f| (*f).to_owned()).collect(),
         created_at: T0,
+        external_id: None,
+        provisioned: false,
     }
 }
 
@@ -443,6 +446,7 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     ada.external_id = Some("00u-ada".into());
     ada.profile = Some(r#"{"name":{"givenName":"Ada"}}"#.into());
     ada.disabled = true;
+    ada.provisioned = true;
     let ev = event("user.created", "user", ada.id.as_str()).of_user(&ada.id);
     let made = store.create_user(&ada, &ev).await.unwrap();
     assert!(made.disabled && made.version == 1 && made.deleted_at.is_none());
@@ -469,8 +473,14 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     let ev = event("user.created", "user", twin.id.as_str()).of_user(&twin.id);
     let err = store.create_user(&twin, &ev).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // Someone the CLI made is not SCIM's.
     let bob = user(store, "bob@example.com").await;
-    assert_eq!(store.count_users().await.unwrap(), 2);
+    assert_eq!(store.count_provisioned_users().await.unwrap(), 1);
+    let mut cid = new_user("cid@example.com");
+    cid.provisioned = true;
+    let ev = event("user.created", "user", cid.id.as_str()).of_user(&cid.id);
+    store.create_user(&cid, &ev).await.unwrap();
+    assert_eq!(store.count_provisioned_users().await.unwrap(), 2);
 
     let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
     let changed = store
@@ -491,6 +501,23 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     assert_eq!(changed.external_id.as_deref(), Some("00u-ada-2"));
     assert!(changed.profile.is_none() && !changed.disabled);
     assert_eq!(changed.version, 2);
+    assert_eq!(changed.updated_at, Some(T0));
+    // A change made at a version that is no longer the record's is stale, and changes nothing.
+    let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
+    let err = store
+        .update_user(
+            &ada.id,
+            &UserChange {
+                disabled: Some(true),
+                expected_version: Some(1),
+                ..UserChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert!(!store.find_user(&ada.id).await.unwrap().unwrap().disabled);
     // Another change leaves what it does not name.
     let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
     let changed = store
@@ -498,6 +525,7 @@ async fn story_provisioning(store: Arc<dyn Store>) {
             &ada.id,
             &UserChange {
                 external_id: Some(None),
+                expected_version: Some(2),
                 ..UserChange::default()
             },
             &ev,
@@ -523,9 +551,10 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(store.find_user(&ada.id).await.unwrap().unwrap().version, 3);
 
-    let listed = store.list_users(0, 10).await.unwrap();
+    let listed = store.list_provisioned_users(0, 10).await.unwrap();
     assert_eq!(listed.len(), 2);
-    let page: Vec<_> = store.list_users(1, 10).await.unwrap();
+    assert!(listed.iter().all(|u| u.provisioned && u.id != bob.id));
+    let page: Vec<_> = store.list_provisioned_users(1, 10).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, listed[1].id);
 
@@ -555,8 +584,8 @@ async fn story_provisioning(store: Arc<dyn Store>) {
             .any(|(_, c)| *c == Change::Membership(org.id.clone(), ada.id.clone())),
         "{log:?}"
     );
-    assert_eq!(store.count_users().await.unwrap(), 1);
-    assert_eq!(store.list_users(0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.count_provisioned_users().await.unwrap(), 1);
+    assert_eq!(store.list_provisioned_users(0, 10).await.unwrap().len(), 1);
     let gone = store.find_user(&ada.id).await.unwrap().unwrap();
     assert_eq!(gone.deleted_at, Some(T0));
     let ev = event("user.updated", "user", ada.id.as_str()).of_user(&ada.id);
@@ -617,6 +646,77 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     let all = store.list_provisioning_credentials().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].revoked_at, Some(T0));
+
+    // An organisation SCIM made: found by its external id (unique); deleted, it is switched
+    // off, emptied (in the change log), out of the list, and changes no more.
+    let mut group = new_org("Provisioned", &[]);
+    group.external_id = Some("grp-1".into());
+    group.provisioned = true;
+    let ev = event("org.created", "organisation", group.id.as_str()).of_org(&group.id);
+    let made = store.create_org(&group, &ev, None).await.unwrap();
+    assert!(made.provisioned && made.external_id.as_deref() == Some("grp-1"));
+    let found = store
+        .find_org_by_external_id("grp-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, group.id);
+    assert!(found.provisioned && found.deleted_at.is_none());
+    let mut twin = new_org("Twin", &[]);
+    twin.external_id = Some("grp-1".into());
+    let ev = event("org.created", "organisation", twin.id.as_str()).of_org(&twin.id);
+    let err = store.create_org(&twin, &ev, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let ev = event("member.set", "user", cid.id.as_str()).of_org(&group.id);
+    store
+        .upsert_membership(&group.id, &cid.id, Role::Member, T0, false, &ev)
+        .await
+        .unwrap();
+    let before = store.latest_change().await.unwrap();
+    let ev = event("org.deleted", "organisation", group.id.as_str()).of_org(&group.id);
+    let gone = store
+        .update_org(
+            &group.id,
+            &OrgChange {
+                api_tokens_enabled: Some(false),
+                external_id: Some(None),
+                deleted_at: Some(T0),
+                ..OrgChange::default()
+            },
+            &ev,
+        )
+        .await
+        .unwrap();
+    assert!(!gone.api_tokens_enabled && gone.deleted_at == Some(T0));
+    assert!(gone.external_id.is_none());
+    assert!(store.list_org_members(&group.id).await.unwrap().is_empty());
+    let log = store.list_changes_since(before, 100).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|(_, c)| *c == Change::Membership(group.id.clone(), cid.id.clone())),
+        "{log:?}"
+    );
+    assert!(
+        store
+            .list_orgs()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.id != group.id)
+    );
+    assert!(
+        store
+            .find_org_by_external_id("grp-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ev = event("org.updated", "organisation", group.id.as_str()).of_org(&group.id);
+    let err = store
+        .update_org(&group.id, &OrgChange::default(), &ev)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
 /// Users: created, found by id and by email, a second account on one address refused, every
@@ -836,6 +936,7 @@ async fn story_orgs_and_memberships(store: Arc<dyn Store>) {
         remove_features: vec!["beta".into()],
         api_tokens_enabled: Some(false),
         name: Some("Globex Corp".into()),
+        ..OrgChange::default()
     };
     let ev = event("org.updated", "organisation", globex.id.as_str()).of_org(&globex.id);
     let updated = s.update_org(&globex.id, &change, &ev).await.unwrap();

@@ -297,6 +297,9 @@ async fn serve_connections(
 
 /// `latchkey serve`: runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Listened for before anything is printed: a SIGTERM sent as soon as the address (or the
+    // demo's credentials) appears must stop the server gracefully, not kill it.
+    let stop_signal = shutdown_signal()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let running = start(&config, clock).await?;
     tracing::info!(addr = %running.addr, public_url = %config.public_url(), "latchkey is listening");
@@ -305,33 +308,30 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stop_signal.await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
     running.wait().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C, registered when this is called (not when the future is first polled).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    })
 }
 
 const DEMO_OPERATOR: &str = "operator@demo.latchkey.test";

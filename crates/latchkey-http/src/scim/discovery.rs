@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::groups::{GROUP_SCHEMA, ROLES_SCHEMA};
 use super::users::USER_SCHEMA;
 use super::{LIST_SCHEMA, MAX_PAGE, Provisioner, ScimFailure, ScimResult, scim_json};
 use crate::AppState;
@@ -70,11 +71,24 @@ fn user_type(state: &AppState) -> Value {
     })
 }
 
+fn group_type(state: &AppState) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+        "id": "Group",
+        "name": "Group",
+        "endpoint": "/Groups",
+        "description": "An organisation: its members, and their roles through the extension",
+        "schema": GROUP_SCHEMA,
+        "schemaExtensions": [{ "schema": ROLES_SCHEMA, "required": false }],
+        "meta": meta(state, "ResourceType", "ResourceTypes/Group"),
+    })
+}
+
 pub async fn resource_types(
     State(state): State<AppState>,
     Provisioner(_): Provisioner,
 ) -> Response {
-    list(vec![user_type(&state)])
+    list(vec![user_type(&state), group_type(&state)])
 }
 
 pub async fn resource_type(
@@ -82,10 +96,10 @@ pub async fn resource_type(
     Provisioner(_): Provisioner,
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
-    if id == "User" {
-        Ok(scim_json(StatusCode::OK, &user_type(&state)))
-    } else {
-        Err(ScimFailure::not_found())
+    match id.as_str() {
+        "User" => Ok(scim_json(StatusCode::OK, &user_type(&state))),
+        "Group" => Ok(scim_json(StatusCode::OK, &group_type(&state))),
+        _ => Err(ScimFailure::not_found()),
     }
 }
 
@@ -146,8 +160,64 @@ fn user_schema(state: &AppState) -> Value {
     })
 }
 
+/// A list of members: `value` is a user's id.
+fn member_list(name: &str, description: &str) -> Value {
+    attribute(
+        name,
+        "complex",
+        json!({
+            "multiValued": true,
+            "description": description,
+            "subAttributes": [
+                attribute("value", "string", json!({ "caseExact": true, "mutability": "immutable" })),
+                attribute("display", "string", json!({ "mutability": "readOnly" })),
+                attribute("type", "string", json!({ "mutability": "immutable", "canonicalValues": ["User"] })),
+                attribute("$ref", "reference", json!({ "mutability": "immutable", "referenceTypes": ["User"] })),
+            ],
+        }),
+    )
+}
+
+fn group_schema(state: &AppState) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": GROUP_SCHEMA,
+        "name": "Group",
+        "description": "An organisation",
+        "attributes": [
+            attribute("displayName", "string", json!({
+                "required": true, "description": "The organisation's name",
+            })),
+            member_list("members", "The people in it (value: the user's id)"),
+            attribute("externalId", "string", json!({
+                "caseExact": true, "uniqueness": "server",
+                "description": "The identity provider's id for the organisation",
+            })),
+        ],
+        "meta": meta(state, "Schema", &format!("Schemas/{GROUP_SCHEMA}")),
+    })
+}
+
+fn roles_schema(state: &AppState) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": ROLES_SCHEMA,
+        "name": "LatchkeyRoles",
+        "description": "Members' roles in the organisation: admins and partners; anyone else in members is a member",
+        "attributes": [
+            member_list("admins", "Members with the admin role"),
+            member_list("partners", "Members with the partner role"),
+        ],
+        "meta": meta(state, "Schema", &format!("Schemas/{ROLES_SCHEMA}")),
+    })
+}
+
 pub async fn schemas(State(state): State<AppState>, Provisioner(_): Provisioner) -> Response {
-    list(vec![user_schema(&state)])
+    list(vec![
+        user_schema(&state),
+        group_schema(&state),
+        roles_schema(&state),
+    ])
 }
 
 pub async fn schema(
@@ -155,9 +225,10 @@ pub async fn schema(
     Provisioner(_): Provisioner,
     Path(id): Path<String>,
 ) -> ScimResult<Response> {
-    if id == USER_SCHEMA {
-        Ok(scim_json(StatusCode::OK, &user_schema(&state)))
-    } else {
-        Err(ScimFailure::not_found())
+    match id.as_str() {
+        USER_SCHEMA => Ok(scim_json(StatusCode::OK, &user_schema(&state))),
+        GROUP_SCHEMA => Ok(scim_json(StatusCode::OK, &group_schema(&state))),
+        ROLES_SCHEMA => Ok(scim_json(StatusCode::OK, &roles_schema(&state))),
+        _ => Err(ScimFailure::not_found()),
     }
 }

@@ -4,6 +4,7 @@
 //! (`latchkey_service::provisioning`).
 
 mod discovery;
+mod groups;
 mod users;
 
 use axum::Router;
@@ -42,7 +43,20 @@ pub fn routes() -> Router<AppState> {
             get(users::list_users).post(users::create_user),
         )
         .route("/scim/v2/Users/.search", post(users::search_users))
-        .route("/scim/v2/.search", post(users::search_users))
+        // A search across resource types at once is not supported (RFC 7644 §3.4.3 allows it
+        // to be answered 501): search /Users/.search or list /Groups.
+        .route("/scim/v2/.search", post(not_implemented))
+        .route(
+            "/scim/v2/Groups",
+            get(groups::list_groups).post(groups::create_group),
+        )
+        .route(
+            "/scim/v2/Groups/{id}",
+            get(groups::get_group)
+                .put(groups::replace_group)
+                .patch(groups::patch_group)
+                .delete(groups::delete_group),
+        )
         .route(
             "/scim/v2/Users/{id}",
             get(users::get_user)
@@ -52,6 +66,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/scim/v2", axum::routing::any(unknown))
         .route("/scim/v2/{*rest}", axum::routing::any(unknown))
+}
+
+/// What this server does not do, in SCIM's shape.
+async fn not_implemented() -> ScimFailure {
+    ScimFailure::new(
+        StatusCode::NOT_IMPLEMENTED,
+        None,
+        "searching several resource types at once is not supported: use /Users/.search",
+    )
 }
 
 /// Anything else under `/scim/v2`: SCIM's own `404`.
@@ -73,6 +96,8 @@ pub struct ScimFailure {
     status: StatusCode,
     scim_type: Option<&'static str>,
     detail: String,
+    /// `Retry-After` of a `429` or a `503`, as the API would send it.
+    retry_after: Option<HeaderValue>,
 }
 
 pub type ScimResult<T> = Result<T, ScimFailure>;
@@ -87,6 +112,7 @@ impl ScimFailure {
             status,
             scim_type,
             detail: detail.into(),
+            retry_after: None,
         }
     }
     pub fn invalid_value(detail: impl Into<String>) -> Self {
@@ -119,9 +145,16 @@ impl From<ServiceError> for ScimFailure {
                 Self::new(status_of(code), scim_type, message)
             }
             other => {
-                // Logged and made generic by the one mapping of the API.
-                let status = ApiError(other).into_response().status();
-                Self::new(status, None, "the request could not be completed")
+                // Logged and made generic by the one mapping of the API, whose status and
+                // `Retry-After` are kept.
+                let response = ApiError(other).into_response();
+                let mut failure = Self::new(
+                    response.status(),
+                    None,
+                    "the request could not be completed",
+                );
+                failure.retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+                failure
             }
         }
     }
@@ -138,6 +171,11 @@ impl IntoResponse for ScimFailure {
             body["scimType"] = json!(scim_type);
         }
         let mut response = scim_json(self.status, &body);
+        if let Some(retry_after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -66,16 +66,16 @@ pub fn representation(state: &AppState, user: &User) -> Value {
     if let Some(external_id) = &user.external_id {
         out.insert("externalId".into(), json!(external_id));
     }
-    let created = user
-        .created_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let rfc3339 = |t: latchkey_core::Timestamp| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     out.insert(
         "meta".into(),
         json!({
             "resourceType": "User",
-            "created": created,
-            "lastModified": created,
+            "created": rfc3339(user.created_at),
+            "lastModified": rfc3339(user.updated_at.unwrap_or(user.created_at)),
             "location": location(state, user),
             "version": etag(user),
         }),
@@ -151,9 +151,10 @@ fn provisioned(body: &Value) -> ScimResult<ProvisionedUser> {
             ));
         }
     };
+    // Not said (absent, null, removed by a PATCH): left as it is, never switched back on.
     let active = match get(object, "active") {
-        None | Some(Value::Null) => true,
-        Some(value) => boolean(value)?,
+        None | Some(Value::Null) => None,
+        Some(value) => Some(boolean(value)?),
     };
     let password = match get(object, "password") {
         None | Some(Value::Null) => None,
@@ -209,12 +210,42 @@ fn email_of(object: &Map<String, Value>) -> Option<String> {
         .or_else(|| emails.iter().find_map(value))
 }
 
+/// A person SCIM made; anyone else is `404`. Storage trouble is not "not found": a
+/// provider takes a `404` to a DELETE for done.
 async fn live_user(state: &AppState, id: &str) -> ScimResult<User> {
     state
         .service
-        .find_live_user(id)
+        .find_provisioned_user(id)
         .await
-        .map_err(|_| ScimFailure::not_found())
+        .map_err(ScimFailure::from)
+}
+
+/// How many times a PUT or PATCH without `If-Match` is applied again when the person changed
+/// between its read and its write (the write is conditional on the version read).
+const RETRIES: usize = 3;
+
+/// Reads the person, makes the new description from the old (`make`), and writes it at the
+/// version read: with `If-Match`, a concurrent change is `412`; without, it is read again.
+async fn rewrite(
+    state: &AppState,
+    caller: &latchkey_service::Caller,
+    id: &str,
+    headers: &HeaderMap,
+    make: impl Fn(&User) -> ScimResult<ProvisionedUser>,
+) -> ScimResult<User> {
+    let mut attempt = 0;
+    loop {
+        let user = live_user(state, id).await?;
+        check_if_match(headers, &etag(&user))?;
+        let person = make(&user)?;
+        match state.service.reprovision_user(caller, &user, &person).await {
+            Err(latchkey_service::ServiceError::Client {
+                code: latchkey_service::ErrorCode::PreconditionFailed,
+                ..
+            }) if !headers.contains_key(header::IF_MATCH) && attempt < RETRIES => attempt += 1,
+            other => return other.map_err(ScimFailure::from),
+        }
+    }
 }
 
 pub async fn get_user(
@@ -255,14 +286,9 @@ pub async fn replace_user(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ScimResult<Response> {
-    let user = live_user(&state, &id).await?;
-    check_if_match(&headers, &etag(&user))?;
     let body = json_body(&headers, body).await?;
     let person = provisioned(&body)?;
-    let user = state
-        .service
-        .reprovision_user(&caller, &user, &person)
-        .await?;
+    let user = rewrite(&state, &caller, &id, &headers, |_| Ok(person.clone())).await?;
     Ok(one(&state, StatusCode::OK, &user))
 }
 
@@ -273,24 +299,21 @@ pub async fn patch_user(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ScimResult<Response> {
-    let user = live_user(&state, &id).await?;
-    check_if_match(&headers, &etag(&user))?;
     let body = json_body(&headers, body).await?;
     let operations = scim::parse_patch(&body)?;
-    let mut resource = representation(&state, &user);
-    scim::apply_patch(&mut resource, &operations)?;
-    if resource.get("id") != Some(&json!(user.id)) {
-        return Err(ScimFailure::new(
-            StatusCode::BAD_REQUEST,
-            Some("mutability"),
-            "id cannot be changed",
-        ));
-    }
-    let person = provisioned(&resource)?;
-    let user = state
-        .service
-        .reprovision_user(&caller, &user, &person)
-        .await?;
+    let user = rewrite(&state, &caller, &id, &headers, |user| {
+        let mut resource = representation(&state, user);
+        scim::apply_patch(&mut resource, &operations)?;
+        if resource.get("id") != Some(&json!(user.id)) {
+            return Err(ScimFailure::new(
+                StatusCode::BAD_REQUEST,
+                Some("mutability"),
+                "id cannot be changed",
+            ));
+        }
+        provisioned(&resource)
+    })
+    .await?;
     Ok(one(&state, StatusCode::OK, &user))
 }
 
@@ -311,13 +334,13 @@ pub async fn delete_user(
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
-    filter: Option<String>,
+    pub(super) filter: Option<String>,
     start_index: Option<i64>,
     count: Option<i64>,
     #[serde(default, deserialize_with = "names")]
-    attributes: Vec<String>,
+    pub(super) attributes: Vec<String>,
     #[serde(default, deserialize_with = "names")]
-    excluded_attributes: Vec<String>,
+    pub(super) excluded_attributes: Vec<String>,
 }
 
 /// Which attributes to return (`attributes`, `excludedAttributes`), as the query string gives
@@ -326,9 +349,9 @@ pub struct ListQuery {
 #[serde(rename_all = "camelCase")]
 pub struct Projection {
     #[serde(default, deserialize_with = "names")]
-    attributes: Vec<String>,
+    pub(super) attributes: Vec<String>,
     #[serde(default, deserialize_with = "names")]
-    excluded_attributes: Vec<String>,
+    pub(super) excluded_attributes: Vec<String>,
 }
 
 fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -362,7 +385,7 @@ const ALWAYS: &[&str] = &["id", "schemas", "meta", "userName"];
 
 /// Applies `attributes` or `excludedAttributes` to a representation (top-level attributes and
 /// `parent.sub` sub-attributes).
-fn project(resource: Value, attributes: &[String], excluded: &[String]) -> Value {
+pub(super) fn project(resource: Value, attributes: &[String], excluded: &[String]) -> Value {
     let Value::Object(mut object) = resource else {
         return resource;
     };
@@ -439,8 +462,7 @@ pub async fn list_users(
     list(&state, query).await
 }
 
-/// `POST /Users/.search` and `POST /.search` (RFC 7644 §3.4.3): a list whose parameters come
-/// in the body (Users are the only resource type, so a search at the root is theirs).
+/// `POST /Users/.search` (RFC 7644 §3.4.3): a list whose parameters come in the body.
 pub async fn search_users(
     State(state): State<AppState>,
     Provisioner(_): Provisioner,
@@ -458,8 +480,9 @@ pub async fn search_users(
     list(&state, query).await
 }
 
-async fn list(state: &AppState, query: ListQuery) -> ScimResult<Response> {
-    // RFC 7644 §3.4.2.4: 1-based, anything below 1 is 1; a count below 0 is 0.
+/// The page a list asks for (RFC 7644 §3.4.2.4): `startIndex` 1-based (anything below 1 is
+/// 1), `count` between 0 and [`MAX_PAGE`].
+pub(super) fn page_bounds(query: &ListQuery) -> (u64, u32) {
     let start = u64::try_from(query.start_index.unwrap_or(1).max(1)).unwrap_or(1);
     let count = u32::try_from(
         query
@@ -468,23 +491,25 @@ async fn list(state: &AppState, query: ListQuery) -> ScimResult<Response> {
             .clamp(0, i64::from(MAX_PAGE)),
     )
     .unwrap_or(MAX_PAGE);
+    (start, count)
+}
+
+async fn list(state: &AppState, query: ListQuery) -> ScimResult<Response> {
+    let (start, count) = page_bounds(&query);
     let (page, total) = match query
         .filter
         .as_deref()
         .map(scim::parse_filter)
         .transpose()?
     {
-        None => state.service.list_users(start - 1, count).await?,
-        Some(filter) => {
-            let all = matching(state, &filter).await?;
-            let total = all.len() as u64;
-            let page = all
-                .into_iter()
-                .skip(usize::try_from(start - 1).unwrap_or(usize::MAX))
-                .take(count as usize)
-                .collect();
-            (page, total)
-        }
+        None => (
+            state
+                .service
+                .list_provisioned_users(start - 1, count)
+                .await?,
+            state.service.count_provisioned_users().await?,
+        ),
+        Some(filter) => matching(state, &filter, start, count).await?,
     };
     let resources: Vec<Value> = page
         .iter()
@@ -508,32 +533,66 @@ async fn list(state: &AppState, query: ListQuery) -> ScimResult<Response> {
     ))
 }
 
-/// The users a filter selects: `userName eq` and `externalId eq` (what provisioning tools ask
-/// before they create someone) through the store's indexes, anything else by a scan.
-async fn matching(state: &AppState, filter: &Filter) -> ScimResult<Vec<User>> {
+/// The most people a filter without an index may read: beyond it the answer is `400 tooMany`
+/// (RFC 7644 §3.12), and the provider is asked to filter on `userName` or `externalId`.
+const MAX_SCAN: u64 = 50_000;
+
+/// The page (from the 1-based `start`, `count` long) of the people a filter selects, and how
+/// many it selects: `userName eq` and `externalId eq` (what provisioning tools ask before they
+/// create someone) through the store's indexes, anything else by a bounded scan that keeps
+/// only the page.
+async fn matching(
+    state: &AppState,
+    filter: &Filter,
+    start: u64,
+    count: u32,
+) -> ScimResult<(Vec<User>, u64)> {
     let selects = |u: &User| filter.matches(&representation(state, u));
+    let page_of = |found: Option<User>| {
+        let found: Vec<User> = found.filter(|u| selects(u)).into_iter().collect();
+        let total = found.len() as u64;
+        let page = found
+            .into_iter()
+            .skip(usize::try_from(start - 1).unwrap_or(usize::MAX))
+            .take(count as usize)
+            .collect();
+        (page, total)
+    };
     if let Some((attr, value)) = filter.simple_equality() {
         // A userName that is not an email was kept as given: only a scan finds it.
         if attr.is("userName") && Email::parse(value).is_ok() {
-            let found = state.service.find_user_by_email(value).await.ok();
-            return Ok(found
-                .filter(|u| u.deleted_at.is_none() && selects(u))
-                .into_iter()
-                .collect());
+            let found = state.service.find_provisioned_user_by_email(value).await?;
+            return Ok(page_of(found));
         }
         if attr.is("externalId") {
             let found = state.service.find_user_by_external_id(value).await?;
-            return Ok(found.filter(|u| selects(u)).into_iter().collect());
+            return Ok(page_of(found));
         }
     }
-    let mut found = Vec::new();
+    if state.service.count_provisioned_users().await? > MAX_SCAN {
+        return Err(ScimFailure::new(
+            StatusCode::BAD_REQUEST,
+            Some("tooMany"),
+            "this filter would read more than 50,000 people: filter on userName or externalId",
+        ));
+    }
+    let mut page = Vec::new();
+    let mut total = 0u64;
     let mut offset = 0u64;
     loop {
-        let (users, _) = state.service.list_users(offset, SCAN_PAGE).await?;
+        let users = state
+            .service
+            .list_provisioned_users(offset, SCAN_PAGE)
+            .await?;
         let read = users.len();
-        found.extend(users.into_iter().filter(|u| selects(u)));
+        for user in users.into_iter().filter(|u| selects(u)) {
+            total += 1;
+            if total >= start && page.len() < count as usize {
+                page.push(user);
+            }
+        }
         if read < SCAN_PAGE as usize {
-            return Ok(found);
+            return Ok((page, total));
         }
         offset += read as u64;
     }
