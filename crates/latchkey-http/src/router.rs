@@ -20,8 +20,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::api::{
-    cancellations, clients, events, forward_auth, health, leaks, me, openapi, org_tokens, orgs,
-    sessions, user_tokens, well_known,
+    account, admin, cancellations, clients, events, forward_auth, health, leaks, me, openapi,
+    org_tokens, orgs, sessions, user_tokens, well_known,
 };
 use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
 use crate::error::error_response;
@@ -74,6 +74,41 @@ fn routes() -> Router<AppState> {
         .route("/v1/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/", any(forward_auth::forward_auth))
         .route("/v1/forward-auth/{*rest}", any(forward_auth::forward_auth))
+        // The platform's back office (SPEC 9): an operator credential (`api/admin.rs`).
+        .route(
+            "/v1/admin/users",
+            get(admin::find_user).post(admin::create_user),
+        )
+        .route(
+            "/v1/admin/users/{id}",
+            get(admin::get_user).patch(admin::update_user),
+        )
+        .route(
+            "/v1/admin/users/{id}/revoke-all",
+            post(admin::revoke_all_user_tokens),
+        )
+        .route(
+            "/v1/admin/orgs",
+            get(admin::list_orgs).post(admin::create_org),
+        )
+        .route(
+            "/v1/admin/orgs/{id}",
+            get(admin::get_org).patch(admin::update_org),
+        )
+        .route(
+            "/v1/admin/orgs/{id}/revoke-all",
+            post(admin::revoke_all_org_tokens),
+        )
+        .route(
+            "/v1/admin/orgs/{id}/members",
+            get(admin::list_members).post(admin::set_member),
+        )
+        .route(
+            "/v1/admin/orgs/{id}/members/{user}",
+            delete(admin::remove_member),
+        )
+        .route("/v1/admin/tokens", get(admin::list_tokens))
+        .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
         // Open to anyone, rate-limited per address.
         .route("/v1/leaks", post(leaks::report_leaks))
         // Open to whoever holds a cancel link's code (it is the credential).
@@ -112,6 +147,12 @@ fn routes() -> Router<AppState> {
             post(user_tokens::reveal_user_token),
         )
         .route("/v1/user/events", get(events::list_user_events))
+        // The person's own security (SPEC 9, `api/account.rs`).
+        .route("/v1/user/password", post(account::change_password))
+        .route("/v1/user/sessions", get(account::list_sessions))
+        .route("/v1/user/sessions/{id}", delete(account::end_session))
+        .route("/v1/user/apps", get(account::list_apps))
+        .route("/v1/user/apps/{client_id}", delete(account::revoke_app))
         .route("/v1/orgs", get(orgs::list_orgs))
         .route(
             "/v1/orgs/{org}/members",

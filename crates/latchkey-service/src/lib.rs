@@ -5,6 +5,7 @@
 //! cache. Must not know about HTTP or the command line: inputs are typed values, outputs are
 //! records and [`ServiceError`]s.
 
+pub mod account;
 mod after_commit;
 pub mod crypto;
 pub mod error;

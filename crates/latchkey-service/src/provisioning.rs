@@ -8,7 +8,9 @@
 //! see nor change (SECURITY.md: authority never grows sideways).
 
 use latchkey_core::{Email, OrgName, Prefix, Role, TokenSecret, UserId};
-use latchkey_store::{Member, Org, OrgChange, ProvisioningCredential, User, UserChange};
+use latchkey_store::{
+    CredentialKind, Member, Org, OrgChange, PlatformCredential, User, UserChange,
+};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -20,6 +22,15 @@ use crate::{Caller, Service};
 
 /// The prefix of provisioning secrets: recognisable by scanners like every Latchkey secret.
 pub const PROVISIONING_PREFIX: &str = "lkscim";
+/// The prefix of operator credentials (the back office's `/v1/admin`).
+pub const OPERATOR_PREFIX: &str = "lkop";
+
+fn prefix_of(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::Provisioning => PROVISIONING_PREFIX,
+        CredentialKind::Operator => OPERATOR_PREFIX,
+    }
+}
 
 /// A person as the identity provider describes them (SCIM's User, in Latchkey's terms).
 #[derive(Debug, Clone)]
@@ -49,27 +60,34 @@ fn check_not_reserved(email: &Email) -> ServiceResult<()> {
     Ok(())
 }
 
-fn unauthenticated() -> ServiceError {
+fn unauthenticated(kind: CredentialKind) -> ServiceError {
     ServiceError::client(
         ErrorCode::Unauthenticated,
-        "a valid provisioning credential is required (Authorization: Bearer)",
+        format!(
+            "a valid {} credential is required (Authorization: Bearer {}_…)",
+            kind.as_str(),
+            prefix_of(kind)
+        ),
     )
 }
 
 impl Service {
-    /// `latchkey provisioning create`: the secret is returned once and stored as its SHA-256.
-    pub async fn create_provisioning_credential(
+    /// `latchkey provisioning create` and `latchkey operator-key create`: the secret is
+    /// returned once and stored as its SHA-256.
+    pub async fn create_platform_credential(
         &self,
         caller: &Caller,
+        kind: CredentialKind,
         name: &str,
-    ) -> ServiceResult<(ProvisioningCredential, TokenSecret)> {
+    ) -> ServiceResult<(PlatformCredential, TokenSecret)> {
         let name = latchkey_core::TokenName::parse(name)
             .map_err(|e| ServiceError::invalid(e.to_string()))?;
-        let prefix = Prefix::parse(PROVISIONING_PREFIX)
-            .map_err(|_| ServiceError::Internal("provisioning prefix".into()))?;
+        let prefix = Prefix::parse(prefix_of(kind))
+            .map_err(|_| ServiceError::Internal("credential prefix".into()))?;
         let secret = TokenSecret::generate(&prefix, random_bytes()?);
-        let credential = ProvisioningCredential {
+        let credential = PlatformCredential {
             id: latchkey_core::ids::ProvisioningId::from_random(random_bytes()?).to_string(),
+            kind,
             name: name.as_str().to_owned(),
             created_at: self.now(),
             revoked_at: None,
@@ -77,8 +95,8 @@ impl Service {
         let event = self.event(
             caller,
             EventSpec {
-                action: "provisioning.created",
-                subject_kind: "provisioning",
+                action: "credential.created",
+                subject_kind: kind.as_str(),
                 subject_id: &credential.id,
                 user: None,
                 org: None,
@@ -87,28 +105,33 @@ impl Service {
             },
         )?;
         self.store
-            .create_provisioning_credential(&credential, &secret.hash(), &event)
+            .create_platform_credential(&credential, &secret.hash(), &event)
             .await?;
         Ok((credential, secret))
     }
 
-    pub async fn list_provisioning_credentials(
+    /// The credentials of one kind (never their secrets).
+    pub async fn list_platform_credentials(
         &self,
-    ) -> ServiceResult<Vec<ProvisioningCredential>> {
-        Ok(self.store.list_provisioning_credentials().await?)
+        kind: CredentialKind,
+    ) -> ServiceResult<Vec<PlatformCredential>> {
+        let mut all = self.store.list_platform_credentials().await?;
+        all.retain(|c| c.kind == kind);
+        Ok(all)
     }
 
     /// Refused from the very next request (credentials are looked up on every request).
-    pub async fn revoke_provisioning_credential(
+    pub async fn revoke_platform_credential(
         &self,
         caller: &Caller,
+        kind: CredentialKind,
         id: &str,
     ) -> ServiceResult<()> {
         let event = self.event(
             caller,
             EventSpec {
-                action: "provisioning.revoked",
-                subject_kind: "provisioning",
+                action: "credential.revoked",
+                subject_kind: kind.as_str(),
                 subject_id: id,
                 user: None,
                 org: None,
@@ -118,42 +141,49 @@ impl Service {
         )?;
         if self
             .store
-            .revoke_provisioning_credential(id, self.now(), &event)
+            .revoke_platform_credential(id, kind, self.now(), &event)
             .await?
         {
             Ok(())
         } else {
-            Err(ServiceError::not_found("provisioning credential"))
+            Err(ServiceError::not_found(match kind {
+                CredentialKind::Provisioning => "provisioning credential",
+                CredentialKind::Operator => "operator credential",
+            }))
         }
     }
 
-    /// The caller a SCIM request acts as, from its bearer secret. Wrong secrets count against
-    /// the caller's address like refused tokens (the same limiter as `/v1/me`).
-    pub async fn authenticate_provisioning(
+    /// The caller a request of the platform's SCIM client or back office acts as, from its
+    /// bearer secret, which must be a live credential of `kind` (an operator credential does
+    /// not open SCIM, nor the other way round). Wrong secrets count against the caller's
+    /// address like refused tokens (the same limiter as `/v1/me`).
+    pub async fn authenticate_platform(
         &self,
+        kind: CredentialKind,
         secret: &str,
         ip: std::net::IpAddr,
     ) -> ServiceResult<Caller> {
         let now = self.now();
         self.limits.check_token_ip(ip, now)?;
         let credential = match latchkey_core::token_string::ParsedToken::parse(secret) {
-            Ok(parsed) if parsed.prefix() == PROVISIONING_PREFIX => {
+            Ok(parsed) if parsed.prefix() == prefix_of(kind) => {
                 // Found by the SHA-256 of the secret: the database compares hashes, never
                 // secrets.
                 self.store
-                    .find_provisioning_credential(&parsed.hash())
+                    .find_platform_credential(&parsed.hash())
                     .await?
+                    .filter(|c| c.kind == kind)
             }
             _ => None,
         };
         match credential {
             Some(credential) => Ok(Caller {
-                actor: latchkey_store::Actor::Provisioning(credential.id),
+                actor: latchkey_store::Actor::Credential(kind, credential.id),
                 ip: Some(ip),
             }),
             None => {
                 self.limits.bad_token(ip, now);
-                Err(unauthenticated())
+                Err(unauthenticated(kind))
             }
         }
     }

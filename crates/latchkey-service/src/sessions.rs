@@ -84,6 +84,16 @@ impl Service {
             other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
         self.rehash_if_weak(&user, password).await;
+        self.open_session(ip, &user, "session.login").await
+    }
+
+    /// A new session for `user` (after a sign-in, or a password change that ended the rest).
+    pub(crate) async fn open_session(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        user: &User,
+        action: &str,
+    ) -> ServiceResult<NewSessionToken> {
         let prefix = Prefix::parse(SESSION_PREFIX)
             .map_err(|_| ServiceError::Internal("session prefix".into()))?;
         let secret = TokenSecret::generate(&prefix, random_bytes()?);
@@ -100,7 +110,7 @@ impl Service {
         let event = self.event(
             &caller,
             EventSpec {
-                action: "session.login",
+                action,
                 subject_kind: "session",
                 subject_id: &session.id,
                 user: Some(&user.id),
@@ -113,7 +123,7 @@ impl Service {
         Ok(NewSessionToken {
             secret,
             expires_at,
-            user,
+            user: user.clone(),
         })
     }
 

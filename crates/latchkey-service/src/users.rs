@@ -114,6 +114,17 @@ impl Service {
             .map_err(taken_or_other)
     }
 
+    /// Anyone not deleted, by id (the operator's view).
+    pub async fn find_user_by_id(&self, id: &str) -> ServiceResult<User> {
+        let Ok(id) = id.parse::<UserId>() else {
+            return Err(ServiceError::not_found("user"));
+        };
+        match self.store.find_user(&id).await? {
+            Some(user) if user.deleted_at.is_none() => Ok(user),
+            _ => Err(ServiceError::not_found("user")),
+        }
+    }
+
     pub async fn find_user_by_email(&self, email: &str) -> ServiceResult<User> {
         let email = Email::parse(email).map_err(|e| ServiceError::invalid(e.to_string()))?;
         self.store

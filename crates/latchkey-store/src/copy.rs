@@ -663,6 +663,7 @@ mod tests {
             include_str!("../migrations/postgres/0002_instances.sql"),
             include_str!("../migrations/postgres/0003_provisioning.sql"),
             include_str!("../migrations/postgres/0004_scim_groups.sql"),
+            include_str!("../migrations/postgres/0005_operator_keys.sql"),
         ] {
             for line in sql.lines() {
                 if let Some(name) = line

@@ -136,21 +136,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_org_members(&self, org: &OrgId) -> StoreResult<Vec<Member>>;
     async fn list_orgs(&self) -> StoreResult<Vec<Org>>;
 
-    async fn create_provisioning_credential(
+    async fn create_platform_credential(
         &self,
-        credential: &ProvisioningCredential,
+        credential: &PlatformCredential,
         secret_hash: &TokenHash,
         event: &NewEvent,
     ) -> StoreResult<()>;
-    async fn find_provisioning_credential(
+    async fn find_platform_credential(
         &self,
         hash: &TokenHash,
-    ) -> StoreResult<Option<ProvisioningCredential>>;
-    async fn list_provisioning_credentials(&self) -> StoreResult<Vec<ProvisioningCredential>>;
-    /// False when there is no such live credential.
-    async fn revoke_provisioning_credential(
+    ) -> StoreResult<Option<PlatformCredential>>;
+    async fn list_platform_credentials(&self) -> StoreResult<Vec<PlatformCredential>>;
+    /// False when there is no such live credential of that kind.
+    async fn revoke_platform_credential(
         &self,
         id: &str,
+        kind: CredentialKind,
         at: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<bool>;
@@ -159,6 +160,8 @@ pub trait Store: Send + Sync + 'static {
     /// A session that has not expired at `now`.
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>>;
     async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()>;
+    /// A user's live sessions, newest first.
+    async fn list_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
     /// Notes that the session was used at `at` (the idle timeout counts from it); never moves
     /// it back.
     async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()>;
@@ -319,6 +322,8 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<()>;
     async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>>;
+    /// A user's consents that are still live (not revoked), oldest first.
+    async fn list_user_grants(&self, user: &UserId) -> StoreResult<Vec<OAuthGrant>>;
     /// A code, used or not, without changing it: every check is made on this before consuming.
     async fn find_auth_code(&self, hash: &TokenHash) -> StoreResult<Option<StoredAuthCode>>;
     /// Marks the code used (a conditional update: one caller wins, a loser reads `Reused`) if

@@ -69,14 +69,42 @@ pub struct UserChange {
     pub expected_version: Option<i64>,
 }
 
-/// A provisioning credential (SPEC 9): what a SCIM client authenticates with. The secret is
-/// stored only as its SHA-256.
+/// A credential the platform's own systems authenticate with (SPEC 9): a provisioning
+/// credential for its SCIM client, an operator credential for its back office. The secret is
+/// stored only as its SHA-256; each kind reaches only its own paths.
 #[derive(Debug, Clone)]
-pub struct ProvisioningCredential {
+pub struct PlatformCredential {
     pub id: String,
+    pub kind: CredentialKind,
     pub name: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+}
+
+/// What a [`PlatformCredential`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// `/scim/v2`.
+    Provisioning,
+    /// `/v1/admin`.
+    Operator,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Operator => "operator",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "provisioning" => Some(Self::Provisioning),
+            "operator" => Some(Self::Operator),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,8 +281,8 @@ pub enum Actor {
     User(UserId),
     Operator,
     Anonymous,
-    /// A SCIM client, by its provisioning credential's id.
-    Provisioning(String),
+    /// The platform's SCIM client or back office, by its credential.
+    Credential(CredentialKind, String),
 }
 
 impl Actor {
@@ -263,7 +291,7 @@ impl Actor {
             Self::User(id) => id.to_string(),
             Self::Operator => "operator".to_owned(),
             Self::Anonymous => "anonymous".to_owned(),
-            Self::Provisioning(id) => format!("provisioning:{id}"),
+            Self::Credential(kind, id) => format!("{}:{id}", kind.as_str()),
         }
     }
 }

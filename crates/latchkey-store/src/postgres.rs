@@ -33,9 +33,9 @@ use sqlx::{Postgres, Transaction};
 use crate::events::owner_revocation_details;
 use crate::model::*;
 use crate::rows::{
-    account_from_row, cancel_link_from_row, client_from_row, event_from_row, from_ts, get,
-    grant_from_row, hashed_token_from_row, instance_from_row, mail_from_row, member_from_row,
-    new_user_record, opt_ts, parse, provisioning_from_row, secret_from_row, session_from_row,
+    account_from_row, cancel_link_from_row, client_from_row, credential_from_row, event_from_row,
+    from_ts, get, grant_from_row, hashed_token_from_row, instance_from_row, mail_from_row,
+    member_from_row, new_user_record, opt_ts, parse, secret_from_row, session_from_row,
     signing_key_from_row, split_scopes, token_from_row, ts, user_from_row,
 };
 use crate::{Change, ChangeListener, Store, StoreError, StoreResult};
@@ -920,20 +920,21 @@ impl Store for PgStore {
         rows.iter().map(org_from_row).collect()
     }
 
-    async fn create_provisioning_credential(
+    async fn create_platform_credential(
         &self,
-        c: &ProvisioningCredential,
+        c: &PlatformCredential,
         secret_hash: &TokenHash,
         event: &NewEvent,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO provisioning_credentials (id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO provisioning_credentials (id, name, secret_hash, created_at, kind) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&c.id)
         .bind(&c.name)
         .bind(secret_hash.as_bytes().as_slice())
         .bind(ts(c.created_at))
+        .bind(c.kind.as_str())
         .execute(tx.conn())
         .await
         .map_err(db_err("provisioning credential"))?;
@@ -943,10 +944,10 @@ impl Store for PgStore {
             .map_err(db_err("provisioning credential"))
     }
 
-    async fn find_provisioning_credential(
+    async fn find_platform_credential(
         &self,
         hash: &TokenHash,
-    ) -> StoreResult<Option<ProvisioningCredential>> {
+    ) -> StoreResult<Option<PlatformCredential>> {
         let row = sqlx::query(
             "SELECT * FROM provisioning_credentials WHERE secret_hash = $1 AND revoked_at IS NULL",
         )
@@ -954,29 +955,32 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err("provisioning credential"))?;
-        row.as_ref().map(provisioning_from_row).transpose()
+        row.as_ref().map(credential_from_row).transpose()
     }
 
-    async fn list_provisioning_credentials(&self) -> StoreResult<Vec<ProvisioningCredential>> {
+    async fn list_platform_credentials(&self) -> StoreResult<Vec<PlatformCredential>> {
         let rows = sqlx::query("SELECT * FROM provisioning_credentials ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await
             .map_err(db_err("provisioning credential"))?;
-        rows.iter().map(provisioning_from_row).collect()
+        rows.iter().map(credential_from_row).collect()
     }
 
-    async fn revoke_provisioning_credential(
+    async fn revoke_platform_credential(
         &self,
         id: &str,
+        kind: CredentialKind,
         at: Timestamp,
         event: &NewEvent,
     ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE provisioning_credentials SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            "UPDATE provisioning_credentials SET revoked_at = $1
+             WHERE id = $2 AND kind = $3 AND revoked_at IS NULL",
         )
         .bind(ts(at))
         .bind(id)
+        .bind(kind.as_str())
         .execute(tx.conn())
         .await
         .map_err(db_err("provisioning credential"))?;
@@ -1053,6 +1057,19 @@ impl Store for PgStore {
                 .await
                 .map_err(db_err("user"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at
+             FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id COLLATE \"C\"",
+        )
+        .bind(user.as_str())
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("session"))?;
+        rows.iter().map(session_from_row).collect()
     }
 
     async fn delete_session(&self, id: &str, event: &NewEvent) -> StoreResult<()> {
@@ -1804,6 +1821,18 @@ impl Store for PgStore {
         .map_err(db_err("authorization code"))?;
         insert_event(&mut tx, event).await?;
         self.commit(tx).await.map_err(db_err("grant"))
+    }
+
+    async fn list_user_grants(&self, user: &UserId) -> StoreResult<Vec<OAuthGrant>> {
+        let rows = sqlx::query(
+            "SELECT * FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL
+             ORDER BY created_at, id COLLATE \"C\"",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("grant"))?;
+        rows.iter().map(grant_from_row).collect()
     }
 
     async fn find_grant(&self, id: &str) -> StoreResult<Option<OAuthGrant>> {

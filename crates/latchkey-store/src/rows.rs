@@ -129,9 +129,12 @@ pub(crate) fn new_user_record(u: &NewUser) -> User {
     }
 }
 
-pub(crate) fn provisioning_from_row(row: &impl StoredRow) -> StoreResult<ProvisioningCredential> {
-    Ok(ProvisioningCredential {
+pub(crate) fn credential_from_row(row: &impl StoredRow) -> StoreResult<PlatformCredential> {
+    let kind: String = get(row, "kind")?;
+    Ok(PlatformCredential {
         id: get(row, "id")?,
+        kind: CredentialKind::parse(&kind)
+            .ok_or_else(|| StoreError::Internal(format!("unknown credential kind {kind:?}")))?,
         name: get(row, "name")?,
         created_at: from_ts(get(row, "created_at")?)?,
         revoked_at: opt_ts(get(row, "revoked_at")?)?,

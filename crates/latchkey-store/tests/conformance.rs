@@ -596,54 +596,62 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 
     // Provisioning credentials.
-    let credential = latchkey_store::ProvisioningCredential {
+    let credential = latchkey_store::PlatformCredential {
         id: "prov_1".into(),
+        kind: latchkey_store::CredentialKind::Provisioning,
         name: "Okta".into(),
         created_at: T0,
         revoked_at: None,
     };
     let hash = TokenSecret::hash_of("lkscim_secret");
-    let ev = event("provisioning.created", "provisioning", "prov_1");
+    let ev = event("credential.created", "provisioning", "prov_1");
     store
-        .create_provisioning_credential(&credential, &hash, &ev)
+        .create_platform_credential(&credential, &hash, &ev)
         .await
         .unwrap();
     assert_logged(store, &ev).await;
     let found = store
-        .find_provisioning_credential(&hash)
+        .find_platform_credential(&hash)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((found.id.as_str(), found.name.as_str()), ("prov_1", "Okta"));
     assert!(
         store
-            .find_provisioning_credential(&TokenSecret::hash_of("lkscim_other"))
+            .find_platform_credential(&TokenSecret::hash_of("lkscim_other"))
             .await
             .unwrap()
             .is_none()
     );
-    let ev = event("provisioning.revoked", "provisioning", "prov_1");
+    use latchkey_store::CredentialKind;
+    assert_eq!(found.kind, CredentialKind::Provisioning);
+    // Revoked only as what it is.
+    let ev = event("credential.revoked", "operator", "prov_1");
+    let revoked = store
+        .revoke_platform_credential("prov_1", CredentialKind::Operator, T0, &ev)
+        .await
+        .unwrap();
+    assert!(!revoked);
+    let ev = event("credential.revoked", "provisioning", "prov_1");
+    let revoked = store
+        .revoke_platform_credential("prov_1", CredentialKind::Provisioning, T0, &ev)
+        .await
+        .unwrap();
+    assert!(revoked);
+    let ev2 = event("credential.revoked", "provisioning", "prov_1");
+    let again = store
+        .revoke_platform_credential("prov_1", CredentialKind::Provisioning, T0, &ev2)
+        .await
+        .unwrap();
+    assert!(!again);
     assert!(
         store
-            .revoke_provisioning_credential("prov_1", T0, &ev)
-            .await
-            .unwrap()
-    );
-    let ev2 = event("provisioning.revoked", "provisioning", "prov_1");
-    assert!(
-        !store
-            .revoke_provisioning_credential("prov_1", T0, &ev2)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .find_provisioning_credential(&hash)
+            .find_platform_credential(&hash)
             .await
             .unwrap()
             .is_none()
     );
-    let all = store.list_provisioning_credentials().await.unwrap();
+    let all = store.list_platform_credentials().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].revoked_at, Some(T0));
 

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_core::{OrgId, Role};
 use latchkey_service::{Caller, Service, SystemClock};
+use latchkey_store::CredentialKind;
 use latchkey_store::Owner;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -50,7 +51,10 @@ pub enum Command {
     Client(ClientCommand),
     /// Provisioning credentials: what the platform's SCIM client authenticates with.
     #[command(subcommand)]
-    Provisioning(ProvisioningCommand),
+    Provisioning(CredentialCommand),
+    /// Operator credentials: what the platform's back office authenticates with at /v1/admin.
+    #[command(subcommand)]
+    OperatorKey(CredentialCommand),
     /// Signing keys (JWT-format tokens, OAuth2 access tokens).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -133,16 +137,16 @@ pub enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ProvisioningCommand {
-    /// Create a provisioning credential for /scim/v2; prints its id and secret (shown once).
+pub enum CredentialCommand {
+    /// Create a credential; prints its id and secret (shown once).
     Create {
-        /// What it is for, like "Okta".
+        /// What it is for, like "Okta" or "Back office".
         #[arg(long)]
         name: String,
     },
-    /// List the provisioning credentials (never their secrets).
+    /// List the credentials (never their secrets).
     List,
-    /// Revoke a provisioning credential: refused from the very next request.
+    /// Revoke a credential: refused from the very next request.
     Revoke {
         /// The credential's id (prov_…).
         id: String,
@@ -519,69 +523,20 @@ async fn run_command(
             );
             Ok(())
         }
-        Command::Provisioning(ProvisioningCommand::Create { name }) => {
+        Command::Provisioning(cmd) => {
             let service = services.get(&config()?).await?;
-            let (credential, secret) = service
-                .create_provisioning_credential(&caller, &name)
-                .await
-                .map_err(service_err)?;
-            output(
+            credential_command(
+                &service,
+                &caller,
+                CredentialKind::Provisioning,
+                cmd,
                 json_mode,
-                json!({ "id": credential.id, "secret": secret.expose() }),
-                format!(
-                    "id: {}\nsecret: {}\n(the secret is shown only this once)",
-                    credential.id,
-                    secret.expose()
-                ),
-            );
-            Ok(())
+            )
+            .await
         }
-        Command::Provisioning(ProvisioningCommand::List) => {
+        Command::OperatorKey(cmd) => {
             let service = services.get(&config()?).await?;
-            let list = service
-                .list_provisioning_credentials()
-                .await
-                .map_err(service_err)?;
-            let rows: Vec<Value> = list
-                .iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id, "name": c.name, "created_at": c.created_at.unix_timestamp(),
-                        "revoked_at": c.revoked_at.map(|r| r.unix_timestamp()),
-                    })
-                })
-                .collect();
-            let text = list
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{}  {}  {}",
-                        c.id,
-                        c.name,
-                        if c.revoked_at.is_some() {
-                            "revoked"
-                        } else {
-                            "live"
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            output(json_mode, Value::Array(rows), text);
-            Ok(())
-        }
-        Command::Provisioning(ProvisioningCommand::Revoke { id }) => {
-            let service = services.get(&config()?).await?;
-            service
-                .revoke_provisioning_credential(&caller, &id)
-                .await
-                .map_err(service_err)?;
-            output(
-                json_mode,
-                json!({ "id": id, "revoked": true }),
-                format!("{id} revoked"),
-            );
-            Ok(())
+            credential_command(&service, &caller, CredentialKind::Operator, cmd, json_mode).await
         }
         Command::Keys(KeysCommand::Rotate) => {
             let service = services.get(&config()?).await?;
@@ -975,6 +930,73 @@ async fn run_token(
                 } else {
                     format!("{id} was already revoked")
                 },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `latchkey provisioning …` and `latchkey operator-key …`: the same commands for each kind.
+async fn credential_command(
+    service: &latchkey_service::Service,
+    caller: &latchkey_service::Caller,
+    kind: CredentialKind,
+    cmd: CredentialCommand,
+    json_mode: bool,
+) -> anyhow::Result<()> {
+    match cmd {
+        CredentialCommand::Create { name } => {
+            let (credential, secret) = service
+                .create_platform_credential(caller, kind, &name)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": credential.id, "secret": secret.expose() }),
+                format!(
+                    "id: {}\nsecret: {}\n(the secret is shown only this once)",
+                    credential.id,
+                    secret.expose()
+                ),
+            );
+        }
+        CredentialCommand::List => {
+            let list = service
+                .list_platform_credentials(kind)
+                .await
+                .map_err(service_err)?;
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id, "name": c.name, "created_at": c.created_at.unix_timestamp(),
+                        "revoked_at": c.revoked_at.map(|r| r.unix_timestamp()),
+                    })
+                })
+                .collect();
+            let text = list
+                .iter()
+                .map(|c| {
+                    let state = if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "live"
+                    };
+                    format!("{}  {}  {state}", c.id, c.name)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            output(json_mode, Value::Array(rows), text);
+        }
+        CredentialCommand::Revoke { id } => {
+            service
+                .revoke_platform_credential(caller, kind, &id)
+                .await
+                .map_err(service_err)?;
+            output(
+                json_mode,
+                json!({ "id": id, "revoked": true }),
+                format!("{id} revoked"),
             );
         }
     }

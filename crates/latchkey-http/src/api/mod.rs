@@ -1,5 +1,7 @@
 //! The JSON API under `/v1`, one module per resource.
 
+pub mod account;
+pub mod admin;
 pub mod cancellations;
 pub mod clients;
 pub mod events;

@@ -28,6 +28,8 @@ pub enum Auth {
     Console,
     /// `Authorization: Bearer` with a provisioning credential (SCIM).
     Provisioning,
+    /// `Authorization: Bearer` with an operator credential (the back office).
+    Operator,
 }
 
 impl Auth {
@@ -39,6 +41,7 @@ impl Auth {
             Self::Client => "OAuth client",
             Self::Console => "console session",
             Self::Provisioning => "provisioning credential",
+            Self::Operator => "operator credential",
         }
     }
 }
@@ -169,6 +172,28 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/orgs/{org}/activity", "console", Console, 200, "none" -> "html", "The organisation's audit log (admins)."),
     op!("get" "/cancel", "console", None, 200, "none" -> "html", "The cancel link's page (?code=): names the pending token."),
     op!("post" "/cancel", "console", None, 200, "form" -> "html", "Cancel the pending token (the code is the credential)."),
+    // The person's own security (api/account.rs).
+    op!("post" "/v1/user/password", "account", Session, 200, "json" -> "json", "Change one's password ({current_password, new_password}): every session ends; the answer holds the new one."),
+    op!("get" "/v1/user/sessions", "account", Session, 200, "none" -> "json", "One's live sessions (current: the one asking)."),
+    op!("delete" "/v1/user/sessions/{id}", "account", Session, 204, "none" -> "none", "End one of one's sessions."),
+    op!("get" "/v1/user/apps", "account", Session, 200, "none" -> "json", "The OAuth apps one has consented to."),
+    op!("delete" "/v1/user/apps/{client_id}", "account", Session, 204, "none" -> "none", "Withdraw one's consent to one app: its tokens stop at once."),
+    // The back office (api/admin.rs): what the CLI does to people, organisations and tokens.
+    op!("get" "/v1/admin/users", "operator", Operator, 200, "none" -> "json", "One person by email (?email=)."),
+    op!("post" "/v1/admin/users", "operator", Operator, 201, "json" -> "json", "Create a person ({email, password, operator}), as latchkey user create."),
+    op!("get" "/v1/admin/users/{id}", "operator", Operator, 200, "none" -> "json", "One person."),
+    op!("patch" "/v1/admin/users/{id}", "operator", Operator, 200, "json" -> "json", "Disable a person or switch their tokens off ({disabled, api_tokens_enabled}), in force at once."),
+    op!("post" "/v1/admin/users/{id}/revoke-all", "operator", Operator, 200, "none" -> "json", "The kill switch for a person: every token revoked."),
+    op!("get" "/v1/admin/orgs", "operator", Operator, 200, "none" -> "json", "Every organisation."),
+    op!("post" "/v1/admin/orgs", "operator", Operator, 201, "json" -> "json", "Create an organisation ({name, features}), as latchkey org create."),
+    op!("get" "/v1/admin/orgs/{id}", "operator", Operator, 200, "none" -> "json", "One organisation."),
+    op!("patch" "/v1/admin/orgs/{id}", "operator", Operator, 200, "json" -> "json", "Features and the tokens switch ({add_features, remove_features, api_tokens_enabled}), in force at once."),
+    op!("post" "/v1/admin/orgs/{id}/revoke-all", "operator", Operator, 200, "json" -> "json", "The kill switch for an organisation ({type} to revoke only one type)."),
+    op!("get" "/v1/admin/orgs/{id}/members", "operator", Operator, 200, "none" -> "json", "The members with their roles."),
+    op!("post" "/v1/admin/orgs/{id}/members", "operator", Operator, 200, "json" -> "json", "Add a member or change their role ({email, role}), as latchkey org add-member."),
+    op!("delete" "/v1/admin/orgs/{id}/members/{user}", "operator", Operator, 204, "none" -> "none", "Remove a member, as latchkey org remove-member."),
+    op!("get" "/v1/admin/tokens", "operator", Operator, 200, "none" -> "json", "Tokens (never secrets), newest first: ?user=, ?org=, ?type=, ?limit=."),
+    op!("post" "/v1/admin/tokens/{id}/revoke", "operator", Operator, 200, "none" -> "json", "Revoke any token, in force at once."),
     // SCIM 2.0 (scim/mod.rs): SCIM's own JSON and errors, application/scim+json.
     op!("get" "/scim/v2/ServiceProviderConfig", "SCIM", Provisioning, 200, "none" -> "json", "What this SCIM server supports (RFC 7644 §4)."),
     op!("get" "/scim/v2/ResourceTypes", "SCIM", Provisioning, 200, "none" -> "json", "The resource types (User, Group)."),
@@ -221,6 +246,7 @@ fn operation_json(op: &Operation) -> Value {
         Auth::Client => json!([{ "client_basic": [] }, {}]),
         Auth::Console => json!([{ "session_cookie": [] }]),
         Auth::Provisioning => json!([{ "provisioning": [] }]),
+        Auth::Operator => json!([{ "operator": [] }]),
     };
     o.insert("security".into(), security);
     match op.body {
@@ -294,6 +320,7 @@ pub fn document(public_url: &str) -> Value {
                 "session_cookie": { "type": "apiKey", "in": "cookie", "name": "latchkey_session" },
                 "client_basic": { "type": "http", "scheme": "basic", "description": "OAuth client id and secret (or client_id/client_secret in the form)" },
                 "provisioning": { "type": "http", "scheme": "bearer", "description": "A provisioning credential (latchkey provisioning create), for SCIM" },
+                "operator": { "type": "http", "scheme": "bearer", "description": "An operator credential (latchkey operator-key create), for /v1/admin" },
             },
         },
     })

@@ -30,7 +30,7 @@ pub struct MemberView {
 }
 
 impl MemberView {
-    fn new(m: &Member) -> Self {
+    pub(crate) fn new(m: &Member) -> Self {
         Self {
             id: m.user_id.to_string(),
             email: m.email.to_string(),

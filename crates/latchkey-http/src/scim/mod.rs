@@ -202,7 +202,10 @@ impl FromRequestParts<AppState> for Provisioner {
                 "a provisioning credential is required (Authorization: Bearer)",
             ));
         };
-        let caller = state.service.authenticate_provisioning(secret, ip).await?;
+        let caller = state
+            .service
+            .authenticate_platform(latchkey_store::CredentialKind::Provisioning, secret, ip)
+            .await?;
         Ok(Self(caller))
     }
 }

@@ -255,8 +255,19 @@ impl Service {
     /// Revokes a grant (code or refresh-token replay): its refresh tokens and access tokens
     /// are refused from now on.
     pub(crate) async fn revoke_grant(&self, grant_id: &str, reason: &str) -> ServiceResult<()> {
+        self.revoke_grant_as(&Caller::operator(), grant_id, reason)
+            .await
+    }
+
+    /// [`Service::revoke_grant`] on behalf of `caller` (the person withdrawing their consent).
+    pub(crate) async fn revoke_grant_as(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        reason: &str,
+    ) -> ServiceResult<()> {
         let event = self.event(
-            &Caller::operator(),
+            caller,
             EventSpec {
                 action: "oauth.grant_revoked",
                 subject_kind: "grant",

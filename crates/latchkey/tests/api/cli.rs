@@ -202,7 +202,7 @@ async fn org_commands_manage_features_switches_and_members() {
 /// "secret"}`); the list never shows it; `revoke` refuses it and a second revoke fails
 /// cleanly. The secret works at `/scim/v2` of a server on the same database.
 #[tokio::test]
-async fn provisioning_credentials_are_made_listed_and_revoked() {
+async fn provisioning_and_operator_credentials_are_made_listed_and_revoked() {
     let bin = Binary::fresh();
     let ran = bin
         .run(
@@ -253,6 +253,45 @@ async fn provisioning_credentials_are_made_listed_and_revoked() {
     bin.run(&["provisioning", "create", "--name", ""], None)
         .await
         .fails_with("name");
+
+    // The back office's credential, the same way: it opens /v1/admin, not /scim/v2.
+    let ran = bin
+        .run(
+            &["--json", "operator-key", "create", "--name", "Back office"],
+            None,
+        )
+        .await
+        .ok();
+    let made: serde_json::Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", ran.stdout));
+    let key_id = made["id"].as_str().unwrap_or_default().to_owned();
+    let key = made["secret"].as_str().unwrap_or_default().to_owned();
+    assert!(key.starts_with("lkop_"), "{made}");
+    let res = server
+        .call(reqwest::Method::GET, "/v1/admin/orgs", Some(&key), None)
+        .await;
+    assert_eq!(res.status.as_u16(), 200, "{}", res.text);
+    let res = server
+        .call(reqwest::Method::GET, "/scim/v2/Users", Some(&key), None)
+        .await;
+    assert_eq!(res.status.as_u16(), 401, "{}", res.text);
+    let ran = bin.run(&["operator-key", "list"], None).await.ok();
+    assert!(
+        ran.stdout.contains(&key_id) && !ran.stdout.contains(&id),
+        "{}",
+        ran.stdout
+    );
+    // A provisioning credential's id is not an operator credential's.
+    bin.run(&["operator-key", "revoke", &id], None)
+        .await
+        .fails_with("no such operator credential");
+    bin.run(&["operator-key", "revoke", &key_id], None)
+        .await
+        .ok();
+    let res = server
+        .call(reqwest::Method::GET, "/v1/admin/orgs", Some(&key), None)
+        .await;
+    assert_eq!(res.status.as_u16(), 401, "{}", res.text);
     server.terminate().await;
 }
 
@@ -579,6 +618,10 @@ async fn every_subcommand_has_help() {
         &["provisioning", "create"],
         &["provisioning", "list"],
         &["provisioning", "revoke"],
+        &["operator-key"],
+        &["operator-key", "create"],
+        &["operator-key", "list"],
+        &["operator-key", "revoke"],
         &["config"],
         &["config", "example"],
         &["config", "types"],

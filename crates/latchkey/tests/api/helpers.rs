@@ -891,3 +891,15 @@ pub fn hidden(html: &str, name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The whole audit log, newest first (the operator's view; at most 200 events).
+pub async fn all_events(app: &TestApp) -> Vec<latchkey_store::Event> {
+    app.service()
+        .list_events(&latchkey_store::EventFilter {
+            scope: latchkey_store::EventScope::All,
+            before_seq: None,
+            limit: 200,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("events: {e}"))
+}

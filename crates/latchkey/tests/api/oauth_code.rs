@@ -11,7 +11,7 @@ use oauth2::{
     Scope, TokenResponse, TokenUrl,
 };
 use reqwest::redirect::Policy;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TestApp, hidden};
 
@@ -1247,4 +1247,61 @@ mod cluster {
             refused_soon(&s, winner["access_token"].as_str().unwrap()).await;
         }
     }
+}
+
+/// SPEC 9: a person sees the apps they consented to and withdraws one: its access and refresh
+/// tokens stop at once; another person's app is not found.
+#[tokio::test]
+async fn a_person_sees_and_revokes_the_apps_they_consented_to() {
+    let s = setup().await;
+    let http = api_client();
+    let (access, refresh) = consented_tokens(&s, &http).await;
+    s.app.me(&access).await.expect(200);
+
+    let session = s.app.login("ada@example.com").await;
+    let apps = s.app.get("/v1/user/apps", &session).await.expect(200);
+    assert_eq!(apps.body.as_array().map(Vec::len), Some(1), "{}", apps.text);
+    assert_eq!(apps.body[0]["client_id"], json!(s.client_id));
+    assert_eq!(apps.body[0]["name"], "Zapier <Automation>");
+    assert_eq!(apps.body[0]["scopes"], json!(["api"]));
+
+    // Someone else has no such app to revoke.
+    s.app.user("bob@example.com").await;
+    let bob = s.app.login("bob@example.com").await;
+    let res = s
+        .app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/user/apps/{}", s.client_id),
+            Some(&bob),
+            None,
+        )
+        .await;
+    crate::helpers::assert_error(&res, 404, "not_found");
+    s.app.me(&access).await.expect(200);
+
+    s.app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/user/apps/{}", s.client_id),
+            Some(&session),
+            None,
+        )
+        .await
+        .expect(204);
+    assert_eq!(s.app.me(&access).await.status.as_u16(), 401);
+    let (status, body, _) = token_post(
+        &s,
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &s.client_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    let apps = s.app.get("/v1/user/apps", &session).await.expect(200);
+    assert_eq!(apps.body, json!([]));
 }

@@ -5,7 +5,7 @@
 //! provisioning credential itself.
 
 use latchkey_service::Caller;
-use latchkey_store::{EventFilter, EventScope};
+use latchkey_store::CredentialKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -18,7 +18,11 @@ const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 async fn credential(app: &TestApp) -> (String, String) {
     let (credential, secret) = app
         .service()
-        .create_provisioning_credential(&Caller::operator(), "Identity provider")
+        .create_platform_credential(
+            &Caller::operator(),
+            CredentialKind::Provisioning,
+            "Identity provider",
+        )
         .await
         .unwrap_or_else(|e| panic!("provisioning credential: {e}"));
     (credential.id, secret.expose().to_owned())
@@ -169,15 +173,7 @@ async fn a_deactivated_user_is_refused_on_the_very_next_request_with_an_audit_ev
     let res = app.get("/v1/user/tokens", &session).await;
     assert_eq!(res.status.as_u16(), 401, "the session ended: {}", res.text);
 
-    let events = app
-        .service()
-        .list_events(&EventFilter {
-            scope: EventScope::All,
-            before_seq: None,
-            limit: 50,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("events: {e}"));
+    let events = crate::helpers::all_events(&app).await;
     let deactivated = events
         .iter()
         .find(|e| e.action == "user.updated" && e.subject_id == id)
@@ -451,7 +447,7 @@ async fn only_a_live_provisioning_credential_is_let_in() {
     }
 
     app.service()
-        .revoke_provisioning_credential(&Caller::operator(), &id)
+        .revoke_platform_credential(&Caller::operator(), CredentialKind::Provisioning, &id)
         .await
         .unwrap_or_else(|e| panic!("revoke: {e}"));
     scim_error(&scim(&app, &secret, Method::GET, "/Users", None).await, 401);
@@ -618,15 +614,7 @@ async fn groups_are_organisations_whose_members_and_roles_are_obeyed_on_the_next
     .await
     .expect(200);
     assert!(accounts(&app, &token).await.is_empty());
-    let events = app
-        .service()
-        .list_events(&EventFilter {
-            scope: EventScope::All,
-            before_seq: None,
-            limit: 100,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("events: {e}"));
+    let events = crate::helpers::all_events(&app).await;
     assert!(
         events.iter().any(|e| e.action == "member.removed"
             && e.subject_id == bob
@@ -839,15 +827,7 @@ async fn omissions_and_repeats_change_nothing_and_deletion_revokes_and_leaves() 
         .expect(204);
     let refused = app.me(&token).await;
     assert_eq!(refused.status.as_u16(), 401, "{}", refused.text);
-    let events = app
-        .service()
-        .list_events(&EventFilter {
-            scope: EventScope::All,
-            before_seq: None,
-            limit: 100,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("events: {e}"));
+    let events = crate::helpers::all_events(&app).await;
     for action in ["tokens.revoked_all", "member.removed", "user.deleted"] {
         assert!(
             events

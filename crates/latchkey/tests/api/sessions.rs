@@ -516,3 +516,122 @@ async fn a_hash_weaker_than_todays_parameters_is_replaced_at_sign_in() {
     // A hash already at today's parameters is left alone.
     assert_eq!(stored_hash(&app, "old@example.com").await, rehashed);
 }
+
+/// SPEC 9: a person lists their sessions (the one asking is `current`) and ends one; another
+/// person's session is not theirs to end.
+#[tokio::test]
+async fn a_person_lists_and_ends_their_own_sessions() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    app.user("bob@example.com").await;
+    let laptop = app.login("ada@example.com").await;
+    let phone = app.login("ada@example.com").await;
+    let bob = app.login("bob@example.com").await;
+
+    let list = app.get("/v1/user/sessions", &laptop).await.expect(200);
+    let sessions = list.body.as_array().cloned().unwrap_or_default();
+    assert_eq!(sessions.len(), 2, "{}", list.text);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(
+        !list.text.contains(&laptop) && !list.text.contains(&phone),
+        "a session secret listed"
+    );
+    let other = sessions
+        .iter()
+        .find(|s| s["current"] == false)
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+
+    // Bob cannot end Ada's session.
+    let res = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/user/sessions/{other}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_error(&res, 404, "not_found");
+    app.get("/v1/user/tokens", &phone).await.expect(200);
+
+    app.call(
+        Method::DELETE,
+        &format!("/v1/user/sessions/{other}"),
+        Some(&laptop),
+        None,
+    )
+    .await
+    .expect(204);
+    assert_error(
+        &app.get("/v1/user/tokens", &phone).await,
+        401,
+        "unauthenticated",
+    );
+    app.get("/v1/user/tokens", &laptop).await.expect(200);
+}
+
+/// SPEC 9: changing one's password needs the current one, keeps the password rules, ends every
+/// session (the one asking included) and answers a new one.
+#[tokio::test]
+async fn changing_ones_password_ends_every_session_and_answers_a_new_one() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let laptop = app.login("ada@example.com").await;
+    let phone = app.login("ada@example.com").await;
+    let new = "a-n3w-and-l0nger-passphrase";
+
+    let res = app
+        .post(
+            "/v1/user/password",
+            &laptop,
+            json!({ "current_password": "not-the-password", "new_password": new }),
+        )
+        .await;
+    assert_error(&res, 403, "invalid_password");
+    let res = app
+        .post(
+            "/v1/user/password",
+            &laptop,
+            json!({ "current_password": PASSWORD, "new_password": "short" }),
+        )
+        .await;
+    assert_error(&res, 400, "invalid_request");
+    app.get("/v1/user/tokens", &phone).await.expect(200);
+
+    let res = app
+        .post(
+            "/v1/user/password",
+            &laptop,
+            json!({ "current_password": PASSWORD, "new_password": new }),
+        )
+        .await
+        .expect(200);
+    let fresh = res.str("session_token");
+    assert!(res.header("set-cookie").is_some());
+    for old in [&laptop, &phone] {
+        assert_error(
+            &app.get("/v1/user/tokens", old).await,
+            401,
+            "unauthenticated",
+        );
+    }
+    app.get("/v1/user/tokens", &fresh).await.expect(200);
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            Some(json!({ "email": "ada@example.com", "password": PASSWORD })),
+        )
+        .await;
+    assert_error(&res, 401, "invalid_credentials");
+    app.call(
+        Method::POST,
+        "/v1/sessions",
+        None,
+        Some(json!({ "email": "ada@example.com", "password": new })),
+    )
+    .await
+    .expect(201);
+}

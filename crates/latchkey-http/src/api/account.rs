@@ -1,0 +1,131 @@
+//! People's own security (SPEC 9): `POST /v1/user/password`, `GET|DELETE /v1/user/sessions…`
+//! and `GET|DELETE /v1/user/apps…`, with a session (`SignedIn`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::api::sessions::cookie;
+use crate::api::views::rfc3339;
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, Path, SignedIn};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// Every session of the person ends, this one included; the answer holds the new one (and
+/// sets the console's cookie to it).
+pub async fn change_password(
+    State(state): State<AppState>,
+    me: SignedIn,
+    JsonBody(body): JsonBody<ChangePassword>,
+) -> ApiResult<Response> {
+    let session = state
+        .service
+        .change_password(
+            &me.caller,
+            &me.session,
+            &body.current_password,
+            &body.new_password,
+        )
+        .await?;
+    let max_age = (session.expires_at - state.service.now()).whole_seconds();
+    let answer = json!({
+        "session_token": session.secret.expose(),
+        "expires_at": rfc3339(session.expires_at),
+    });
+    let mut response = Json(answer).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cookie(&state, session.secret.expose(), max_age),
+    );
+    Ok(response)
+}
+
+#[derive(Serialize)]
+pub struct SessionView {
+    id: String,
+    created_at: String,
+    last_seen_at: String,
+    expires_at: String,
+    /// The session this request came with.
+    current: bool,
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    me: SignedIn,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let sessions = state.service.list_my_sessions(&me.session).await?;
+    Ok(Json(
+        sessions
+            .iter()
+            .map(|s| SessionView {
+                id: s.id.clone(),
+                created_at: rfc3339(s.created_at),
+                last_seen_at: rfc3339(s.last_seen_at),
+                expires_at: rfc3339(s.expires_at),
+                current: s.id == me.session.session_id,
+            })
+            .collect(),
+    ))
+}
+
+pub async fn end_session(
+    State(state): State<AppState>,
+    me: SignedIn,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .end_my_session(&me.caller, &me.session, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+pub struct AppView {
+    client_id: String,
+    name: String,
+    scopes: Vec<String>,
+    since: String,
+}
+
+pub async fn list_apps(
+    State(state): State<AppState>,
+    me: SignedIn,
+) -> ApiResult<Json<Vec<AppView>>> {
+    let apps = state.service.list_my_apps(&me.session).await?;
+    Ok(Json(
+        apps.into_iter()
+            .map(|a| AppView {
+                client_id: a.client_id,
+                name: a.client_name,
+                scopes: a.scopes,
+                since: rfc3339(a.since),
+            })
+            .collect(),
+    ))
+}
+
+/// Withdraws every consent given to one app: its refresh and access tokens stop at once.
+pub async fn revoke_app(
+    State(state): State<AppState>,
+    me: SignedIn,
+    Path(client_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .revoke_my_app(&me.caller, &me.session, &client_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

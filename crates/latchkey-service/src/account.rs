@@ -1,0 +1,140 @@
+//! People's own security (SPEC 9): changing one's password, seeing and ending one's sessions,
+//! and seeing and revoking the OAuth apps one has consented to, one at a time. Each is what
+//! the person can do to themselves, with the checks and audit events of the rest.
+
+use latchkey_store::{OAuthGrant, Session, UserChange};
+use secrecy::SecretString;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::events::EventSpec;
+use crate::sessions::{NewSessionToken, SessionUser};
+use crate::{Caller, Service};
+
+/// One app a person has consented to: the client and every live grant of it.
+#[derive(Debug, Clone)]
+pub struct ConsentedApp {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: Vec<String>,
+    /// When the first live consent was given.
+    pub since: latchkey_core::Timestamp,
+    pub grants: Vec<String>,
+}
+
+impl Service {
+    /// `POST /v1/user/password`: the current password first (the re-authentication allowance
+    /// of every password prompt), then the new one under the password rules. Every session of
+    /// the person ends, this one included, and a new one is opened for the caller: a stolen
+    /// session does not outlive the change.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        me: &SessionUser,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> ServiceResult<NewSessionToken> {
+        self.check_password(caller, &me.user, current, "user.password_changed")
+            .await?;
+        crate::crypto::check_password_rules(new)?;
+        let change = UserChange {
+            password_hash: Some(self.hasher.hash(new).await?),
+            ..UserChange::default()
+        };
+        let user = self
+            .change_user(caller, &me.user, change, "user.password_changed")
+            .await?;
+        self.open_session(caller.ip, &user, "session.login").await
+    }
+
+    /// The person's live sessions, newest first.
+    pub async fn list_my_sessions(&self, me: &SessionUser) -> ServiceResult<Vec<Session>> {
+        Ok(self
+            .store
+            .list_user_sessions(&me.user.id, self.now())
+            .await?)
+    }
+
+    /// Ends one of the person's own sessions (this one too: that is signing out). Anyone
+    /// else's is not found.
+    pub async fn end_my_session(
+        &self,
+        caller: &Caller,
+        me: &SessionUser,
+        id: &str,
+    ) -> ServiceResult<()> {
+        let mine = self.list_my_sessions(me).await?;
+        let Some(session) = mine.iter().find(|s| s.id == id) else {
+            return Err(ServiceError::not_found("session"));
+        };
+        let event = self.event(
+            caller,
+            EventSpec {
+                action: "session.ended",
+                subject_kind: "session",
+                subject_id: &session.id,
+                user: Some(&me.user.id),
+                org: None,
+                outcome: "success",
+                details: None,
+            },
+        )?;
+        Ok(self.store.delete_session(&session.id, &event).await?)
+    }
+
+    /// The apps the person has consented to (authorization-code grants still live), one entry
+    /// per app.
+    pub async fn list_my_apps(&self, me: &SessionUser) -> ServiceResult<Vec<ConsentedApp>> {
+        let grants = self.store.list_user_grants(&me.user.id).await?;
+        let mut apps: Vec<ConsentedApp> = Vec::new();
+        for grant in grants {
+            add_grant(&mut apps, grant);
+        }
+        for app in &mut apps {
+            if let Some(client) = self.store.find_client(&app.client_id).await? {
+                app.client_name = client.name;
+            }
+        }
+        Ok(apps)
+    }
+
+    /// Revokes every consent the person gave one app: its refresh tokens and access tokens
+    /// stop at once (the after-commit path drops their cached answers).
+    pub async fn revoke_my_app(
+        &self,
+        caller: &Caller,
+        me: &SessionUser,
+        client_id: &str,
+    ) -> ServiceResult<()> {
+        let apps = self.list_my_apps(me).await?;
+        let Some(app) = apps.iter().find(|a| a.client_id == client_id) else {
+            return Err(ServiceError::not_found("app"));
+        };
+        for grant in &app.grants {
+            self.revoke_grant_as(caller, grant, "consent_withdrawn")
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Folds one grant into the per-app list.
+fn add_grant(apps: &mut Vec<ConsentedApp>, grant: OAuthGrant) {
+    match apps.iter_mut().find(|a| a.client_id == grant.client_id) {
+        Some(app) => {
+            for scope in grant.scopes {
+                if !app.scopes.contains(&scope) {
+                    app.scopes.push(scope);
+                }
+            }
+            app.since = app.since.min(grant.created_at);
+            app.grants.push(grant.id);
+        }
+        None => apps.push(ConsentedApp {
+            client_name: grant.client_id.clone(),
+            client_id: grant.client_id,
+            scopes: grant.scopes,
+            since: grant.created_at,
+            grants: vec![grant.id],
+        }),
+    }
+}
