@@ -117,6 +117,13 @@ fn routes() -> Router<AppState> {
             post(cancellations::create_token_cancellation),
         )
         .route("/v1/sessions", post(sessions::create_session))
+        // A forgotten password (SPEC 9): open to anyone, limited per address and account;
+        // the code from the mail is the credential.
+        .route("/v1/password-resets", post(account::request_password_reset))
+        .route(
+            "/v1/password-resets/complete",
+            post(account::complete_password_reset),
+        )
         // Everything below needs a session (the `SignedIn` extractor).
         .route(
             "/v1/sessions/current",
@@ -285,6 +292,17 @@ fn routes() -> Router<AppState> {
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
         .route("/orgs/{org}/activity", get(activity::get_org_activity))
         // The cancel link of a token's creation mail: the code is the credential.
+        // A forgotten password, in the console (`console/password_reset.rs`).
+        .route(
+            "/forgot-password",
+            get(crate::console::password_reset::get_forgot)
+                .post(crate::console::password_reset::post_forgot),
+        )
+        .route(
+            "/reset-password",
+            get(crate::console::password_reset::get_reset)
+                .post(crate::console::password_reset::post_reset),
+        )
         .route(
             "/cancel",
             get(crate::console::cancel::get_cancel).post(crate::console::cancel::post_cancel),

@@ -1,11 +1,13 @@
-//! People's own security (SPEC 9): changing one's password, seeing and ending one's sessions,
-//! and seeing and revoking the OAuth apps one has consented to, one at a time. Each is what
-//! the person can do to themselves, with the checks and audit events of the rest.
+//! People's own security (SPEC 9): changing one's password, resetting a forgotten one by mail,
+//! seeing and ending one's sessions, and seeing and revoking the OAuth apps one has consented
+//! to, one at a time. Each is what the person can do to themselves, with the checks and audit
+//! events of the rest.
 
-use latchkey_store::{OAuthGrant, Session, UserChange};
+use latchkey_core::{Email, TokenSecret, base62};
+use latchkey_store::{NewPasswordReset, OAuthGrant, Session, UserChange};
 use secrecy::SecretString;
 
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::events::EventSpec;
 use crate::sessions::{NewSessionToken, SessionUser};
 use crate::{Caller, Service};
@@ -21,7 +23,132 @@ pub struct ConsentedApp {
     pub grants: Vec<String>,
 }
 
+/// How long a password reset link works.
+pub const RESET_TTL_SECS: i64 = 1_800;
+
+fn reset_link_gone() -> ServiceError {
+    ServiceError::client(
+        ErrorCode::InvalidRequest,
+        "this reset link is unknown, used or expired: ask for a new one",
+    )
+}
+
 impl Service {
+    /// `POST /v1/password-resets`: whoever gives an address gets the same answer, whether the
+    /// address is known or not, and about the same work is done either way (one write with its
+    /// event); a mail with a single-use link goes out only to a live person who has a password.
+    /// The code is stored as its SHA-256 and travels in the outbox sealed under the master
+    /// key (SECURITY.md "Files"). Limited per address and per account.
+    pub async fn request_password_reset(
+        &self,
+        ip: std::net::IpAddr,
+        email: &str,
+    ) -> ServiceResult<()> {
+        let account = email.trim().to_lowercase();
+        self.limits.password_reset(ip, &account, self.now())?;
+        let user = match Email::parse(email) {
+            Ok(email) => self.store.find_user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let user = user.filter(|u| {
+            !u.disabled && u.deleted_at.is_none() && u.password_hash != latchkey_store::NO_PASSWORD
+        });
+        let caller = Caller::anonymous(Some(ip));
+        let Some(user) = user else {
+            // Recorded like any refused request, so the answer takes the same path.
+            let event = self.event(
+                &caller,
+                EventSpec {
+                    action: "user.password_reset_requested",
+                    subject_kind: "user",
+                    subject_id: "",
+                    user: None,
+                    org: None,
+                    outcome: "unknown_account",
+                    details: None,
+                },
+            )?;
+            self.store.insert_event(&event).await?;
+            return Ok(());
+        };
+        let (code, code_hash) = crate::notifications::new_cancel_code()?;
+        let now = self.now();
+        let expires_at = now + time::Duration::seconds(RESET_TTL_SECS);
+        let mut event = self.event(
+            &caller,
+            EventSpec {
+                action: "user.password_reset_requested",
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org: None,
+                outcome: "success",
+                details: None,
+            },
+        )?;
+        let url = crate::mails::reset_url(&self.settings.public_url, crate::mails::SEALED_SLOT);
+        event.mails = self.mails_to(
+            std::slice::from_ref(&user.email),
+            &crate::mails::password_reset(&url, expires_at),
+        )?;
+        for mail in &mut event.mails {
+            mail.sealed = Some(self.master_key.seal(
+                code.as_bytes(),
+                &crate::notifications::sealed_part_aad(&mail.id),
+            )?);
+        }
+        let reset = NewPasswordReset {
+            code_hash,
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at,
+        };
+        Ok(self.store.create_password_reset(&reset, &event).await?)
+    }
+
+    /// `POST /v1/password-resets/complete`: the new password is checked first (a refused
+    /// request uses nothing up); then, in one transaction, the code and every other live code of
+    /// the person are used up, the password replaced and every session ended.
+    pub async fn complete_password_reset(
+        &self,
+        ip: std::net::IpAddr,
+        code: &str,
+        new: &SecretString,
+    ) -> ServiceResult<()> {
+        let now = self.now();
+        self.limits.check_token_ip(ip, now)?;
+        let code = code.trim();
+        if code.is_empty() || code.len() > 100 || !base62::is_base62(code) {
+            self.limits.bad_token(ip, now);
+            return Err(reset_link_gone());
+        }
+        crate::crypto::check_password_rules(new)?;
+        let password_hash = self.hasher.hash(new).await?;
+        let event = self.event(
+            &Caller::anonymous(Some(ip)),
+            EventSpec {
+                action: "user.password_reset",
+                subject_kind: "user",
+                subject_id: "",
+                user: None,
+                org: None,
+                outcome: "success",
+                details: None,
+            },
+        )?;
+        match self
+            .store
+            .complete_password_reset(&TokenSecret::hash_of(code), now, &password_hash, &event)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => {
+                self.limits.bad_token(ip, now);
+                Err(reset_link_gone())
+            }
+        }
+    }
+
     /// `POST /v1/user/password`: the current password first (the re-authentication allowance
     /// of every password prompt), then the new one under the password rules. Every session of
     /// the person ends, this one included, and a new one is opened for the caller: a stolen

@@ -27,6 +27,8 @@ pub struct LimitSettings {
     pub leak_reports_per_ip: WindowLimit,
     /// Failed client authentications per client at the OAuth endpoints.
     pub client_auth_failures: WindowLimit,
+    /// Password reset mails asked for, per address and per account.
+    pub password_resets: WindowLimit,
 }
 
 impl Default for LimitSettings {
@@ -56,6 +58,11 @@ impl Default for LimitSettings {
                 max: 10,
                 window: PolicyDuration::from_secs(60),
                 block: PolicyDuration::from_secs(60),
+            },
+            password_resets: WindowLimit {
+                max: 5,
+                window: PolicyDuration::from_secs(3_600),
+                block: PolicyDuration::ZERO,
             },
         }
     }
@@ -101,6 +108,8 @@ pub(crate) struct Limiters {
     bad_tokens: Sharded<WindowCounter<IpAddr>>,
     leaks: Sharded<WindowCounter<IpAddr>>,
     client_auth: Sharded<WindowCounter<String>>,
+    resets_ip: Sharded<WindowCounter<IpAddr>>,
+    resets_account: Sharded<WindowCounter<String>>,
     /// Skips the lock on the verification path while no address has ever been refused.
     any_bad_token: AtomicBool,
 }
@@ -157,6 +166,8 @@ impl Limiters {
             bad_tokens: Sharded::new(|n| WindowCounter::new(s.invalid_tokens_per_ip, n)),
             leaks: Sharded::new(|n| WindowCounter::new(s.leak_reports_per_ip, n)),
             client_auth: Sharded::new(|n| WindowCounter::new(s.client_auth_failures, n)),
+            resets_ip: Sharded::new(|n| WindowCounter::new(s.password_resets, n)),
+            resets_account: Sharded::new(|n| WindowCounter::new(s.password_resets, n)),
             settled: Notify::new(),
             any_bad_token: AtomicBool::new(false),
         }
@@ -235,6 +246,24 @@ impl Limiters {
         self.any_bad_token.store(true, Ordering::Relaxed);
         let ip = address_key(ip);
         let _ = self.bad_tokens.with(&ip, |c| c.hit(&ip, now));
+    }
+
+    /// A password reset mail asked for: limited per address and per account (whether the
+    /// account exists or not, so the limit tells nothing about it).
+    pub(crate) fn password_reset(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        now: Timestamp,
+    ) -> ServiceResult<()> {
+        let ip = address_key(ip);
+        if let Some(wait) = self.resets_ip.with(&ip, |c| c.hit(&ip, now)) {
+            return Err(limited(wait));
+        }
+        let account = account.to_owned();
+        self.resets_account
+            .with(&account, |c| c.hit(&account, now))
+            .map_or(Ok(()), |wait| Err(limited(wait)))
     }
 
     pub(crate) fn leak_report(&self, ip: IpAddr, now: Timestamp) -> ServiceResult<()> {

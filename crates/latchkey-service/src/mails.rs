@@ -89,6 +89,26 @@ pub fn replacement_url(
 /// placeholder and the code sealed beside it; the worker fills it in at send time.
 pub const SEALED_SLOT: &str = "LATCHKEY-SEALED-PART";
 
+/// The link of a password reset mail (the code in the query string, as the cancel link's).
+pub fn reset_url(public_url: &str, code: &str) -> String {
+    format!(
+        "{}/reset-password?code={}",
+        public_url.trim_end_matches('/'),
+        url_encode(code)
+    )
+}
+
+/// The mail with a password reset link (asked for by someone who gave this address).
+pub fn password_reset(url: &str, expires_at: Timestamp) -> MailText {
+    MailText {
+        subject: "Latchkey: reset your password".to_owned(),
+        body: format!(
+            "Someone asked to reset the password of the Latchkey account of this address.\nTo choose a new password, open this link before {} (it works once):\n{url}\nIf it was not you, ignore this mail: your password stays as it is.\n{FOOTER}",
+            time_text(expires_at)
+        ),
+    }
+}
+
 /// The one-click cancel link. The code travels in the query string because request paths are
 /// logged and query strings are not.
 pub fn cancel_url(public_url: &str, code: &str) -> String {

@@ -37,7 +37,7 @@ pub(crate) struct Audience {
 }
 
 /// A fresh cancel-link code (256 bits, base62) and the hash that is stored.
-fn new_cancel_code() -> ServiceResult<(String, TokenHash)> {
+pub(crate) fn new_cancel_code() -> ServiceResult<(String, TokenHash)> {
     let bytes: [u8; 32] = random_bytes()?;
     let code = base62::encode_bytes(&bytes, 43)
         .ok_or_else(|| ServiceError::Internal("cancel code encoding".into()))?;

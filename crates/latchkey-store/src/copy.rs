@@ -47,6 +47,7 @@ pub const TABLES: &[&str] = &[
     "expiry_notices",
     "cancel_links",
     "provisioning_credentials",
+    "password_resets",
 ];
 
 /// Tables not copied, and why: sqlx's own bookkeeping (each backend has its migrations); the
@@ -664,6 +665,7 @@ mod tests {
             include_str!("../migrations/postgres/0003_provisioning.sql"),
             include_str!("../migrations/postgres/0004_scim_groups.sql"),
             include_str!("../migrations/postgres/0005_operator_keys.sql"),
+            include_str!("../migrations/postgres/0006_password_resets.sql"),
         ] {
             for line in sql.lines() {
                 if let Some(name) = line

@@ -156,6 +156,23 @@ pub trait Store: Send + Sync + 'static {
         event: &NewEvent,
     ) -> StoreResult<bool>;
 
+    /// Stores a reset code with its event (which carries the mail).
+    async fn create_password_reset(
+        &self,
+        reset: &NewPasswordReset,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    /// Uses a reset code, if it is live, in one transaction: the code and every other live
+    /// code of the person are used up, the password hash replaced, every session ended, the
+    /// event written with the person as its subject and user. `None` (nothing changed) for an
+    /// unknown, used or expired code, or a person who is disabled or deleted.
+    async fn complete_password_reset(
+        &self,
+        code_hash: &TokenHash,
+        now: Timestamp,
+        password_hash: &str,
+        event: &NewEvent,
+    ) -> StoreResult<Option<UserId>>;
     async fn create_session(&self, session: &NewSession, event: &NewEvent) -> StoreResult<()>;
     /// A session that has not expired at `now`.
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>>;

@@ -69,6 +69,16 @@ pub struct UserChange {
     pub expected_version: Option<i64>,
 }
 
+/// A password reset asked for by mail (SPEC 9): the code is single-use, expires, and is
+/// stored only as its SHA-256.
+#[derive(Debug, Clone)]
+pub struct NewPasswordReset {
+    pub code_hash: TokenHash,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// A credential the platform's own systems authenticate with (SPEC 9): a provisioning
 /// credential for its SCIM client, an operator credential for its back office. The secret is
 /// stored only as its SHA-256; each kind reaches only its own paths.

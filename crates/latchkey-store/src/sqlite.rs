@@ -890,6 +890,81 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn create_password_reset(
+        &self,
+        r: &NewPasswordReset,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO password_resets (code_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(r.code_hash.as_bytes().as_slice())
+        .bind(r.user_id.as_str())
+        .bind(ts(r.created_at))
+        .bind(ts(r.expires_at))
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("password reset"))?;
+        insert_event(&mut tx, event).await?;
+        self.commit(tx).await.map_err(db_err("password reset"))
+    }
+
+    async fn complete_password_reset(
+        &self,
+        code_hash: &TokenHash,
+        now: Timestamp,
+        password_hash: &str,
+        event: &NewEvent,
+    ) -> StoreResult<Option<UserId>> {
+        let mut tx = self.write_tx().await?;
+        let user: Option<String> = sqlx::query_scalar(
+            "UPDATE password_resets SET used_at = ?
+             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
+               AND user_id IN (SELECT id FROM users WHERE NOT disabled AND deleted_at IS NULL)
+             RETURNING user_id",
+        )
+        .bind(ts(now))
+        .bind(code_hash.as_bytes().as_slice())
+        .bind(ts(now))
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_err("password reset"))?;
+        // Nothing was used up: the transaction ends without a write.
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        let user: UserId = parse(&user, "user id")?;
+        sqlx::query("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(ts(now))
+            .bind(user.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("password reset"))?;
+        sqlx::query(
+            "UPDATE users SET password_hash = ?, version = version + 1, updated_at = ? WHERE id = ?",
+        )
+        .bind(password_hash)
+        .bind(ts(now))
+        .bind(user.as_str())
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("user"))?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("session"))?;
+        // The event is about the person the code was for, known only now.
+        let mut event = event.clone();
+        event.subject_id = user.to_string();
+        event.user_id = Some(user.clone());
+        insert_event(&mut tx, &event).await?;
+        tx.alter(Change::User(user.clone()));
+        self.commit(tx).await.map_err(db_err("password reset"))?;
+        Ok(Some(user))
+    }
+
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)")

@@ -727,6 +727,96 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 }
 
+/// Password resets (SPEC 9) and one's own sessions and consents: a reset code works once,
+/// before it expires, for a live person; using it uses up every other code of the person,
+/// replaces the hash, ends every session and logs the event as the person's; a person's
+/// sessions are listed newest first.
+async fn story_password_resets(store: Arc<dyn Store>) {
+    let s = &*store;
+    let ada = user(s, "ada@example.com").await;
+    let mut sessions = Vec::new();
+    for n in 0..2 {
+        let session = NewSession {
+            id: SessionId::from_random(random()).to_string(),
+            token_hash: secret("lkses").hash(),
+            user_id: ada.id.clone(),
+            created_at: at(n),
+            expires_at: at(DAY),
+        };
+        let ev = event("session.created", "session", &session.id).of_user(&ada.id);
+        s.create_session(&session, &ev).await.unwrap();
+        sessions.push(session.id);
+    }
+    let listed = s.list_user_sessions(&ada.id, at(10)).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|x| x.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [sessions[1].as_str(), sessions[0].as_str()],
+        "newest first"
+    );
+    assert!(
+        s.list_user_sessions(&ada.id, at(DAY))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.list_user_grants(&ada.id).await.unwrap().is_empty());
+
+    let codes: Vec<TokenHash> = (0..2).map(|_| secret("lkrst").hash()).collect();
+    for code in &codes {
+        let reset = latchkey_store::NewPasswordReset {
+            code_hash: *code,
+            user_id: ada.id.clone(),
+            created_at: T0,
+            expires_at: at(1_800),
+        };
+        let ev = event("user.password_reset_requested", "user", ada.id.as_str()).of_user(&ada.id);
+        s.create_password_reset(&reset, &ev).await.unwrap();
+    }
+    // Expired: nothing happens.
+    let ev = event("user.password_reset", "user", "");
+    assert!(
+        s.complete_password_reset(&codes[0], at(1_800), "$argon2id$new", &ev)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.list_user_sessions(&ada.id, at(10)).await.unwrap().len(),
+        2
+    );
+    let ev = event("user.password_reset", "user", "");
+    let done = s
+        .complete_password_reset(&codes[0], at(60), "$argon2id$new", &ev)
+        .await
+        .unwrap();
+    assert_eq!(done, Some(ada.id.clone()));
+    let logged = logged(s, &ev.id).await;
+    assert_eq!(logged.subject_id, ada.id.to_string());
+    let found = s.find_user(&ada.id).await.unwrap().unwrap();
+    assert_eq!(found.password_hash, "$argon2id$new");
+    assert!(
+        s.list_user_sessions(&ada.id, at(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Used, and the other code with it.
+    for code in &codes {
+        let ev = event("user.password_reset", "user", "");
+        assert!(
+            s.complete_password_reset(code, at(61), "$argon2id$again", &ev)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(
+        s.find_user(&ada.id).await.unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+}
+
 /// Users: created, found by id and by email, a second account on one address refused, every
 /// switch of `update_user` applied alone.
 async fn story_users(store: Arc<dyn Store>) {
@@ -3518,6 +3608,7 @@ macro_rules! conformance_suite {
 
             story_test!($fresh, story_users);
             story_test!($fresh, story_provisioning);
+            story_test!($fresh, story_password_resets);
             story_test!($fresh, story_orgs_and_memberships);
             story_test!($fresh, story_parallel_demotions_keep_one_admin);
             story_test!($fresh, story_token_limit_and_idempotency);

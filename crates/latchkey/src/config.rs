@@ -78,6 +78,8 @@ pub struct LimitsConfig {
     pub invalid_token_block: PolicyDuration,
     /// Leak reports per address per hour.
     pub leak_reports_per_ip_per_hour: u32,
+    /// Password reset mails asked for per address, and per account, in an hour.
+    pub password_resets_per_hour: u32,
     /// Failed client authentications per OAuth client per minute, then its failures wait.
     pub client_auth_failures_per_minute: u32,
     pub client_auth_block: PolicyDuration,
@@ -93,6 +95,7 @@ impl Default for LimitsConfig {
             invalid_tokens_per_ip_per_minute: 60,
             invalid_token_block: PolicyDuration::from_secs(300),
             leak_reports_per_ip_per_hour: 60,
+            password_resets_per_hour: 5,
             client_auth_failures_per_minute: 10,
             client_auth_block: PolicyDuration::from_secs(60),
         }
@@ -128,6 +131,11 @@ impl LimitsConfig {
                 max: self.client_auth_failures_per_minute,
                 window: minute,
                 block: self.client_auth_block,
+            },
+            password_resets: WindowLimit {
+                max: self.password_resets_per_hour,
+                window: PolicyDuration::from_secs(3_600),
+                block: PolicyDuration::ZERO,
             },
         }
     }
@@ -322,6 +330,7 @@ login_max_delay = "15m"
 invalid_tokens_per_ip_per_minute = 60    # refused bearer tokens, then the address waits
 invalid_token_block = "5m"
 leak_reports_per_ip_per_hour = 60
+password_resets_per_hour = 5
 client_auth_failures_per_minute = 10     # OAuth clients, then their failures wait
 client_auth_block = "60s"
 

@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::api::sessions::cookie;
 use crate::api::views::rfc3339;
 use crate::error::ApiResult;
-use crate::extract::{JsonBody, Path, SignedIn};
+use crate::extract::{ClientIp, JsonBody, Path, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +126,48 @@ pub async fn revoke_app(
     state
         .service
         .revoke_my_app(&me.caller, &me.session, &client_id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    email: String,
+}
+
+/// `POST /v1/password-resets`: `202` whether the address is known or not.
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<ResetRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    state
+        .service
+        .request_password_reset(ip, &body.email)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "if an account has this address, a link is on its way" })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetCompletion {
+    code: String,
+    new_password: SecretString,
+}
+
+/// `POST /v1/password-resets/complete`: the new password, with the code from the mail.
+pub async fn complete_password_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<ResetCompletion>,
+) -> ApiResult<StatusCode> {
+    state
+        .service
+        .complete_password_reset(ip, &body.code, &body.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -172,6 +172,12 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/orgs/{org}/activity", "console", Console, 200, "none" -> "html", "The organisation's audit log (admins)."),
     op!("get" "/cancel", "console", None, 200, "none" -> "html", "The cancel link's page (?code=): names the pending token."),
     op!("post" "/cancel", "console", None, 200, "form" -> "html", "Cancel the pending token (the code is the credential)."),
+    op!("post" "/v1/password-resets", "account", None, 202, "json" -> "json", "Ask for a password reset link by mail ({email}): 202 whether the address is known or not."),
+    op!("post" "/v1/password-resets/complete", "account", None, 204, "json" -> "none", "Choose a new password with the mailed code ({code, new_password}): every session ends."),
+    op!("get" "/forgot-password", "console", None, 200, "none" -> "html", "Ask for a password reset link."),
+    op!("post" "/forgot-password", "console", None, 200, "form" -> "html", "Mail the link (the same answer for any address)."),
+    op!("get" "/reset-password", "console", None, 200, "none" -> "html", "The mailed link's page (?code=): choose a new password."),
+    op!("post" "/reset-password", "console", None, 200, "form" -> "html", "Change the password (once); every session ends."),
     // The person's own security (api/account.rs).
     op!("post" "/v1/user/password", "account", Session, 200, "json" -> "json", "Change one's password ({current_password, new_password}): every session ends; the answer holds the new one."),
     op!("get" "/v1/user/sessions", "account", Session, 200, "none" -> "json", "One's live sessions (current: the one asking)."),

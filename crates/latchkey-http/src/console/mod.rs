@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cancel;
 pub mod credentials;
 pub mod org_tokens;
+pub mod password_reset;
 
 use std::net::IpAddr;
 

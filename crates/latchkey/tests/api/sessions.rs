@@ -635,3 +635,140 @@ async fn changing_ones_password_ends_every_session_and_answers_a_new_one() {
     .await
     .expect(201);
 }
+
+/// SPEC 9: a forgotten password, reset by mail (a real SMTP server): the same answer for a
+/// known and an unknown address (only the known one gets a mail), a link that works once and
+/// ends every session, a weak new password refused without using the link up, and an expired
+/// link refused.
+#[tokio::test]
+async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
+    use crate::mail_helpers::{SmtpSink, one};
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    app.user("ada@example.com").await;
+    let session = app.login("ada@example.com").await;
+
+    let known = app
+        .call(
+            Method::POST,
+            "/v1/password-resets",
+            None,
+            Some(json!({ "email": "ada@example.com" })),
+        )
+        .await
+        .expect(202);
+    let unknown = app
+        .call(
+            Method::POST,
+            "/v1/password-resets",
+            None,
+            Some(json!({ "email": "nobody@example.com" })),
+        )
+        .await
+        .expect(202);
+    assert_eq!(known.body, unknown.body);
+    let mails = sink.wait_for(1).await;
+    let mail = one(&mails, "ada@example.com", "reset your password");
+    let link = mail
+        .link(&format!("{}/reset-password?code=", app.url))
+        .unwrap_or_else(|| panic!("no reset link in {}", mail.body));
+    let code = link
+        .split_once("code=")
+        .map(|(_, c)| c.to_owned())
+        .unwrap_or_default();
+    app.deliver_mails().await;
+    assert_eq!(sink.mails().len(), 1, "a mail went to an unknown address");
+
+    // The console's page for the link names nothing and changes nothing.
+    let page = app
+        .raw(
+            Method::GET,
+            &format!("/reset-password?code={code}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(page.status.as_u16(), 200);
+    assert_eq!(
+        page.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    app.get("/v1/user/tokens", &session).await.expect(200);
+
+    // A weak password is refused and uses nothing up.
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/password-resets/complete",
+            None,
+            Some(json!({ "code": code, "new_password": "short" })),
+        )
+        .await;
+    assert_error(&res, 400, "invalid_request");
+    let new = "a-n3w-and-l0nger-passphrase";
+    app.call(
+        Method::POST,
+        "/v1/password-resets/complete",
+        None,
+        Some(json!({ "code": code, "new_password": new })),
+    )
+    .await
+    .expect(204);
+    assert_error(
+        &app.get("/v1/user/tokens", &session).await,
+        401,
+        "unauthenticated",
+    );
+    app.call(
+        Method::POST,
+        "/v1/sessions",
+        None,
+        Some(json!({ "email": "ada@example.com", "password": new })),
+    )
+    .await
+    .expect(201);
+    // Once only.
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/password-resets/complete",
+            None,
+            Some(json!({ "code": code, "new_password": "yet-an0ther-passphrase" })),
+        )
+        .await;
+    assert_error(&res, 400, "invalid_request");
+
+    // An expired link, through the console's form.
+    app.call(
+        Method::POST,
+        "/v1/password-resets",
+        None,
+        Some(json!({ "email": "ada@example.com" })),
+    )
+    .await
+    .expect(202);
+    let mails = sink.wait_for(2).await;
+    let second = mails
+        .iter()
+        .filter_map(|m| m.link(&format!("{}/reset-password?code=", app.url)))
+        .find(|l| !l.ends_with(&code))
+        .unwrap_or_else(|| panic!("no second link"));
+    let second = second
+        .split_once("code=")
+        .map(|(_, c)| c.to_owned())
+        .unwrap_or_default();
+    app.clock.advance(1_801);
+    let res = app
+        .raw(
+            Method::POST,
+            "/reset-password",
+            &[(
+                "content-type",
+                b"application/x-www-form-urlencoded".to_vec(),
+            )],
+            Some(format!("code={second}&password=yet-an0ther-passphrase").into_bytes()),
+        )
+        .await;
+    assert_eq!(res.status.as_u16(), 400, "{}", res.text);
+    assert!(res.text.contains("expired"), "{}", res.text);
+}
