@@ -292,6 +292,20 @@ fn routes() -> Router<AppState> {
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
         .route("/orgs/{org}/activity", get(activity::get_org_activity))
         // The cancel link of a token's creation mail: the code is the credential.
+        // One's own security, in the console (`console/account.rs`).
+        .route("/account", get(crate::console::account::get_account))
+        .route(
+            "/account/password",
+            post(crate::console::account::post_password),
+        )
+        .route(
+            "/account/sessions/{id}/end",
+            post(crate::console::account::post_end_session),
+        )
+        .route(
+            "/account/apps/{client_id}/revoke",
+            post(crate::console::account::post_revoke_app),
+        )
         // A forgotten password, in the console (`console/password_reset.rs`).
         .route(
             "/forgot-password",

@@ -91,12 +91,7 @@ impl Service {
             std::slice::from_ref(&user.email),
             &crate::mails::password_reset(&url, expires_at),
         )?;
-        for mail in &mut event.mails {
-            mail.sealed = Some(self.master_key.seal(
-                code.as_bytes(),
-                &crate::notifications::sealed_part_aad(&mail.id),
-            )?);
-        }
+        self.seal_into(&mut event.mails, &code)?;
         let reset = NewPasswordReset {
             code_hash,
             user_id: user.id.clone(),

@@ -161,12 +161,20 @@ impl Service {
         })
         .await?;
         if let Some(code) = code {
-            for mail in &mut event.mails {
-                mail.sealed = Some(
-                    self.master_key
-                        .seal(code.as_bytes(), &sealed_part_aad(&mail.id))?,
-                );
-            }
+            self.seal_into(&mut event.mails, &code)?;
+        }
+        Ok(())
+    }
+
+    /// Gives each mail the single-use `code` of its link, sealed under the master key and bound
+    /// to the mail: its body holds only the placeholder (`mails::SEALED_SLOT`), the code goes
+    /// in when the mail is sent (SECURITY.md "Files": no code in clear, not even until then).
+    pub(crate) fn seal_into(&self, mails: &mut [NewMail], code: &str) -> ServiceResult<()> {
+        for mail in mails {
+            mail.sealed = Some(
+                self.master_key
+                    .seal(code.as_bytes(), &sealed_part_aad(&mail.id))?,
+            );
         }
         Ok(())
     }

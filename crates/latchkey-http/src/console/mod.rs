@@ -8,6 +8,7 @@
 //! site is refused. Errors are shown on the page they came from,
 //! with the service's sentence (which never holds a secret).
 
+pub mod account;
 pub mod activity;
 pub mod apps;
 pub mod auth;

@@ -927,3 +927,147 @@ async fn malformed_queries_and_cancel_forms_get_a_page_not_a_crash() {
         .unwrap();
     assert!(!html.contains("evil.example"));
 }
+
+/// SPEC 9 in the console: `/account` lists the sessions (this one marked) and ends another;
+/// its forms need the CSRF token; changing the password keeps this browser signed in with a
+/// new session cookie and ends the others.
+#[tokio::test]
+async fn the_account_page_changes_the_password_and_ends_sessions() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let phone = app.login("ada@example.com").await;
+    let (cookie, csrf) = console_session(&app, "ada@example.com").await;
+    let get = |cookie: String| {
+        let app_url = app.url.clone();
+        async move {
+            let res = no_redirects()
+                .get(format!("{app_url}/account"))
+                .header(header::COOKIE, cookie)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, html) = get(cookie.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("(this one)") && html.contains("No app may act for you"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("/end\"").count(),
+        2,
+        "two sessions listed: {html}"
+    );
+
+    // Without the CSRF token: refused, nothing ends.
+    let sessions = app.get("/v1/user/sessions", &phone).await.expect(200);
+    let phone_id = sessions
+        .body
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["current"] == true))
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let end = |csrf: String| {
+        no_redirects()
+            .post(format!("{}/account/sessions/{phone_id}/end", app.url))
+            .header(header::COOKIE, &cookie)
+            .form(&[("csrf_token", csrf)])
+            .send()
+    };
+    assert_eq!(end(String::new()).await.unwrap().status(), 403);
+    app.get("/v1/user/tokens", &phone).await.expect(200);
+    assert_eq!(end(csrf.clone()).await.unwrap().status(), 303);
+    assert_eq!(
+        app.get("/v1/user/tokens", &phone).await.status.as_u16(),
+        401
+    );
+
+    // The password: a wrong current one is shown on the page; the right one re-signs this
+    // browser in with a new cookie.
+    let change = |current: &str| {
+        no_redirects()
+            .post(format!("{}/account/password", app.url))
+            .header(header::COOKIE, &cookie)
+            .form(&[
+                ("csrf_token", csrf.clone()),
+                ("current_password", current.to_owned()),
+                ("new_password", "a-n3w-and-l0nger-passphrase".to_owned()),
+            ])
+            .send()
+    };
+    let res = change("wrong-password").await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("not correct"));
+    let res = change(PASSWORD).await.unwrap();
+    assert_eq!(res.status(), 303);
+    let fresh = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(fresh.starts_with("latchkey_session=lkses_"), "{fresh}");
+    let (status, _) = get(cookie.clone()).await;
+    assert_eq!(status, 303, "the old session cookie still works");
+    let (status, html) = get(fresh).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("(this one)"));
+}
+
+/// SPEC 9 walked in Chromium: a forgotten password (the sign-in page's link, the mail from a
+/// real SMTP server, the link's page), then `/account`: a wrong current password shown on the
+/// page, the change, the sessions with this one marked.
+#[tokio::test]
+async fn a_person_resets_a_forgotten_password_and_changes_it_on_the_account_page() {
+    use crate::mail_helpers::{SmtpSink, one};
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    app.user("ada@example.com").await;
+    let b = Browser::start(&app.url).await;
+
+    b.goto("/login").await;
+    b.click("a[href='/forgot-password']").await;
+    assert_eq!(b.path().await, "/forgot-password");
+    b.fill("#email", "ada@example.com").await;
+    b.click("button[type=submit]").await;
+    assert!(b.body().await.contains("Check your mail"));
+    let mails = sink.wait_for(1).await;
+    let link = one(&mails, "ada@example.com", "reset your password")
+        .link(&format!("{}/reset-password?code=", app.url))
+        .unwrap_or_else(|| panic!("no reset link"));
+    let path = link.trim_start_matches(app.url.as_str()).to_owned();
+    b.goto(&path).await;
+    b.fill("#password", "a-n3w-and-l0nger-passphrase").await;
+    b.click("button[type=submit]").await;
+    assert!(b.body().await.contains("Password changed"));
+    b.screenshot("password-reset").await;
+
+    b.sign_in("ada@example.com", "a-n3w-and-l0nger-passphrase")
+        .await;
+    b.click("a[href='/account']").await;
+    assert_eq!(b.path().await, "/account");
+    b.fill("#current_password", "not my password").await;
+    b.fill("#new_password", "the-th1rd-passphrase").await;
+    b.click("form[action='/account/password'] button").await;
+    assert!(b.text(".error").await.to_lowercase().contains("password"));
+    b.fill("#current_password", "a-n3w-and-l0nger-passphrase")
+        .await;
+    b.fill("#new_password", "the-th1rd-passphrase").await;
+    b.click("form[action='/account/password'] button").await;
+    assert!(b.text(".notice").await.contains("password is changed"));
+    assert!(b.text("tbody").await.contains("(this one)"));
+    b.screenshot("account").await;
+    b.close().await;
+    app.call(
+        reqwest::Method::POST,
+        "/v1/sessions",
+        None,
+        Some(json!({ "email": "ada@example.com", "password": "the-th1rd-passphrase" })),
+    )
+    .await
+    .expect(201);
+}

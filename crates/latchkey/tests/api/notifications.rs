@@ -667,6 +667,17 @@ async fn a_kill_9_with_mails_waiting_loses_none_and_repeats_none() {
     };
     let before = create("before").await;
     sink.wait_for(1).await;
+    // Delivered and recorded as sent: the sink holds the message a moment before the server
+    // has the SMTP server's answer, and a mail whose answer is lost is sent again (SMTP is at
+    // least once; the Message-ID lets a reader drop the repeat).
+    let deadline = tokio::time::Instant::now() + MAIL_DEADLINE;
+    while mails_counted(&server, "sent").await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first mail is not recorded as sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // SMTP goes down; four acknowledged changes wait in the outbox; the server dies.
     sink.stop();

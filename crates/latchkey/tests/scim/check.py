@@ -16,14 +16,25 @@ from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import check_server
 
 
+class FreshEmails(list):
+    """A list of examples whose every item, read, is a new email address."""
+
+    def __len__(self) -> int:
+        return 1_000_000
+
+    def __getitem__(self, index):
+        return f"{uuid.uuid4()}@checker.example"
+
+
 def main() -> None:
     base, secret = sys.argv[1], sys.argv[2]
     http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"})
     client = SyncSCIMClient(http)
     client.discover()
     # Latchkey's userName is the email (docs/IDENTITY.md): the checker fills it from the
-    # field's examples when it has some, so it gets email addresses, as identity providers send.
-    emails = [f"{uuid.uuid4()}@checker.example" for _ in range(5000)]
+    # field's examples when it has some (`random.choice`), so it gets email addresses, as
+    # identity providers send; a fresh one each time (a fixed list repeats one sooner or later).
+    emails = FreshEmails()
     for model in client.provider.models:
         field = getattr(model, "model_fields", {}).get("user_name")
         if field is not None:
