@@ -291,7 +291,6 @@ fn routes() -> Router<AppState> {
         )
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
         .route("/orgs/{org}/activity", get(activity::get_org_activity))
-        // The cancel link of a token's creation mail: the code is the credential.
         // One's own security, in the console (`console/account.rs`).
         .route("/account", get(crate::console::account::get_account))
         .route(
@@ -317,6 +316,7 @@ fn routes() -> Router<AppState> {
             get(crate::console::password_reset::get_reset)
                 .post(crate::console::password_reset::post_reset),
         )
+        // The cancel link of a token's creation mail: the code is the credential.
         .route(
             "/cancel",
             get(crate::console::cancel::get_cancel).post(crate::console::cancel::post_cancel),

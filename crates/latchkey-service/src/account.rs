@@ -44,11 +44,14 @@ impl Service {
         ip: std::net::IpAddr,
         email: &str,
     ) -> ServiceResult<()> {
-        let account = email.trim().to_lowercase();
-        self.limits.password_reset(ip, &account, self.now())?;
-        let user = match Email::parse(email) {
-            Ok(email) => self.store.find_user_by_email(&email).await?,
-            Err(_) => None,
+        // Counted per account by the parsed address (bounded in size), per address always.
+        let parsed = Email::parse(email).ok();
+        let account = parsed.as_ref().map(|e| e.as_str().to_lowercase());
+        self.limits
+            .password_reset(ip, account.as_deref(), self.now())?;
+        let user = match &parsed {
+            Some(email) => self.store.find_user_by_email(email).await?,
+            None => None,
         };
         let user = user.filter(|u| {
             !u.disabled && u.deleted_at.is_none() && u.password_hash != latchkey_store::NO_PASSWORD
@@ -118,6 +121,18 @@ impl Service {
             return Err(reset_link_gone());
         }
         crate::crypto::check_password_rules(new)?;
+        // The code is looked at before anything is hashed: a flood of made-up codes costs a
+        // read each, not an Argon2 hash each.
+        let code_hash = TokenSecret::hash_of(code);
+        if self
+            .store
+            .find_live_password_reset(&code_hash, now)
+            .await?
+            .is_none()
+        {
+            self.limits.bad_token(ip, now);
+            return Err(reset_link_gone());
+        }
         let password_hash = self.hasher.hash(new).await?;
         let event = self.event(
             &Caller::anonymous(Some(ip)),
@@ -133,7 +148,7 @@ impl Service {
         )?;
         match self
             .store
-            .complete_password_reset(&TokenSecret::hash_of(code), now, &password_hash, &event)
+            .complete_password_reset(&code_hash, now, &password_hash, &event)
             .await?
         {
             Some(_) => Ok(()),
@@ -168,12 +183,14 @@ impl Service {
         self.open_session(caller.ip, &user, "session.login").await
     }
 
-    /// The person's live sessions, newest first.
+    /// The person's live sessions, newest first (not those past their idle timeout either:
+    /// they no longer work).
     pub async fn list_my_sessions(&self, me: &SessionUser) -> ServiceResult<Vec<Session>> {
-        Ok(self
-            .store
-            .list_user_sessions(&me.user.id, self.now())
-            .await?)
+        let now = self.now();
+        let idle = self.settings.session_idle_timeout.to_time();
+        let mut sessions = self.store.list_user_sessions(&me.user.id, now).await?;
+        sessions.retain(|s| s.last_seen_at + idle > now);
+        Ok(sessions)
     }
 
     /// Ends one of the person's own sessions (this one too: that is signing out). Anyone
@@ -232,7 +249,7 @@ impl Service {
             return Err(ServiceError::not_found("app"));
         };
         for grant in &app.grants {
-            self.revoke_grant_as(caller, grant, "consent_withdrawn")
+            self.revoke_grant_as(caller, Some(&me.user.id), grant, "consent_withdrawn")
                 .await?;
         }
         Ok(())

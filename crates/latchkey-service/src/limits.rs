@@ -253,13 +253,16 @@ impl Limiters {
     pub(crate) fn password_reset(
         &self,
         ip: IpAddr,
-        account: &str,
+        account: Option<&str>,
         now: Timestamp,
     ) -> ServiceResult<()> {
         let ip = address_key(ip);
         if let Some(wait) = self.resets_ip.with(&ip, |c| c.hit(&ip, now)) {
             return Err(limited(wait));
         }
+        let Some(account) = account else {
+            return Ok(());
+        };
         let account = account.to_owned();
         self.resets_account
             .with(&account, |c| c.hit(&account, now))

@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
         reset: &NewPasswordReset,
         event: &NewEvent,
     ) -> StoreResult<()>;
+    /// The person a live reset code is for (unused, unexpired, the person neither disabled nor
+    /// deleted), without using it.
+    async fn find_live_password_reset(
+        &self,
+        code_hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>>;
     /// Uses a reset code, if it is live, in one transaction: the code and every other live
     /// code of the person are used up, the password hash replaced, every session ended, the
     /// event written with the person as its subject and user. `None` (nothing changed) for an

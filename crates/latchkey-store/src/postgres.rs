@@ -673,6 +673,22 @@ impl Store for PgStore {
                 tx.alter(Change::Membership(parse(&org, "org id")?, id.clone()));
             }
         }
+        // A live password reset link must not outlive the password, the address it was
+        // mailed to, or the account's being switched off.
+        if c.password_hash.is_some()
+            || c.email.is_some()
+            || c.disabled == Some(true)
+            || c.deleted_at.is_some()
+        {
+            sqlx::query(
+                "UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+            )
+            .bind(ts(event.at))
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("password reset"))?;
+        }
         if c.end_sessions {
             sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                 .bind(id.as_str())
@@ -1014,6 +1030,24 @@ impl Store for PgStore {
         self.commit(tx).await.map_err(db_err("password reset"))
     }
 
+    async fn find_live_password_reset(
+        &self,
+        code_hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>> {
+        let user: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM password_resets
+             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2
+               AND user_id IN (SELECT id FROM users WHERE NOT disabled AND deleted_at IS NULL)",
+        )
+        .bind(code_hash.as_bytes().as_slice())
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("password reset"))?;
+        user.map(|u| parse(&u, "user id")).transpose()
+    }
+
     async fn complete_password_reset(
         &self,
         code_hash: &TokenHash,
@@ -1022,6 +1056,15 @@ impl Store for PgStore {
         event: &NewEvent,
     ) -> StoreResult<Option<UserId>> {
         let mut tx = self.write_tx().await?;
+        // The person's row first: two codes of one person completed at once queue here
+        // instead of each locking its own code and then waiting for the other's (a deadlock).
+        sqlx::query(
+            "SELECT id FROM users WHERE id = (SELECT user_id FROM password_resets WHERE code_hash = $1) FOR UPDATE",
+        )
+        .bind(code_hash.as_bytes().as_slice())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_err("user"))?;
         let user: Option<String> = sqlx::query_scalar(
             "UPDATE password_resets SET used_at = $1
              WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $3

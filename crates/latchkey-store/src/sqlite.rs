@@ -577,6 +577,22 @@ impl Store for SqliteStore {
                 tx.alter(Change::Membership(parse(&org, "org id")?, id.clone()));
             }
         }
+        // A live password reset link must not outlive the password, the address it was
+        // mailed to, or the account's being switched off.
+        if c.password_hash.is_some()
+            || c.email.is_some()
+            || c.disabled == Some(true)
+            || c.deleted_at.is_some()
+        {
+            sqlx::query(
+                "UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+            )
+            .bind(ts(event.at))
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("password reset"))?;
+        }
         if c.end_sessions {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?")
                 .bind(id.as_str())
@@ -908,6 +924,24 @@ impl Store for SqliteStore {
         .map_err(db_err("password reset"))?;
         insert_event(&mut tx, event).await?;
         self.commit(tx).await.map_err(db_err("password reset"))
+    }
+
+    async fn find_live_password_reset(
+        &self,
+        code_hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserId>> {
+        let user: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM password_resets
+             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
+               AND user_id IN (SELECT id FROM users WHERE NOT disabled AND deleted_at IS NULL)",
+        )
+        .bind(code_hash.as_bytes().as_slice())
+        .bind(ts(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("password reset"))?;
+        user.map(|u| parse(&u, "user id")).transpose()
     }
 
     async fn complete_password_reset(

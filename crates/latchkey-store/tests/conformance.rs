@@ -815,6 +815,41 @@ async fn story_password_resets(store: Arc<dyn Store>) {
         s.find_user(&ada.id).await.unwrap().unwrap().password_hash,
         "$argon2id$new"
     );
+
+    // A password changed another way uses up the live codes too.
+    let code = secret("lkrst").hash();
+    let reset = latchkey_store::NewPasswordReset {
+        code_hash: code,
+        user_id: ada.id.clone(),
+        created_at: at(100),
+        expires_at: at(1_900),
+    };
+    let ev = event("user.password_reset_requested", "user", ada.id.as_str()).of_user(&ada.id);
+    s.create_password_reset(&reset, &ev).await.unwrap();
+    assert!(
+        s.find_live_password_reset(&code, at(101))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let ev = event("user.password_changed", "user", ada.id.as_str()).of_user(&ada.id);
+    s.update_user(
+        &ada.id,
+        &UserChange {
+            password_hash: Some("$argon2id$other".into()),
+            end_sessions: true,
+            ..UserChange::default()
+        },
+        &ev,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.find_live_password_reset(&code, at(102))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Users: created, found by id and by email, a second account on one address refused, every

@@ -57,14 +57,30 @@ async fn page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
+    // A list that cannot be read is not an empty list: someone looking for an intruder must
+    // not be told there is none.
+    let (sessions, apps) = match (
+        state.service.list_my_sessions(&console.session).await,
+        state.service.list_my_apps(&console.session).await,
+    ) {
+        (Ok(sessions), Ok(apps)) => (sessions, apps),
+        (Err(e), _) | (_, Err(e)) => {
+            let (status, text) = failure(&e);
+            return render(
+                status,
+                &super::MessagePage {
+                    layout: console.layout(state, "Account", "account").await,
+                    heading: "Cannot show your account".to_owned(),
+                    text,
+                    back: Some("/account".to_owned()),
+                },
+            );
+        }
+    };
     let mut layout = console.layout(state, "Account", "account").await;
     layout.notice = notice;
     layout.error = error;
-    let sessions = state
-        .service
-        .list_my_sessions(&console.session)
-        .await
-        .unwrap_or_default()
+    let sessions = sessions
         .iter()
         .map(|s| SessionRow {
             id: s.id.clone(),
@@ -74,11 +90,7 @@ async fn page(
             current: s.id == console.session.session_id,
         })
         .collect();
-    let apps = state
-        .service
-        .list_my_apps(&console.session)
-        .await
-        .unwrap_or_default()
+    let apps = apps
         .into_iter()
         .map(|a| AppRow {
             client_id: a.client_id,
@@ -166,7 +178,14 @@ pub async fn post_end_session(
         .end_my_session(&console.caller(), &console.session, &id)
         .await
     {
-        Ok(()) if this_one => redirect("/login"),
+        Ok(()) if this_one => {
+            let mut response = redirect("/login");
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                crate::api::sessions::cookie(&state, "", 0),
+            );
+            response
+        }
         Ok(()) => redirect("/account?done=session"),
         Err(e) => refused(&state, &console, &e).await,
     }

@@ -124,6 +124,15 @@ pub async fn post_reset(
             None,
         );
     };
+    // A password the rules refuse leaves the code unused: the form again, with why (the
+    // service checks the same rules again).
+    if let Err(e) = latchkey_service::crypto::check_password_rules(&password) {
+        let mut layout = Layout::anonymous("Choose a new password", String::new());
+        layout.error = Some(failure(&e).1);
+        let mut response = render_secret(&ResetPage { layout, code });
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        return response;
+    }
     match state
         .service
         .complete_password_reset(ip, &code, &password)

@@ -255,14 +255,16 @@ impl Service {
     /// Revokes a grant (code or refresh-token replay): its refresh tokens and access tokens
     /// are refused from now on.
     pub(crate) async fn revoke_grant(&self, grant_id: &str, reason: &str) -> ServiceResult<()> {
-        self.revoke_grant_as(&Caller::operator(), grant_id, reason)
+        self.revoke_grant_as(&Caller::operator(), None, grant_id, reason)
             .await
     }
 
-    /// [`Service::revoke_grant`] on behalf of `caller` (the person withdrawing their consent).
+    /// [`Service::revoke_grant`] on behalf of `caller`; `user`, the person who consented,
+    /// sees it in their own log.
     pub(crate) async fn revoke_grant_as(
         &self,
         caller: &Caller,
+        user: Option<&latchkey_core::UserId>,
         grant_id: &str,
         reason: &str,
     ) -> ServiceResult<()> {
@@ -272,7 +274,7 @@ impl Service {
                 action: "oauth.grant_revoked",
                 subject_kind: "grant",
                 subject_id: grant_id,
-                user: None,
+                user,
                 org: None,
                 outcome: "success",
                 details: Some(json!({ "reason": reason })),

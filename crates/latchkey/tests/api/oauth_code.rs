@@ -1290,6 +1290,12 @@ async fn a_person_sees_and_revokes_the_apps_they_consented_to() {
         .await
         .expect(204);
     assert_eq!(s.app.me(&access).await.status.as_u16(), 401);
+    let events = s.app.get("/v1/user/events", &session).await.expect(200);
+    assert!(
+        events.text.contains("oauth.grant_revoked"),
+        "{}",
+        events.text
+    );
     let (status, body, _) = token_post(
         &s,
         None,

@@ -772,3 +772,73 @@ async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
     assert_eq!(res.status.as_u16(), 400, "{}", res.text);
     assert!(res.text.contains("expired"), "{}", res.text);
 }
+
+/// Review findings: a reset link dies with a password changed another way; the console's
+/// reset form shows a weak password's refusal on the form and leaves the link usable.
+#[tokio::test]
+async fn a_reset_link_dies_with_the_password_and_a_weak_one_keeps_the_form() {
+    use crate::mail_helpers::{SmtpSink, one};
+    let sink = SmtpSink::start().await;
+    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    app.user("ada@example.com").await;
+    let ask = || {
+        app.call(
+            Method::POST,
+            "/v1/password-resets",
+            None,
+            Some(json!({ "email": "ada@example.com" })),
+        )
+    };
+    let code_of = |mails: &[crate::mail_helpers::Mail], n: usize| {
+        let links: Vec<String> = mails
+            .iter()
+            .filter_map(|m| m.link(&format!("{}/reset-password?code=", app.url)))
+            .collect();
+        links[n]
+            .split_once("code=")
+            .map(|(_, c)| c.to_owned())
+            .unwrap_or_default()
+    };
+    ask().await.expect(202);
+    let mails = sink.wait_for(1).await;
+    let _ = one(&mails, "ada@example.com", "reset your password");
+    let first = code_of(&mails, 0);
+
+    // The console form: a weak password is shown on the form, the link stays good.
+    let content_type = [(
+        "content-type",
+        b"application/x-www-form-urlencoded".to_vec(),
+    )];
+    let form = |code: &str, password: &str| {
+        let body = format!("code={code}&password={password}").into_bytes();
+        app.raw(Method::POST, "/reset-password", &content_type, Some(body))
+    };
+    let res = form(&first, "short").await;
+    assert_eq!(res.status.as_u16(), 400, "{}", res.text);
+    assert!(
+        res.text.contains("Choose a new password") && res.text.contains("8 to 1024"),
+        "{}",
+        res.text
+    );
+
+    // The password changed with the current one: the link no longer works.
+    let session = app.login("ada@example.com").await;
+    app.post(
+        "/v1/user/password",
+        &session,
+        json!({ "current_password": PASSWORD, "new_password": "a-n3w-and-l0nger-passphrase" }),
+    )
+    .await
+    .expect(200);
+    let res = form(&first, "yet-an0ther-passphrase").await;
+    assert_eq!(res.status.as_u16(), 400, "{}", res.text);
+    assert!(res.text.contains("cannot be used"), "{}", res.text);
+    app.call(
+        Method::POST,
+        "/v1/sessions",
+        None,
+        Some(json!({ "email": "ada@example.com", "password": "a-n3w-and-l0nger-passphrase" })),
+    )
+    .await
+    .expect(201);
+}
