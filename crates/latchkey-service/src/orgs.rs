@@ -194,9 +194,19 @@ impl Service {
         org_id: &str,
         email: &str,
     ) -> ServiceResult<()> {
-        let org = self.find_org(org_id).await?;
         let user = self.find_user_by_email(email).await?;
-        self.delete_member(caller, &org, &user.id, false).await
+        self.remove_person(caller, org_id, &user.id).await
+    }
+
+    /// [`Service::remove_member`] for a person already found (by id).
+    pub async fn remove_person(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        user: &UserId,
+    ) -> ServiceResult<()> {
+        let org = self.find_org(org_id).await?;
+        self.delete_member(caller, &org, user, false).await
     }
 
     pub(crate) async fn delete_member(

@@ -84,7 +84,15 @@ impl Service {
             other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
         self.rehash_if_weak(&user, password).await;
-        self.open_session(ip, &user, "session.login").await
+        match self.open_session(ip, &user, "session.login").await {
+            // The password was changed or reset, or the person disabled, while it was being
+            // checked: what was checked is no longer the password.
+            Err(ServiceError::Client {
+                code: ErrorCode::PreconditionFailed,
+                ..
+            }) => Err(invalid_credentials()),
+            other => other,
+        }
     }
 
     /// A new session for `user` (after a sign-in, or a password change that ended the rest).
@@ -105,6 +113,7 @@ impl Service {
             user_id: user.id.clone(),
             created_at: now,
             expires_at,
+            user_version: user.version,
         };
         let caller = Caller::user(user.id.clone(), ip);
         let event = self.event(

@@ -696,7 +696,16 @@ impl Service {
         email: &str,
     ) -> ServiceResult<KillSwitch> {
         let user = self.find_user_by_email(email).await?;
-        self.revoke_all_tokens(caller, &Owner::User(user.id), None)
+        self.revoke_all_person_tokens(caller, &user).await
+    }
+
+    /// [`Service::revoke_all_user_tokens`] for a person already found.
+    pub async fn revoke_all_person_tokens(
+        &self,
+        caller: &Caller,
+        user: &latchkey_store::User,
+    ) -> ServiceResult<KillSwitch> {
+        self.revoke_all_tokens(caller, &Owner::User(user.id.clone()), None)
             .await
     }
 

@@ -143,13 +143,25 @@ impl Service {
         api_tokens_enabled: Option<bool>,
     ) -> ServiceResult<User> {
         let user = self.find_user_by_email(email).await?;
+        self.switch_user(caller, &user, disabled, api_tokens_enabled)
+            .await
+    }
+
+    /// [`Service::update_user`] for a person already found (the operator API finds them by
+    /// id: acting on the record found, not on whoever has the email a moment later).
+    pub async fn switch_user(
+        &self,
+        caller: &Caller,
+        user: &User,
+        disabled: Option<bool>,
+        api_tokens_enabled: Option<bool>,
+    ) -> ServiceResult<User> {
         let change = UserChange {
             disabled,
             api_tokens_enabled,
             ..UserChange::default()
         };
-        self.change_user(caller, &user, change, "user.updated")
-            .await
+        self.change_user(caller, user, change, "user.updated").await
     }
 
     /// The one way a user's record changes (`action` names it in the audit log). A disabled or

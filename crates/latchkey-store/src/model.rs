@@ -178,6 +178,10 @@ pub struct NewSession {
     pub user_id: UserId,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The version of the person's record the password was checked against: the session is
+    /// opened only if the record is still at it (a password changed or reset, or the person
+    /// disabled, in between refuses it with [`StoreError::Stale`](crate::StoreError::Stale)).
+    pub user_version: i64,
 }
 
 #[derive(Debug, Clone)]

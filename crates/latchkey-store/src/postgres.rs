@@ -1116,6 +1116,20 @@ impl Store for PgStore {
 
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        // The person's row, shared-locked at the version the password was checked against: a
+        // password change or reset (which updates it, then ends every session) either comes
+        // first and refuses this session, or waits for it and then ends it.
+        let current: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE id = $1 AND version = $2 AND NOT disabled AND deleted_at IS NULL FOR SHARE",
+        )
+        .bind(s.user_id.as_str())
+        .bind(s.user_version)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db_err("user"))?;
+        if current.is_none() {
+            return Err(StoreError::Stale("user"));
+        }
         sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&s.id)
             .bind(s.token_hash.as_bytes().as_slice())

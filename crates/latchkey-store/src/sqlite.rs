@@ -1001,16 +1001,25 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: &NewSession, event: &NewEvent) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(&s.id)
-            .bind(s.token_hash.as_bytes().as_slice())
-            .bind(s.user_id.as_str())
-            .bind(ts(s.created_at))
-            .bind(ts(s.expires_at))
-            .bind(ts(s.created_at))
-            .execute(tx.conn())
-            .await
-            .map_err(db_err("session"))?;
+        let done = sqlx::query(
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at)
+             SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS
+               (SELECT 1 FROM users WHERE id = ? AND version = ? AND NOT disabled AND deleted_at IS NULL)",
+        )
+        .bind(&s.id)
+        .bind(s.token_hash.as_bytes().as_slice())
+        .bind(s.user_id.as_str())
+        .bind(ts(s.created_at))
+        .bind(ts(s.expires_at))
+        .bind(ts(s.created_at))
+        .bind(s.user_id.as_str())
+        .bind(s.user_version)
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("session"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Stale("user"));
+        }
         // Expired sessions are swept here, on the write path, instead of by a timer.
         sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(ts(s.created_at))

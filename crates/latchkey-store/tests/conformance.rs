@@ -741,6 +741,7 @@ async fn story_password_resets(store: Arc<dyn Store>) {
             token_hash: secret("lkses").hash(),
             user_id: ada.id.clone(),
             created_at: at(n),
+            user_version: 1,
             expires_at: at(DAY),
         };
         let ev = event("session.created", "session", &session.id).of_user(&ada.id);
@@ -814,6 +815,25 @@ async fn story_password_resets(store: Arc<dyn Store>) {
     assert_eq!(
         s.find_user(&ada.id).await.unwrap().unwrap().password_hash,
         "$argon2id$new"
+    );
+
+    // A sign-in that checked the password before the reset opens no session.
+    let late = NewSession {
+        id: SessionId::from_random(random()).to_string(),
+        token_hash: secret("lkses").hash(),
+        user_id: ada.id.clone(),
+        created_at: at(62),
+        user_version: 1,
+        expires_at: at(DAY),
+    };
+    let ev = event("session.login", "session", &late.id).of_user(&ada.id);
+    let err = s.create_session(&late, &ev).await.unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert!(
+        s.list_user_sessions(&ada.id, at(62))
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // A password changed another way uses up the live codes too.
@@ -2483,6 +2503,7 @@ async fn story_sessions_and_rehash(store: Arc<dyn Store>) {
         token_hash: session_secret.hash(),
         user_id: ada.id.clone(),
         created_at: T0,
+        user_version: 1,
         expires_at: at(DAY),
     };
     let ev = event("session.created", "session", &session.id).of_user(&ada.id);

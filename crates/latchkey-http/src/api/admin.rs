@@ -156,12 +156,7 @@ pub async fn update_user(
     let user = state.service.find_user_by_id(&id).await?;
     let user = state
         .service
-        .update_user(
-            &caller,
-            user.email.as_str(),
-            body.disabled,
-            body.api_tokens_enabled,
-        )
+        .switch_user(&caller, &user, body.disabled, body.api_tokens_enabled)
         .await?;
     Ok(Json(UserView::new(&user)))
 }
@@ -175,7 +170,7 @@ pub async fn revoke_all_user_tokens(
     let user = state.service.find_user_by_id(&id).await?;
     let done = state
         .service
-        .revoke_all_user_tokens(&caller, user.email.as_str())
+        .revoke_all_person_tokens(&caller, &user)
         .await?;
     Ok(Json(killed(&done)))
 }
@@ -315,10 +310,7 @@ pub async fn remove_member(
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let user = state.service.find_user_by_id(&user).await?;
-    state
-        .service
-        .remove_member(&caller, &id, user.email.as_str())
-        .await?;
+    state.service.remove_person(&caller, &id, &user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
