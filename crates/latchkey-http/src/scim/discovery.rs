@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::groups::{GROUP_SCHEMA, ROLES_SCHEMA};
 use super::users::USER_SCHEMA;
-use super::{LIST_SCHEMA, MAX_PAGE, Provisioner, ScimFailure, ScimResult, scim_json};
+use super::{MAX_PAGE, Provisioner, ScimFailure, ScimResult, list_response, scim_json};
 use crate::AppState;
 use crate::extract::Path;
 
@@ -20,16 +20,8 @@ fn meta(state: &AppState, kind: &str, path: &str) -> Value {
 }
 
 fn list(resources: Vec<Value>) -> Response {
-    scim_json(
-        StatusCode::OK,
-        &json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": resources.len(),
-            "startIndex": 1,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    )
+    let total = resources.len() as u64;
+    list_response(1, total, resources)
 }
 
 pub async fn service_provider_config(

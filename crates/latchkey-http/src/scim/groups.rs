@@ -15,10 +15,11 @@ use sha2::Digest as _;
 
 use super::users::{ListQuery, Projection, page_bounds, project};
 use super::{
-    LIST_SCHEMA, Provisioner, ScimFailure, ScimQuery, ScimResult, check_if_match, json_body,
-    scim_json,
+    Provisioner, ScimFailure, ScimQuery, ScimResult, attr_value, body_object, check_if_match,
+    external_id_of, json_body, list_response, scim_json,
 };
 use crate::AppState;
+use crate::api::views::rfc3339;
 use crate::extract::Path;
 
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -44,10 +45,7 @@ fn etag(body: &Value) -> String {
 
 /// The group as SCIM shows it; `members` is `None` when they were not read (left out).
 fn representation(state: &AppState, org: &Org, members: Option<&[Member]>) -> Value {
-    let created = org
-        .created_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let created = rfc3339(org.created_at);
     let mut out = Map::new();
     out.insert("schemas".into(), json!([GROUP_SCHEMA, ROLES_SCHEMA]));
     out.insert("id".into(), json!(org.id));
@@ -99,14 +97,6 @@ fn representation(state: &AppState, org: &Org, members: Option<&[Member]>) -> Va
     body
 }
 
-/// The key of `name` in `object`, compared case-insensitively.
-fn get<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
-
 /// The user ids of a list of members (`[{"value": id}]`).
 fn ids(list: Option<&Value>, what: &str) -> ScimResult<Vec<UserId>> {
     let items = match list {
@@ -122,7 +112,7 @@ fn ids(list: Option<&Value>, what: &str) -> ScimResult<Vec<UserId>> {
         .iter()
         .map(|item| {
             let value = match item {
-                Value::Object(o) => get(o, "value"),
+                Value::Object(o) => attr_value(o, "value"),
                 _ => None,
             };
             match value {
@@ -139,27 +129,13 @@ fn ids(list: Option<&Value>, what: &str) -> ScimResult<Vec<UserId>> {
 
 /// A Group body (POST, PUT, or the result of a PATCH) in Latchkey's terms.
 fn provisioned(body: &Value) -> ScimResult<ProvisionedGroup> {
-    let Value::Object(object) = body else {
-        return Err(ScimFailure::new(
-            StatusCode::BAD_REQUEST,
-            Some("invalidSyntax"),
-            "the body must be a JSON object",
-        ));
-    };
-    let name = match get(object, "displayName") {
+    let object = body_object(body)?;
+    let name = match attr_value(object, "displayName") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => return Err(ScimFailure::invalid_value("displayName is required")),
     };
-    let external_id = match get(object, "externalId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 256 => Some(s.clone()),
-        Some(_) => {
-            return Err(ScimFailure::invalid_value(
-                "externalId must be text of at most 256 bytes",
-            ));
-        }
-    };
-    let roles = match get(object, ROLES_SCHEMA) {
+    let external_id = external_id_of(object)?;
+    let roles = match attr_value(object, ROLES_SCHEMA) {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => Some(o),
         Some(_) => {
@@ -168,10 +144,10 @@ fn provisioned(body: &Value) -> ScimResult<ProvisionedGroup> {
             ));
         }
     };
-    let admins = ids(roles.and_then(|r| get(r, "admins")), "admins")?;
-    let partners = ids(roles.and_then(|r| get(r, "partners")), "partners")?;
+    let admins = ids(roles.and_then(|r| attr_value(r, "admins")), "admins")?;
+    let partners = ids(roles.and_then(|r| attr_value(r, "partners")), "partners")?;
     let mut members: Vec<(UserId, Role)> = Vec::new();
-    let everyone = ids(get(object, "members"), "members")?
+    let everyone = ids(attr_value(object, "members"), "members")?
         .into_iter()
         .chain(admins.iter().cloned())
         .chain(partners.iter().cloned());
@@ -380,14 +356,5 @@ pub async fn list_groups(
         .take(count as usize)
         .map(|b| project(b, &query.attributes, &query.excluded_attributes))
         .collect();
-    Ok(scim_json(
-        StatusCode::OK,
-        &json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    ))
+    Ok(list_response(start, total as u64, resources))
 }

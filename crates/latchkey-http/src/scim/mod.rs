@@ -22,7 +22,7 @@ use crate::error::{ApiError, status_of};
 use crate::extract::{Bearer, bearer, peer_ip};
 
 pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 /// SCIM's media type (RFC 7644 §3.1); `application/json` is accepted too.
 const SCIM_JSON: &str = "application/scim+json";
 /// At most this many resources in one page (`count` above it is lowered, RFC 7644 §3.4.2.4).
@@ -89,6 +89,52 @@ pub fn scim_json(status: StatusCode, body: &Value) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     response
+}
+
+/// A list answer (RFC 7644 §3.4.2): one page of `resources` from the 1-based `start`, of
+/// `total` in all.
+pub fn list_response(start: u64, total: u64, resources: Vec<Value>) -> Response {
+    scim_json(
+        StatusCode::OK,
+        &json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    )
+}
+
+/// A resource body (POST, PUT, or the result of a PATCH) as the object it must be.
+pub fn body_object(body: &Value) -> ScimResult<&serde_json::Map<String, Value>> {
+    match body {
+        Value::Object(object) => Ok(object),
+        _ => Err(ScimFailure::new(
+            StatusCode::BAD_REQUEST,
+            Some("invalidSyntax"),
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// The value of attribute `name`, compared case-insensitively (SCIM attribute names are).
+pub fn attr_value<'a>(object: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    object
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// `externalId`: absent, `null`, or text of at most 256 bytes.
+pub fn external_id_of(object: &serde_json::Map<String, Value>) -> ScimResult<Option<String>> {
+    match attr_value(object, "externalId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
+        Some(_) => Err(ScimFailure::invalid_value(
+            "externalId must be text of at most 256 bytes",
+        )),
+    }
 }
 
 /// An error in SCIM's shape (RFC 7644 §3.12).

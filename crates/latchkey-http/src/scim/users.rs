@@ -13,10 +13,11 @@ use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
 use super::{
-    LIST_SCHEMA, MAX_PAGE, Provisioner, ScimFailure, ScimQuery, ScimResult, check_if_match,
-    json_body, scim_json,
+    MAX_PAGE, Provisioner, ScimFailure, ScimQuery, ScimResult, attr_value, body_object,
+    check_if_match, external_id_of, json_body, list_response, scim_json,
 };
 use crate::AppState;
+use crate::api::views::rfc3339;
 use crate::extract::Path;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -66,10 +67,6 @@ pub fn representation(state: &AppState, user: &User) -> Value {
     if let Some(external_id) = &user.external_id {
         out.insert("externalId".into(), json!(external_id));
     }
-    let rfc3339 = |t: latchkey_core::Timestamp| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
     out.insert(
         "meta".into(),
         json!({
@@ -106,24 +103,10 @@ fn boolean(value: &Value) -> ScimResult<bool> {
     }
 }
 
-/// The key of `name` in `object`, compared case-insensitively (SCIM attribute names are).
-fn get<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
-
 /// A User body (POST, PUT, or the result of a PATCH) in Latchkey's terms.
 fn provisioned(body: &Value) -> ScimResult<ProvisionedUser> {
-    let Value::Object(object) = body else {
-        return Err(ScimFailure::new(
-            StatusCode::BAD_REQUEST,
-            Some("invalidSyntax"),
-            "the body must be a JSON object",
-        ));
-    };
-    let user_name = match get(object, "userName") {
+    let object = body_object(body)?;
+    let user_name = match attr_value(object, "userName") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.trim().to_owned(),
         _ => {
             return Err(ScimFailure::invalid_value(
@@ -142,21 +125,13 @@ fn provisioned(body: &Value) -> ScimResult<ProvisionedUser> {
             )
         })?
     };
-    let external_id = match get(object, "externalId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 256 => Some(s.clone()),
-        Some(_) => {
-            return Err(ScimFailure::invalid_value(
-                "externalId must be text of at most 256 bytes",
-            ));
-        }
-    };
+    let external_id = external_id_of(object)?;
     // Not said (absent, null, removed by a PATCH): left as it is, never switched back on.
-    let active = match get(object, "active") {
+    let active = match attr_value(object, "active") {
         None | Some(Value::Null) => None,
         Some(value) => Some(boolean(value)?),
     };
-    let password = match get(object, "password") {
+    let password = match attr_value(object, "password") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(SecretString::from(s.clone())),
         Some(_) => return Err(ScimFailure::invalid_value("password must be text")),
@@ -191,18 +166,18 @@ fn provisioned(body: &Value) -> ScimResult<ProvisionedUser> {
 
 /// The primary email among `emails`, or the first.
 fn email_of(object: &Map<String, Value>) -> Option<String> {
-    let Some(Value::Array(emails)) = get(object, "emails") else {
+    let Some(Value::Array(emails)) = attr_value(object, "emails") else {
         return None;
     };
     let value = |e: &Value| match e {
-        Value::Object(o) => match get(o, "value") {
+        Value::Object(o) => match attr_value(o, "value") {
             Some(Value::String(s)) if Email::parse(s).is_ok() => Some(s.clone()),
             _ => None,
         },
         _ => None,
     };
     let primary = emails.iter().find(|e| match e {
-        Value::Object(o) => get(o, "primary").is_some_and(|p| boolean(p).unwrap_or(false)),
+        Value::Object(o) => attr_value(o, "primary").is_some_and(|p| boolean(p).unwrap_or(false)),
         _ => false,
     });
     primary
@@ -521,16 +496,7 @@ async fn list(state: &AppState, query: ListQuery) -> ScimResult<Response> {
             )
         })
         .collect();
-    Ok(scim_json(
-        StatusCode::OK,
-        &json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": total,
-            "startIndex": start,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    ))
+    Ok(list_response(start, total, resources))
 }
 
 /// The most people a filter without an index may read: beyond it the answer is `400 tooMany`

@@ -622,6 +622,47 @@ async fn groups_are_organisations_whose_members_and_roles_are_obeyed_on_the_next
         "{events:?}"
     );
 
+    // ETags: the group's changes with its members; a stale If-Match is 412 and changes nothing.
+    let current = scim(&app, &secret, Method::GET, &format!("/Groups/{org}"), None)
+        .await
+        .expect(200);
+    let etag = current.header("etag").unwrap_or_default();
+    assert_ne!(
+        created.header("etag"),
+        Some(etag.clone()),
+        "the members changed"
+    );
+    let rename = json!({ "schemas": [PATCH_OP], "Operations": [{ "op": "replace", "path": "displayName", "value": "Eng" }] });
+    let headers = |tag: &str| {
+        vec![
+            ("authorization", format!("Bearer {secret}").into_bytes()),
+            ("content-type", b"application/scim+json".to_vec()),
+            ("if-match", tag.as_bytes().to_vec()),
+        ]
+    };
+    let path = format!("/scim/v2/Groups/{org}");
+    let body = Some(rename.to_string().into_bytes());
+    scim_error(
+        &app.raw(Method::PATCH, &path, &headers("W/\"0000\""), body.clone())
+            .await,
+        412,
+    );
+    let res = app
+        .raw(Method::PATCH, &path, &headers(&etag), body)
+        .await
+        .expect(200);
+    assert_eq!(res.body["displayName"], "Eng");
+    let rename_back = json!({ "schemas": [PATCH_OP], "Operations": [{ "op": "replace", "path": "displayName", "value": "Engineering" }] });
+    scim(
+        &app,
+        &secret,
+        Method::PATCH,
+        &format!("/Groups/{org}"),
+        Some(rename_back),
+    )
+    .await
+    .expect(200);
+
     // Filters, and an unknown member.
     let res = scim(
         &app,
