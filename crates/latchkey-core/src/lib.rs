@@ -12,6 +12,8 @@ pub mod ids;
 pub mod limits;
 pub mod names;
 pub mod oauth;
+pub mod oidc;
+pub mod outbound;
 pub mod policy;
 pub mod role;
 pub mod scim;

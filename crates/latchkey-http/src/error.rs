@@ -35,6 +35,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::Forbidden
         | ErrorCode::InvalidPassword
+        | ErrorCode::ReauthenticationRequired
         | ErrorCode::FeatureNotEnabled
         | ErrorCode::TokensDisabled
         | ErrorCode::SessionRequired

@@ -418,7 +418,7 @@ impl FromRequestParts<AppState> for SignedIn {
             }
         };
         let session = state.service.authenticate_session(credential).await?;
-        let caller = Caller::user(session.user.id.clone(), Some(ip));
+        let caller = session.caller(Some(ip));
         Ok(Self { session, caller })
     }
 }

@@ -44,6 +44,9 @@ impl Service {
         ip: std::net::IpAddr,
         email: &str,
     ) -> ServiceResult<()> {
+        if !self.password_login_enabled() {
+            return Err(crate::sessions::password_login_off());
+        }
         // Counted per account by the parsed address (bounded in size), per address always.
         let parsed = Email::parse(email).ok();
         let account = parsed.as_ref().map(|e| e.as_str().to_lowercase());
@@ -113,6 +116,9 @@ impl Service {
         code: &str,
         new: &SecretString,
     ) -> ServiceResult<()> {
+        if !self.password_login_enabled() {
+            return Err(crate::sessions::password_login_off());
+        }
         let now = self.now();
         self.limits.check_token_ip(ip, now)?;
         let code = code.trim();
@@ -170,6 +176,12 @@ impl Service {
         current: &SecretString,
         new: &SecretString,
     ) -> ServiceResult<NewSessionToken> {
+        if self.reauthenticates_at_provider(&me.user) {
+            return Err(ServiceError::client(
+                ErrorCode::Forbidden,
+                "you sign in with single sign-on: your password is kept by your sign-in provider",
+            ));
+        }
         self.check_password(caller, &me.user, current, "user.password_changed")
             .await?;
         crate::crypto::check_password_rules(new)?;
@@ -180,7 +192,8 @@ impl Service {
         let user = self
             .change_user(caller, &me.user, change, "user.password_changed")
             .await?;
-        self.open_session(caller.ip, &user, "session.login").await
+        self.open_session(caller.ip, &user, "session.login", None)
+            .await
     }
 
     /// The person's live sessions, newest first (not those past their idle timeout either:

@@ -16,6 +16,9 @@ pub enum ErrorCode {
     InvalidToken,
     Forbidden,
     InvalidPassword,
+    /// Someone who signs in with single sign-on must confirm who they are at the provider
+    /// before this action.
+    ReauthenticationRequired,
     FeatureNotEnabled,
     TokensDisabled,
     SessionRequired,
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::Forbidden => "forbidden",
             Self::InvalidPassword => "invalid_password",
+            Self::ReauthenticationRequired => "reauthentication_required",
             Self::FeatureNotEnabled => "feature_not_enabled",
             Self::TokensDisabled => "tokens_disabled",
             Self::SessionRequired => "session_required",

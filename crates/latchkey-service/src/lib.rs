@@ -23,10 +23,12 @@ pub mod notifications;
 pub mod oauth;
 pub mod org_tokens;
 pub mod orgs;
+pub mod outbound;
 pub mod outbox;
 pub mod provisioning;
 pub mod sessions;
 mod signing_keys;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 pub mod verify;
@@ -64,6 +66,10 @@ pub struct ServiceSettings {
     pub refresh_token_ttl: PolicyDuration,
     /// Where notifications go (SPEC 6).
     pub mail: outbox::MailSettings,
+    /// Single sign-on with the platform's OpenID provider (SPEC 9), when configured.
+    pub sso: Option<sso::SsoSettings>,
+    /// Latchkey's own requests to other servers.
+    pub outbound: outbound::OutboundSettings,
 }
 
 /// Who is asking, and from where: recorded in audit events.
@@ -71,6 +77,9 @@ pub struct ServiceSettings {
 pub struct Caller {
     pub actor: Actor,
     pub ip: Option<IpAddr>,
+    /// When the session behind this request last confirmed who it is at the single-sign-on
+    /// provider (the gate of sensitive actions for people without a password).
+    pub reauth_at: Option<Timestamp>,
 }
 
 impl Caller {
@@ -78,18 +87,21 @@ impl Caller {
         Self {
             actor: Actor::Operator,
             ip: None,
+            reauth_at: None,
         }
     }
     pub fn anonymous(ip: Option<IpAddr>) -> Self {
         Self {
             actor: Actor::Anonymous,
             ip,
+            reauth_at: None,
         }
     }
     pub fn user(id: UserId, ip: Option<IpAddr>) -> Self {
         Self {
             actor: Actor::User(id),
             ip,
+            reauth_at: None,
         }
     }
     pub fn user_id(&self) -> Option<&UserId> {
@@ -135,6 +147,8 @@ pub struct Service {
     change_signal: Arc<tokio::sync::watch::Sender<u64>>,
     /// This process as a registered serving instance (`instances.rs`); unset in the CLI.
     instance: std::sync::OnceLock<latchkey_core::InstanceId>,
+    /// The single-sign-on provider, when configured.
+    sso: Option<sso::Sso>,
 }
 
 impl Service {
@@ -151,6 +165,13 @@ impl Service {
         let outbox = outbox::Outbox::new(&settings.mail)?;
         let cache = Arc::new(verify::VerifyCache::new(store.feeds_changes()));
         let change_signal = Arc::new(tokio::sync::watch::Sender::new(0));
+        let sso = match settings.sso.clone() {
+            Some(sso) => Some(sso::Sso::new(
+                sso,
+                outbound::Outbound::new(settings.outbound)?,
+            )),
+            None => None,
+        };
         store.set_change_listener(after_commit::listener(
             cache.clone(),
             outbox.waker(),
@@ -172,6 +193,7 @@ impl Service {
             outbox,
             change_signal,
             instance: std::sync::OnceLock::new(),
+            sso,
         })
     }
 

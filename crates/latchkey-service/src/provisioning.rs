@@ -180,6 +180,7 @@ impl Service {
             Some(credential) => Ok(Caller {
                 actor: latchkey_store::Actor::Credential(kind, credential.id),
                 ip: Some(ip),
+                reauth_at: None,
             }),
             None => {
                 self.limits.bad_token(ip, now);

@@ -17,6 +17,18 @@ use crate::{Caller, Service};
 pub struct SessionUser {
     pub session_id: String,
     pub user: User,
+    /// When this session last confirmed who it is at the single-sign-on provider.
+    pub reauth_at: Option<Timestamp>,
+}
+
+impl SessionUser {
+    /// This person, calling from `ip`, with their session's confirmation.
+    pub fn caller(&self, ip: Option<std::net::IpAddr>) -> Caller {
+        Caller {
+            reauth_at: self.reauth_at,
+            ..Caller::user(self.user.id.clone(), ip)
+        }
+    }
 }
 
 pub struct NewSessionToken {
@@ -29,6 +41,15 @@ fn invalid_credentials() -> ServiceError {
     ServiceError::client(
         ErrorCode::InvalidCredentials,
         "the email or password is not correct",
+    )
+}
+
+/// Password sign-in (and so password resets and changes) is switched off (`[sso]
+/// password_login = false`).
+pub(crate) fn password_login_off() -> ServiceError {
+    ServiceError::client(
+        ErrorCode::Forbidden,
+        "password sign-in is switched off here: sign in with single sign-on",
     )
 }
 
@@ -62,6 +83,9 @@ impl Service {
         email: &str,
         password: &SecretString,
     ) -> ServiceResult<NewSessionToken> {
+        if !self.password_login_enabled() {
+            return Err(password_login_off());
+        }
         let account = email.trim().to_lowercase();
         // Reserved before the user look-up and the hash: parallel guesses share the allowance.
         let attempt = self
@@ -84,7 +108,7 @@ impl Service {
             other => return Err(self.refuse_login(ip, other.as_ref()).await),
         };
         self.rehash_if_weak(&user, password).await;
-        match self.open_session(ip, &user, "session.login").await {
+        match self.open_session(ip, &user, "session.login", None).await {
             // The password was changed or reset, or the person disabled, while it was being
             // checked: what was checked is no longer the password.
             Err(ServiceError::Client {
@@ -101,6 +125,7 @@ impl Service {
         ip: Option<std::net::IpAddr>,
         user: &User,
         action: &str,
+        details: Option<serde_json::Value>,
     ) -> ServiceResult<NewSessionToken> {
         let prefix = Prefix::parse(SESSION_PREFIX)
             .map_err(|_| ServiceError::Internal("session prefix".into()))?;
@@ -125,7 +150,7 @@ impl Service {
                 user: Some(&user.id),
                 org: None,
                 outcome: "success",
-                details: None,
+                details,
             },
         )?;
         self.store.create_session(&session, &event).await?;
@@ -237,6 +262,7 @@ impl Service {
         Ok(SessionUser {
             session_id: session.id,
             user,
+            reauth_at: session.reauth_at,
         })
     }
 

@@ -227,6 +227,9 @@ impl Service {
         action: &str,
         org: Option<&latchkey_core::OrgId>,
     ) -> ServiceResult<()> {
+        if self.reauthenticates_at_provider(user) {
+            return self.check_recent_reauth(caller);
+        }
         let account = user.email.as_str().to_lowercase();
         // Reserved before the hash, as at sign-in: parallel prompts share the allowance.
         let attempt = self.limits.reauth_attempt(&account, || self.now()).await?;

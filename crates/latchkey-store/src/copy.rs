@@ -48,6 +48,7 @@ pub const TABLES: &[&str] = &[
     "cancel_links",
     "provisioning_credentials",
     "password_resets",
+    "sso_links",
 ];
 
 /// Tables not copied, and why: sqlx's own bookkeeping (each backend has its migrations); the
@@ -666,6 +667,7 @@ mod tests {
             include_str!("../migrations/postgres/0004_scim_groups.sql"),
             include_str!("../migrations/postgres/0005_operator_keys.sql"),
             include_str!("../migrations/postgres/0006_password_resets.sql"),
+            include_str!("../migrations/postgres/0007_sso.sql"),
         ] {
             for line in sql.lines() {
                 if let Some(name) = line

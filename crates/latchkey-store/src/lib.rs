@@ -189,6 +189,20 @@ pub trait Store: Send + Sync + 'static {
     /// Notes that the session was used at `at` (the idle timeout counts from it); never moves
     /// it back.
     async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+    /// Notes that the session's person confirmed who they are at the single-sign-on provider
+    /// at `at`, with its event. `NotFound` when the session has ended.
+    async fn mark_session_reauthenticated(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
+    /// The person (not deleted) whose identity at `issuer` is `subject`.
+    async fn find_sso_link(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>>;
+    /// Links a person to their identity at the provider, with its event. A link to a deleted
+    /// person is replaced. `Conflict` when the identity is another live person's, or the
+    /// person already has another identity at this issuer.
+    async fn link_sso(&self, link: &SsoLink, event: &NewEvent) -> StoreResult<()>;
     /// Replaces a user's password hash by a stronger one of the same password, if it is still
     /// `old_hash`; true when it was replaced. Ends no session.
     async fn rehash_password(

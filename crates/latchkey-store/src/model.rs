@@ -171,6 +171,15 @@ pub struct Member {
     pub since: Timestamp,
 }
 
+/// A person's identity at the single-sign-on provider: its issuer and `sub`.
+#[derive(Debug, Clone)]
+pub struct SsoLink {
+    pub issuer: String,
+    pub subject: String,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub id: String,
@@ -192,6 +201,9 @@ pub struct Session {
     pub expires_at: Timestamp,
     /// When it was last used, to within a minute (the creation time until then).
     pub last_seen_at: Timestamp,
+    /// When the person last confirmed who they are at the single-sign-on provider in this
+    /// session (re-authentication before a sensitive action).
+    pub reauth_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -264,6 +264,7 @@ pub(crate) fn session_from_row(row: &impl StoredRow) -> StoreResult<Session> {
         created_at: from_ts(get(row, "created_at")?)?,
         expires_at: from_ts(get(row, "expires_at")?)?,
         last_seen_at: from_ts(get(row, "last_seen_at")?)?,
+        reauth_at: opt_ts(get(row, "reauth_at")?)?,
     })
 }
 

@@ -1031,13 +1031,70 @@ impl Store for SqliteStore {
     }
 
     async fn find_session(&self, hash: &TokenHash, now: Timestamp) -> StoreResult<Option<Session>> {
-        let row = sqlx::query("SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
+        let row = sqlx::query("SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, reauth_at FROM sessions WHERE token_hash = ? AND expires_at > ?")
             .bind(hash.as_bytes().as_slice())
             .bind(ts(now))
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err("session"))?;
         row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn mark_session_reauthenticated(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE sessions SET reauth_at = ?1 WHERE id = ?2")
+            .bind(ts(at))
+            .bind(id)
+            .execute(tx.conn())
+            .await
+            .map_err(db_err("session"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("session"));
+        }
+        insert_event(&mut tx, event).await?;
+        self.commit(tx).await.map_err(db_err("session"))
+    }
+
+    async fn find_sso_link(&self, issuer: &str, subject: &str) -> StoreResult<Option<UserId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT l.user_id FROM sso_links l JOIN users u ON u.id = l.user_id
+             WHERE l.issuer = ?1 AND l.subject = ?2 AND u.deleted_at IS NULL",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("single sign-on link"))?;
+        id.map(|id| parse(&id, "user id")).transpose()
+    }
+
+    async fn link_sso(&self, link: &SsoLink, event: &NewEvent) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        // A link left by a deleted person gives way; a live person's never does.
+        let done = sqlx::query(
+            "INSERT INTO sso_links (issuer, subject, user_id, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (issuer, subject) DO UPDATE SET user_id = excluded.user_id, created_at = excluded.created_at
+             WHERE (SELECT deleted_at FROM users WHERE id = sso_links.user_id) IS NOT NULL",
+        )
+        .bind(&link.issuer)
+        .bind(&link.subject)
+        .bind(link.user_id.as_str())
+        .bind(ts(link.created_at))
+        .execute(tx.conn())
+        .await
+        .map_err(db_err("single sign-on identity"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("single sign-on identity"));
+        }
+        insert_event(&mut tx, event).await?;
+        self.commit(tx)
+            .await
+            .map_err(db_err("single sign-on identity"))
     }
 
     async fn touch_session(&self, id: &str, at: Timestamp) -> StoreResult<()> {
@@ -1075,7 +1132,7 @@ impl Store for SqliteStore {
 
     async fn list_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
         let rows = sqlx::query(
-            "SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at
+            "SELECT id, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, reauth_at
              FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at DESC, id",
         )
         .bind(user.as_str())

@@ -64,6 +64,8 @@ pub async fn build_service(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Re
         code_ttl: config.oauth.code_ttl,
         refresh_token_ttl: config.oauth.refresh_token_ttl,
         mail: config.mail_settings(),
+        sso: config.sso_settings()?,
+        outbound: config.outbound_settings(),
     };
     let master_key = load_or_create_master_key(&config.master_key_file())?;
     let service = Service::new(store, clock, config.token_types()?, settings, master_key)

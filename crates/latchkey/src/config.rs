@@ -11,6 +11,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use latchkey_core::PolicyDuration;
 use latchkey_core::TokenTypes;
 use latchkey_core::policy::TokenTypeConfig;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +61,69 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub limits: LimitsConfig,
     pub token_types: BTreeMap<String, TokenTypeConfig>,
+    pub sso: SsoConfig,
+    pub outbound: OutboundConfig,
+}
+
+/// Single sign-on with the platform's OpenID Connect provider (SPEC 9, docs/IDENTITY.md).
+/// Off until `issuer` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoConfig {
+    pub issuer: Option<String>,
+    pub client_id: String,
+    /// Better given in the environment (`LATCHKEY_SSO__CLIENT_SECRET`) than in the file.
+    pub client_secret: SecretString,
+    /// The provider's name on the sign-in button.
+    pub display_name: String,
+    pub scopes: String,
+    /// The ID token claim holding the person's address.
+    pub email_claim: String,
+    /// An existing person is matched by address only when the provider says it verified it.
+    pub require_verified_email: bool,
+    /// Someone unknown is made a person on their first sign-in (else refused).
+    pub create_users: bool,
+    /// Password sign-in stays beside single sign-on; `false` leaves single sign-on only.
+    pub password_login: bool,
+    /// How long a confirmation at the provider lets a person do what asks for a password.
+    pub reauth_window: PolicyDuration,
+}
+
+impl Default for SsoConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: String::new(),
+            client_secret: SecretString::from(""),
+            display_name: "single sign-on".to_owned(),
+            scopes: "openid email profile".to_owned(),
+            email_claim: "email".to_owned(),
+            require_verified_email: true,
+            create_users: false,
+            password_login: true,
+            reauth_window: PolicyDuration::from_secs(300),
+        }
+    }
+}
+
+/// Latchkey's own requests to other servers (the SSO provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Allow private, loopback and link-local addresses, and plain `http://` (a provider on
+    /// the internal network). Off: public HTTPS only (SECURITY.md).
+    pub allow_private: bool,
+    /// The longest a request may take.
+    pub timeout: PolicyDuration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout: PolicyDuration::from_secs(10),
+        }
+    }
 }
 
 /// Abuse limits (SECURITY.md). Per instance, in memory.
@@ -189,6 +253,8 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             limits: LimitsConfig::default(),
             token_types: BTreeMap::new(),
+            sso: SsoConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -245,6 +311,10 @@ impl Config {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             anyhow::bail!("public_url must start with http:// or https://");
         }
+        self.sso_settings()?;
+        if self.outbound.timeout.is_zero() {
+            anyhow::bail!("outbound.timeout must be longer than 0s");
+        }
         match self.log_format.as_str() {
             "text" | "json" => Ok(()),
             other => anyhow::bail!("log_format must be \"text\" or \"json\", not {other:?}"),
@@ -261,6 +331,53 @@ impl Config {
             .signing_alg
             .parse()
             .map_err(|e: String| anyhow::anyhow!("oauth.{e}"))
+    }
+
+    /// Single sign-on, when `[sso] issuer` is set.
+    pub fn sso_settings(&self) -> anyhow::Result<Option<latchkey_service::sso::SsoSettings>> {
+        let sso = &self.sso;
+        let Some(issuer) = sso.issuer.clone().filter(|i| !i.trim().is_empty()) else {
+            if !sso.password_login {
+                anyhow::bail!("sso.password_login = false needs single sign-on: set sso.issuer");
+            }
+            return Ok(None);
+        };
+        let scheme_ok = issuer.starts_with("https://")
+            || (self.outbound.allow_private && issuer.starts_with("http://"));
+        if !scheme_ok {
+            anyhow::bail!(
+                "sso.issuer must be an https:// URL (http:// only with outbound.allow_private)"
+            );
+        }
+        if sso.client_id.is_empty() || sso.client_secret.expose_secret().is_empty() {
+            anyhow::bail!("sso.client_id and sso.client_secret are required with sso.issuer");
+        }
+        if !sso.scopes.split_whitespace().any(|s| s == "openid") {
+            anyhow::bail!("sso.scopes must include openid");
+        }
+        if sso.reauth_window.is_zero() {
+            anyhow::bail!("sso.reauth_window must be longer than 0s");
+        }
+        Ok(Some(latchkey_service::sso::SsoSettings {
+            issuer,
+            client_id: sso.client_id.clone(),
+            client_secret: sso.client_secret.clone(),
+            display_name: sso.display_name.clone(),
+            scopes: sso.scopes.clone(),
+            email_claim: sso.email_claim.clone(),
+            require_verified_email: sso.require_verified_email,
+            create_users: sso.create_users,
+            password_login: sso.password_login,
+            reauth_window: sso.reauth_window,
+            redirect_uri: format!("{}/sso/callback", self.public_url()),
+        }))
+    }
+
+    pub fn outbound_settings(&self) -> latchkey_service::outbound::OutboundSettings {
+        latchkey_service::outbound::OutboundSettings {
+            allow_private: self.outbound.allow_private,
+            timeout: std::time::Duration::from_secs(self.outbound.timeout.as_secs()),
+        }
     }
 
     /// Where notifications go.
@@ -333,6 +450,25 @@ leak_reports_per_ip_per_hour = 60
 password_resets_per_hour = 5
 client_auth_failures_per_minute = 10     # OAuth clients, then their failures wait
 client_auth_block = "60s"
+
+# Single sign-on with the platform's OpenID Connect provider (docs/IDENTITY.md): off until
+# issuer is set. The provider's redirect URI for Latchkey is <public_url>/sso/callback.
+[sso]
+# issuer = "https://idp.example.com"     # exactly as its discovery document says
+# client_id = "latchkey"
+# client_secret = "…"                    # better: LATCHKEY_SSO__CLIENT_SECRET in the environment
+display_name = "single sign-on"          # the button reads "Sign in with …"
+scopes = "openid email profile"
+email_claim = "email"                    # the ID token claim with the person's address
+require_verified_email = true            # match an existing person by address only if verified
+create_users = false                     # make unknown people on their first sign-in
+password_login = true                    # false: single sign-on only
+reauth_window = "5m"                     # a confirmation at the provider lasts this long
+
+# Latchkey's own requests (the SSO provider): public HTTPS only unless allowed.
+[outbound]
+allow_private = false                    # true: private/loopback addresses and http:// too
+timeout = "10s"
 
 # Override a built-in token type (personal, api, s2s, links) or define a new one.
 # [token_types.personal]

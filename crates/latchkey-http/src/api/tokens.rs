@@ -23,7 +23,14 @@ pub struct UpdateBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
+    #[serde(default = "no_password")]
     pub password: SecretString,
+}
+
+/// `password` left out: someone who signs in with single sign-on confirms at the provider
+/// instead (their session's confirmation counts); for anyone else it is a wrong password.
+pub fn no_password() -> SecretString {
+    SecretString::from("")
 }
 
 #[derive(Deserialize, Default)]
@@ -39,6 +46,7 @@ pub struct RotateBody {
 pub struct PersonalRotateBody {
     #[serde(default)]
     pub grace: Grace,
+    #[serde(default = "no_password")]
     pub password: SecretString,
 }
 

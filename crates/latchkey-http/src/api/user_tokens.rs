@@ -25,6 +25,7 @@ pub struct CreateBody {
     token_type: Option<String>,
     expires_in_days: Option<u32>,
     allowed_ips: Option<Vec<String>>,
+    #[serde(default = "super::tokens::no_password")]
     password: SecretString,
 }
 

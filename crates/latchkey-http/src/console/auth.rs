@@ -32,6 +32,37 @@ pub struct LoginPage {
     pub email: String,
     /// Extra fields carried through (the OAuth authorization request).
     pub hidden: Vec<(String, String)>,
+    /// "Sign in with <provider>", when single sign-on is configured.
+    pub sso: Option<SsoButton>,
+    /// The email and password form is shown (not switched off).
+    pub password_login: bool,
+}
+
+pub struct SsoButton {
+    pub label: String,
+    pub href: String,
+}
+
+impl LoginPage {
+    /// A sign-in page that comes back to `next` (a path on this site) after signing in.
+    pub fn new(state: &AppState, layout: Layout, heading: &str, action: &str, next: &str) -> Self {
+        let sso = state.service.sso().and_then(|sso| {
+            let query = serde_urlencoded::to_string([("next", next)]).ok()?;
+            Some(SsoButton {
+                label: sso.settings().display_name.clone(),
+                href: format!("/sso/start?{query}"),
+            })
+        });
+        Self {
+            layout,
+            heading: heading.to_owned(),
+            action: action.to_owned(),
+            email: String::new(),
+            hidden: Vec::new(),
+            sso,
+            password_login: state.service.password_login_enabled(),
+        }
+    }
 }
 
 /// The `Set-Cookie` value of a new session.
@@ -47,7 +78,7 @@ pub fn session_cookie(state: &AppState, session: &NewSessionToken) -> Option<Hea
 
 /// Where to go after signing in: a path on this site, never another site (`//host`, `/\\host`
 /// or a scheme would be an open redirect).
-fn safe_next(next: &str) -> Option<&str> {
+pub(crate) fn safe_next(next: &str) -> Option<&str> {
     let path = next.split(['?', '#']).next().unwrap_or_default();
     let ok = next.starts_with('/')
         && !next.starts_with("//")
@@ -118,14 +149,19 @@ fn login_response(
 ) -> Response {
     let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = error.map(str::to_owned);
+    let next = safe_next(next);
     let page = LoginPage {
-        layout,
-        heading: "Sign in to Latchkey".to_owned(),
-        action: "/login".to_owned(),
         email: email.to_owned(),
-        hidden: safe_next(next)
+        hidden: next
             .map(|n| vec![("next".to_owned(), n.to_owned())])
             .unwrap_or_default(),
+        ..LoginPage::new(
+            state,
+            layout,
+            "Sign in to Latchkey",
+            "/login",
+            next.unwrap_or("/credentials"),
+        )
     };
     render_login(state, headers, status, page)
 }

@@ -199,6 +199,8 @@ pub struct CreateForm {
     token_type: String,
     #[serde(default)]
     expires_in_days: String,
+    /// Left out by someone who confirms at the single-sign-on provider.
+    #[serde(default)]
     password: String,
 }
 

@@ -16,6 +16,7 @@ pub mod cancel;
 pub mod credentials;
 pub mod org_tokens;
 pub mod password_reset;
+pub mod sso;
 
 use std::net::IpAddr;
 
@@ -43,6 +44,20 @@ pub struct Layout {
     pub current: String,
     pub notice: Option<String>,
     pub error: Option<String>,
+    /// This person types their password where an action asks for it; false for someone who
+    /// confirms at the single-sign-on provider instead (the password fields are left out).
+    pub password_prompt: bool,
+    /// On the pages whose actions need that confirmation: the box that offers it.
+    pub reauth: Option<ReauthBox>,
+}
+
+/// "Confirm it's you at <provider>", or how long the last confirmation lasts.
+pub struct ReauthBox {
+    pub provider: String,
+    /// The confirmation's end ("14:05 UTC") while it lasts.
+    pub fresh_until: Option<String>,
+    /// The page to come back to.
+    pub next: String,
 }
 
 pub struct NavOrg {
@@ -65,6 +80,8 @@ impl Layout {
             current: String::new(),
             notice: None,
             error: None,
+            password_prompt: true,
+            reauth: None,
         }
     }
 }
@@ -79,7 +96,7 @@ pub struct Console {
 
 impl Console {
     pub fn caller(&self) -> Caller {
-        Caller::user(self.session.user.id.clone(), Some(self.ip))
+        self.session.caller(Some(self.ip))
     }
     pub fn csrf(&self) -> String {
         csrf_token_for(&self.session_token)
@@ -109,8 +126,45 @@ impl Console {
             current: current.to_owned(),
             notice: None,
             error: None,
+            password_prompt: !state
+                .service
+                .reauthenticates_at_provider(&self.session.user),
+            reauth: self.reauth_box(state, current),
         }
     }
+
+    /// The confirmation box of the pages where actions ask for a password (personal tokens,
+    /// an organisation's tokens), for someone who confirms at the provider instead.
+    fn reauth_box(&self, state: &AppState, current: &str) -> Option<ReauthBox> {
+        let sso = state.service.sso()?;
+        if !state
+            .service
+            .reauthenticates_at_provider(&self.session.user)
+        {
+            return None;
+        }
+        let next = match current.strip_prefix("tokens:") {
+            Some(org) => format!("/orgs/{org}/tokens"),
+            None if current == "credentials" => "/credentials".to_owned(),
+            None => return None,
+        };
+        let until = self
+            .session
+            .reauth_at
+            .map(|at| at + sso.settings().reauth_window.to_time())
+            .filter(|until| *until > state.service.now());
+        Some(ReauthBox {
+            provider: sso.settings().display_name.clone(),
+            fresh_until: until.map(clock_time),
+            next,
+        })
+    }
+}
+
+/// A time of day for people, in UTC ("14:05 UTC").
+fn clock_time(t: Timestamp) -> String {
+    t.format(format_description!("[hour]:[minute] UTC"))
+        .unwrap_or_default()
 }
 
 impl FromRequestParts<AppState> for Console {

@@ -10,9 +10,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use latchkey_core::oauth::redirect_with;
+use latchkey_service::ServiceError;
 use latchkey_service::oauth::authorize::{AuthorizeParams, AuthorizeRejection, ValidAuthorize};
 use latchkey_service::sessions::{SessionUser, csrf_token_for, csrf_token_matches};
-use latchkey_service::{Caller, ServiceError};
 use secrecy::SecretString;
 
 use crate::AppState;
@@ -99,11 +99,14 @@ fn login_page(
     let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = message.map(str::to_owned);
     let page = LoginPage {
-        layout,
-        heading: "Sign in to continue".to_owned(),
-        action: "/oauth2/login".to_owned(),
-        email: String::new(),
         hidden: hidden_params(map),
+        ..LoginPage::new(
+            state,
+            layout,
+            "Sign in to continue",
+            "/oauth2/login",
+            &authorize_query(map),
+        )
     };
     render_login(state, headers, status, page)
 }
@@ -232,7 +235,7 @@ pub async fn post_authorize(
     if map.get("decision").map(String::as_str) != Some("approve") {
         return redirect(&state.service.deny_authorize(&valid));
     }
-    let caller = Caller::user(session.user.id.clone(), Some(ip));
+    let caller = session.caller(Some(ip));
     match state
         .service
         .approve_authorize(&caller, &session.user, &valid)

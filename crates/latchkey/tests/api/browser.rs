@@ -120,6 +120,49 @@ impl Browser {
             .unwrap_or_else(|e| panic!("open {path}: {e}"));
     }
 
+    /// Opens a page of another server (a sign-in provider).
+    pub async fn goto_url(&self, url: &str) {
+        let before = self.client.find(Locator::Css("html")).await.ok();
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+        if let Some(before) = before {
+            for _ in 0..60 {
+                if before.tag_name().await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// The whole address of the page shown now.
+    pub async fn url(&self) -> String {
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    /// A cookie of the site shown now.
+    pub async fn cookie(&self, name: &str) -> Option<String> {
+        self.client
+            .get_named_cookie(name)
+            .await
+            .ok()
+            .map(|c| c.value().to_owned())
+    }
+
+    /// Sets a cookie for the site shown now, on `path`, as a script of the page would
+    /// (ChromeDriver's own cookie command refuses cookies of an IP address).
+    pub async fn add_cookie(&self, name: &str, value: &str, path: &str) {
+        self.client
+            .execute(
+                "document.cookie = arguments[0] + '=' + arguments[1] + '; path=' + arguments[2];",
+                vec![json!(name), json!(value), json!(path)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("add the cookie {name}: {e}"));
+    }
+
     /// The path of the page shown now.
     pub async fn path(&self) -> String {
         let url = self.client.current_url().await.unwrap();

@@ -44,5 +44,6 @@ mod reference;
 mod scim;
 mod sessions;
 mod slow_clients;
+mod sso;
 mod verifier;
 mod warm;
