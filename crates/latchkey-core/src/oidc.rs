@@ -61,7 +61,7 @@ pub struct Expected<'a> {
     pub nonce: &'a str,
     pub now: Timestamp,
     /// A re-authentication: the person must have signed in at the provider at this moment or
-    /// later (the request asked `max_age=0`).
+    /// later, within the clock leeway (the request asked `max_age=0`).
     pub authenticated_since: Option<Timestamp>,
 }
 
@@ -131,13 +131,16 @@ pub fn check_id_token(claims: &IdTokenClaims, expected: &Expected<'_>) -> Result
 
 /// The person's address as the provider states it: the named claim, and whether the provider
 /// says it verified it (`email_verified`, a boolean, or the string `"true"` some send).
+/// `email_verified` speaks of `email` only: an address in another claim (`upn`,
+/// `preferred_username`) is never taken as verified.
 pub fn email_of(claims: &IdTokenClaims, claim: &str) -> Option<(String, bool)> {
     let email = claims.other.get(claim)?.as_str()?.trim().to_owned();
-    let verified = match claims.other.get("email_verified") {
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(serde_json::Value::String(s)) => s == "true",
-        _ => false,
-    };
+    let verified = claim == "email"
+        && match claims.other.get("email_verified") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s == "true",
+            _ => false,
+        };
     Some((email, verified))
 }
 
@@ -282,5 +285,12 @@ mod tests {
             Some(("ada@example.test".into(), false))
         );
         assert_eq!(email_of(&claims(base()), "upn"), None);
+        let mut v = base();
+        v["preferred_username"] = json!("victim@example.test");
+        assert_eq!(
+            email_of(&claims(v), "preferred_username"),
+            Some(("victim@example.test".into(), false)),
+            "email_verified is about `email` only"
+        );
     }
 }

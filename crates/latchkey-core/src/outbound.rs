@@ -42,7 +42,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
         || (first & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64 can reach private IPv4
+        // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48) can reach private IPv4.
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b)
+        || first == 0x2002 // 6to4 embeds any IPv4 address
         || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4))) // IPv4-compatible
 }
 
@@ -75,6 +77,8 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
             "2001:db8::1",
         ] {
             let ip: IpAddr = text.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));

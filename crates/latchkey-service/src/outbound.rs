@@ -157,10 +157,21 @@ impl Outbound {
             }
             body.extend_from_slice(&chunk);
         }
+        if status.is_client_error() {
+            // The provider refused this request (an OAuth `invalid_grant`: a used or made-up
+            // code): a refusal, not an outage. Only its error code is kept.
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                .filter(|c| c.len() <= 40 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                .unwrap_or_else(|| status.as_u16().to_string());
+            return Err(ServiceError::client(
+                crate::error::ErrorCode::InvalidRequest,
+                format!("the sign-in provider refused this sign-in ({code}): start again"),
+            ));
+        }
         if !status.is_success() {
-            // An OAuth error body names the problem (`invalid_grant`); nothing in it is secret.
-            let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-            return Err(unavailable(url, format!("answered {status}: {detail}")));
+            return Err(unavailable(url, format!("answered {status}")));
         }
         serde_json::from_slice(&body)
             .map_err(|e| unavailable(url, format!("not the JSON expected: {e}")))

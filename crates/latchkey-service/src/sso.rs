@@ -129,7 +129,8 @@ impl Sso {
     }
 
     /// The key a token names: from the cached set, or the set fetched again (a provider that
-    /// rotated its keys), at most once a minute.
+    /// rotated its keys), at most once a minute after a fetch that worked. Sign-ins wait for
+    /// a fetch in progress (bounded by the outbound timeout) rather than start their own.
     async fn key_for(&self, kid: Option<&str>, jwks_uri: &str) -> ServiceResult<DecodingKey> {
         let pick = |set: &JwkSet| -> Option<DecodingKey> {
             let jwk = match kid {
@@ -293,6 +294,32 @@ impl Service {
         session: Option<&SessionUser>,
     ) -> ServiceResult<SsoFinish> {
         let sso = self.sso_required()?;
+        let now = self.now();
+        // A refused answer counts against the address like a refused token: a script replaying
+        // a flow cannot make Latchkey call the provider's token endpoint without end.
+        if let Some(ip) = ip {
+            self.limits.check_token_ip(ip, now)?;
+        }
+        let result = self
+            .sso_finish_checked(sso, ip, cookie, state, code, session, now)
+            .await;
+        if let (Err(ServiceError::Client { .. }), Some(ip)) = (&result, ip) {
+            self.limits.bad_token(ip, now);
+        }
+        result
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "sso_finish's own, and the time")]
+    async fn sso_finish_checked(
+        &self,
+        sso: &Sso,
+        ip: Option<std::net::IpAddr>,
+        cookie: Option<&str>,
+        state: &str,
+        code: &str,
+        session: Option<&SessionUser>,
+        now: Timestamp,
+    ) -> ServiceResult<SsoFinish> {
         let start_again =
             || refused("this sign-in has expired or was started elsewhere: start again");
         let flow: Flow = cookie
@@ -300,7 +327,6 @@ impl Service {
             .and_then(|sealed| self.master_key.open(&sealed, FLOW_AAD).ok())
             .and_then(|plain| serde_json::from_slice(&plain).ok())
             .ok_or_else(start_again)?;
-        let now = self.now();
         if flow.started_at + FLOW_TTL_SECS < now.unix_timestamp()
             || !bool::from(flow.state.as_bytes().ct_eq(state.as_bytes()))
         {
@@ -310,8 +336,15 @@ impl Service {
         let claims = match self.redeem_code(sso, &discovery, &flow, code, now).await {
             Ok(claims) => claims,
             Err(ServiceError::Client { message, .. }) => {
-                let caller = Caller::anonymous(ip);
-                self.record_sso_refusal(&caller, None, &message).await?;
+                // A confirmation's refusal is in the person's log; a sign-in's is anonymous.
+                let person = session
+                    .filter(|s| flow.session.as_deref() == Some(s.session_id.as_str()))
+                    .map(|s| &s.user);
+                let caller = match person {
+                    Some(user) => Caller::user(user.id.clone(), ip),
+                    None => Caller::anonymous(ip),
+                };
+                self.record_sso_refusal(&caller, person, &message).await?;
                 return Err(refused(&message));
             }
             Err(e) => return Err(e),
@@ -433,10 +466,13 @@ impl Service {
             client_id: &sso.settings.client_id,
             nonce: &flow.nonce,
             now,
-            authenticated_since: flow
-                .session
-                .as_ref()
-                .and_then(|_| Timestamp::from_unix_timestamp(flow.started_at).ok()),
+            authenticated_since: match flow.session {
+                Some(_) => Some(
+                    Timestamp::from_unix_timestamp(flow.started_at)
+                        .map_err(|_| refused("this sign-in is malformed: start again"))?,
+                ),
+                None => None,
+            },
         };
         check_id_token(&claims, &expected).map_err(|e| refused(&e.to_string()))?;
         Ok(claims)
@@ -486,9 +522,16 @@ impl Service {
         )?;
         match self.store.link_sso(&link, &event).await {
             Ok(()) => Ok(()),
-            Err(latchkey_store::StoreError::Conflict(_)) => Err(refused(
-                "this account is already linked to another identity at the provider",
-            )),
+            Err(latchkey_store::StoreError::Conflict(_)) => {
+                // Two sign-ins linking the same pair at once: both are fine.
+                let now_linked = self.store.find_sso_link(&link.issuer, subject).await?;
+                if now_linked.as_ref() == Some(&user.id) {
+                    return Ok(());
+                }
+                Err(refused(
+                    "this account is already linked to another identity at the provider",
+                ))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -583,7 +626,13 @@ impl Service {
 
     /// The gate before a sensitive action for someone who confirms at the provider: their
     /// session confirmed within the window.
-    pub(crate) fn check_recent_reauth(&self, caller: &Caller) -> ServiceResult<()> {
+    pub(crate) async fn check_recent_reauth(
+        &self,
+        caller: &Caller,
+        user: &User,
+        action: &str,
+        org: Option<&latchkey_core::OrgId>,
+    ) -> ServiceResult<()> {
         let window = self
             .sso
             .as_ref()
@@ -594,6 +643,19 @@ impl Service {
         if fresh {
             return Ok(());
         }
+        let event = self.event(
+            caller,
+            EventSpec {
+                action,
+                subject_kind: "user",
+                subject_id: user.id.as_str(),
+                user: Some(&user.id),
+                org,
+                outcome: "reauthentication_required",
+                details: None,
+            },
+        )?;
+        self.store.insert_event(&event).await?;
         Err(ServiceError::client(
             ErrorCode::ReauthenticationRequired,
             "confirm who you are at your sign-in provider first (the console's \"Confirm\" button), then try again",

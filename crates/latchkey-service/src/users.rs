@@ -228,7 +228,7 @@ impl Service {
         org: Option<&latchkey_core::OrgId>,
     ) -> ServiceResult<()> {
         if self.reauthenticates_at_provider(user) {
-            return self.check_recent_reauth(caller);
+            return self.check_recent_reauth(caller, user, action, org).await;
         }
         let account = user.email.as_str().to_lowercase();
         // Reserved before the hash, as at sign-in: parallel prompts share the allowance.

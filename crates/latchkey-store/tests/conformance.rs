@@ -872,6 +872,107 @@ async fn story_password_resets(store: Arc<dyn Store>) {
     );
 }
 
+/// Single sign-on's identities and a session's confirmation: one identity per person and
+/// issuer, a live person's never taken, a deleted person's given way; `reauth_at` read back.
+async fn story_sso_links(store: Arc<dyn Store>) {
+    let s = &*store;
+    let ada = user(s, "ada@example.com").await;
+    let bob = user(s, "bob@example.com").await;
+    let link = |user: &UserId, subject: &str, issuer: &str| latchkey_store::SsoLink {
+        issuer: issuer.into(),
+        subject: subject.into(),
+        user_id: user.clone(),
+        created_at: T0,
+    };
+    let idp = "https://idp.example";
+    assert_eq!(s.find_sso_link(idp, "ada-sub").await.unwrap(), None);
+    let ev = event("user.sso_linked", "user", ada.id.as_str()).of_user(&ada.id);
+    s.link_sso(&link(&ada.id, "ada-sub", idp), &ev)
+        .await
+        .unwrap();
+    assert_logged(s, &ev).await;
+    assert_eq!(
+        s.find_sso_link(idp, "ada-sub").await.unwrap(),
+        Some(ada.id.clone())
+    );
+    assert_eq!(
+        s.find_sso_link("https://other.example", "ada-sub")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Taken by a live person; a second identity at the same issuer: conflicts, nothing logged.
+    for (who, subject) in [(&bob.id, "ada-sub"), (&ada.id, "ada-second-sub")] {
+        let ev = event("user.sso_linked", "user", who.as_str()).of_user(who);
+        let err = s.link_sso(&link(who, subject, idp), &ev).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(all_events(s).await.iter().all(|e| e.id != ev.id));
+    }
+    // Another issuer is another identity.
+    let ev = event("user.sso_linked", "user", ada.id.as_str()).of_user(&ada.id);
+    s.link_sso(&link(&ada.id, "ada-sub", "https://other.example"), &ev)
+        .await
+        .unwrap();
+
+    // Ada deleted: her identity is nobody's, and can be linked to someone else.
+    let ev = event("user.deleted", "user", ada.id.as_str()).of_user(&ada.id);
+    s.update_user(
+        &ada.id,
+        &UserChange {
+            disabled: Some(true),
+            email: Some(email("deleted@deleted.invalid")),
+            deleted_at: Some(T0),
+            end_sessions: true,
+            ..UserChange::default()
+        },
+        &ev,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.find_sso_link(idp, "ada-sub").await.unwrap(), None);
+    let ev = event("user.sso_linked", "user", bob.id.as_str()).of_user(&bob.id);
+    s.link_sso(&link(&bob.id, "ada-sub", idp), &ev)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_sso_link(idp, "ada-sub").await.unwrap(),
+        Some(bob.id.clone())
+    );
+
+    // A session's confirmation at the provider.
+    let token = secret("lkses");
+    let session = NewSession {
+        id: SessionId::from_random(random()).to_string(),
+        token_hash: token.hash(),
+        user_id: bob.id.clone(),
+        created_at: T0,
+        user_version: 1,
+        expires_at: at(DAY),
+    };
+    let ev = event("session.login", "session", &session.id).of_user(&bob.id);
+    s.create_session(&session, &ev).await.unwrap();
+    let found = s.find_session(&token.hash(), at(1)).await.unwrap().unwrap();
+    assert_eq!(found.reauth_at, None);
+    let ev = event("session.reauthenticated", "session", &session.id).of_user(&bob.id);
+    s.mark_session_reauthenticated(&session.id, at(30), &ev)
+        .await
+        .unwrap();
+    assert_logged(s, &ev).await;
+    let found = s
+        .find_session(&token.hash(), at(31))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.reauth_at, Some(at(30)));
+    let ev = event("session.reauthenticated", "session", "gone").of_user(&bob.id);
+    let err = s
+        .mark_session_reauthenticated("gone", at(40), &ev)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
 /// Users: created, found by id and by email, a second account on one address refused, every
 /// switch of `update_user` applied alone.
 async fn story_users(store: Arc<dyn Store>) {
@@ -3665,6 +3766,7 @@ macro_rules! conformance_suite {
             story_test!($fresh, story_users);
             story_test!($fresh, story_provisioning);
             story_test!($fresh, story_password_resets);
+            story_test!($fresh, story_sso_links);
             story_test!($fresh, story_orgs_and_memberships);
             story_test!($fresh, story_parallel_demotions_keep_one_admin);
             story_test!($fresh, story_token_limit_and_idempotency);

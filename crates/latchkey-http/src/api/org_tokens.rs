@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::tokens::{
     PasswordBody, RotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
+    password_of,
 };
 use crate::api::views::TokenView;
 use crate::error::ApiResult;
@@ -145,7 +146,13 @@ pub async fn reveal_org_token(
 ) -> ApiResult<Json<Value>> {
     let secret = state
         .service
-        .reveal_org_token(&me.caller, &me.session.user, &org, &id, &body.password)
+        .reveal_org_token(
+            &me.caller,
+            &me.session.user,
+            &org,
+            &id,
+            &password_of(&state, &me, body.password)?,
+        )
         .await?;
     Ok(Json(json!({ "id": id, "secret": secret.expose() })))
 }

@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::api::views::TokenView;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::SignedIn;
+use latchkey_service::ErrorCode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,14 +26,26 @@ pub struct UpdateBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
-    #[serde(default = "no_password")]
-    pub password: SecretString,
+    pub password: Option<SecretString>,
 }
 
-/// `password` left out: someone who signs in with single sign-on confirms at the provider
-/// instead (their session's confirmation counts); for anyone else it is a wrong password.
-pub fn no_password() -> SecretString {
-    SecretString::from("")
+/// The `password` of a body: required (`400` without it), except from someone who confirms at
+/// the single-sign-on provider, who has none to give (their session's confirmation counts).
+pub fn password_of(
+    state: &AppState,
+    me: &SignedIn,
+    given: Option<SecretString>,
+) -> ApiResult<SecretString> {
+    match given {
+        Some(password) => Ok(password),
+        None if state.service.reauthenticates_at_provider(&me.session.user) => {
+            Ok(SecretString::from(""))
+        }
+        None => Err(ApiError::client(
+            ErrorCode::InvalidRequest,
+            "invalid JSON body: missing field `password`",
+        )),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -46,8 +61,7 @@ pub struct RotateBody {
 pub struct PersonalRotateBody {
     #[serde(default)]
     pub grace: Grace,
-    #[serde(default = "no_password")]
-    pub password: SecretString,
+    pub password: Option<SecretString>,
 }
 
 /// The `Idempotency-Key` header, if any.

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::api::tokens::{
     PasswordBody, PersonalRotateBody, UpdateBody, created, created_or_replayed, idempotency_key,
+    password_of,
 };
 use crate::api::views::TokenView;
 use crate::error::ApiResult;
@@ -25,8 +26,7 @@ pub struct CreateBody {
     token_type: Option<String>,
     expires_in_days: Option<u32>,
     allowed_ips: Option<Vec<String>>,
-    #[serde(default = "super::tokens::no_password")]
-    password: SecretString,
+    password: Option<SecretString>,
 }
 
 pub async fn list_user_tokens(
@@ -51,7 +51,7 @@ pub async fn create_user_token(
         token_type: body.token_type,
         expires_in_days: body.expires_in_days,
         allowed_ips: body.allowed_ips,
-        password: body.password,
+        password: password_of(&state, &me, body.password)?,
     };
     let outcome = state
         .service
@@ -113,7 +113,7 @@ pub async fn rotate_user_token(
             &me.session.user,
             &id,
             body.grace,
-            &body.password,
+            &password_of(&state, &me, body.password)?,
         )
         .await?;
     Ok(created(&state, &token))
@@ -127,7 +127,12 @@ pub async fn revoke_user_token(
 ) -> ApiResult<Json<TokenView>> {
     let token = state
         .service
-        .revoke_personal_token(&me.caller, &me.session.user, &id, &body.password)
+        .revoke_personal_token(
+            &me.caller,
+            &me.session.user,
+            &id,
+            &password_of(&state, &me, body.password)?,
+        )
         .await?;
     Ok(Json(TokenView::new(&token, state.service.now())))
 }
@@ -140,7 +145,12 @@ pub async fn reveal_user_token(
 ) -> ApiResult<Json<Value>> {
     let secret = state
         .service
-        .reveal_personal_token(&me.caller, &me.session.user, &id, &body.password)
+        .reveal_personal_token(
+            &me.caller,
+            &me.session.user,
+            &id,
+            &password_of(&state, &me, body.password)?,
+        )
         .await?;
     Ok(Json(json!({ "id": id, "secret": secret.expose() })))
 }
@@ -153,7 +163,11 @@ pub async fn revoke_all_user_tokens(
 ) -> ApiResult<Json<Value>> {
     let done = state
         .service
-        .revoke_all_personal_tokens(&me.caller, &me.session.user, &body.password)
+        .revoke_all_personal_tokens(
+            &me.caller,
+            &me.session.user,
+            &password_of(&state, &me, body.password)?,
+        )
         .await?;
     Ok(Json(
         json!({ "revoked": done.tokens.len(), "tokens": done.tokens, "applied": done.applied }),

@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use latchkey_service::ServiceError;
 use latchkey_service::crypto::random_bytes;
 use latchkey_service::sessions::{NewSessionToken, csrf_token_for, csrf_token_matches};
+use latchkey_service::{ErrorCode, ServiceError};
 use secrecy::SecretString;
 
 use super::{CheckedForm, Console, Empty, Layout, origin_ok, redirect, render, unavailable};
@@ -252,6 +252,18 @@ pub async fn post_login(
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
+        // Password sign-in switched off: say so, not "wrong password".
+        Err(ServiceError::Client {
+            code: ErrorCode::Forbidden,
+            message,
+        }) => login_response(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &form.email,
+            &form.next,
+            Some(&super::sentence(&message)),
+        ),
         Err(ServiceError::Client { .. }) => login_response(
             &state,
             &headers,

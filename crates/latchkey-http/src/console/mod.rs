@@ -378,7 +378,7 @@ pub fn failure(error: &ServiceError) -> (StatusCode, String) {
 }
 
 /// The service's messages start lower-case for the API; on a page they are sentences.
-fn sentence(message: &str) -> String {
+pub(crate) fn sentence(message: &str) -> String {
     let mut chars = message.chars();
     let mut out: String = chars
         .next()

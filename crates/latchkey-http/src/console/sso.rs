@@ -10,7 +10,7 @@ use latchkey_service::ServiceError;
 use latchkey_service::sso::{SsoFinish, SsoPurpose};
 
 use super::auth::{safe_next, session_cookie};
-use super::{CheckedForm, Console, Layout, MessagePage, PageQuery, redirect, render, unavailable};
+use super::{CheckedForm, Console, Layout, MessagePage, PageQuery, redirect, render};
 use crate::AppState;
 use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
 
@@ -39,12 +39,15 @@ fn problem_of(e: &ServiceError) -> Response {
                 "The sign-in provider cannot be reached just now. Try again shortly.",
             )
         }
-        _ => unavailable(),
+        other => {
+            let (status, text) = super::failure(other);
+            sso_problem(status, &text)
+        }
     }
 }
 
-/// `Set-Cookie` for the flow: sent back by the browser to `/sso/callback` only, on the
-/// provider's top-level redirect (`SameSite=Lax`), for as long as the flow may take.
+/// `Set-Cookie` for the flow: sent back by the browser under `/sso` only (the callback, on
+/// the provider's top-level redirect: `SameSite=Lax`), for as long as the flow may take.
 fn flow_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
@@ -130,12 +133,25 @@ async fn callback(
     query: &CallbackQuery,
 ) -> Response {
     if let Some(error) = &query.error {
-        // The person cancelled, or the provider refused; its words are shown, never trusted.
-        let detail = query.error_description.as_deref().unwrap_or(error.as_str());
-        let detail: String = detail.chars().take(200).collect();
+        // The person cancelled, or the provider refused. Anyone can send this address, so the
+        // page says it in our words, naming only a well-formed OAuth error code; the
+        // provider's description goes to the log.
+        let code_ok =
+            error.len() <= 40 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        let code = if code_ok { error.as_str() } else { "error" };
+        let description: Option<String> = query
+            .error_description
+            .as_deref()
+            .map(|d| d.chars().take(200).collect());
+        // Debug-formatted: the provider's words are escaped in the log.
+        tracing::info!(
+            error = code,
+            description = ?description,
+            "the single-sign-on provider did not sign someone in"
+        );
         return sso_problem(
             StatusCode::BAD_REQUEST,
-            &format!("The sign-in provider answered: {detail}"),
+            &format!("The sign-in provider did not sign you in ({code}). Try again."),
         );
     }
     let issuer_ok = match (&query.iss, state.service.sso()) {

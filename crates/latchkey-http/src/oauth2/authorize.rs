@@ -189,6 +189,16 @@ pub async fn post_login(
             Some("Too many attempts. Wait a moment and try again."),
             StatusCode::TOO_MANY_REQUESTS,
         ),
+        Err(ServiceError::Client {
+            code: latchkey_service::ErrorCode::Forbidden,
+            ..
+        }) => login_page(
+            &state,
+            &headers,
+            &map,
+            Some("Password sign-in is switched off here: sign in with single sign-on."),
+            StatusCode::FORBIDDEN,
+        ),
         Err(ServiceError::Client { .. }) => login_page(
             &state,
             &headers,

@@ -249,6 +249,7 @@ async fn a_person_signs_in_at_the_provider_and_confirms_there_before_a_token() {
         ("user.sso_linked", "success"),
         ("session.login", "success"),
         ("session.reauthenticated", "success"),
+        ("token.create", "reauthentication_required"),
     ] {
         assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
     }
@@ -273,6 +274,38 @@ async fn a_wrong_state_a_wrong_nonce_and_a_stale_auth_time_are_refused() {
         .await;
     assert!(b.body().await.contains("start again"), "{}", b.body().await);
     assert!(b.cookie("latchkey_session").await.is_none());
+
+    // The right state with a made-up code: the provider refuses it, and so does Latchkey (a
+    // 400 in its words, not an outage).
+    let (to_provider, flow) = location_of(
+        no_redirects()
+            .get(format!("{}/sso/start", app.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let state = url::Url::parse(&to_provider)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let res = no_redirects()
+        .get(format!(
+            "{}/sso/callback?code=made-up&state={state}",
+            app.url
+        ))
+        .header("cookie", format!("latchkey_sso={}", flow.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("refused this sign-in (invalid_grant)"),
+        "{page}"
+    );
 
     // Someone the platform has but Latchkey has not, without create_users: refused.
     b.goto("/sso/start").await;
@@ -437,4 +470,53 @@ async fn without_single_sign_on_its_pages_are_not_there() {
         .await
         .unwrap();
     assert!(!page.contains("sso-login"), "{page}");
+}
+
+#[tokio::test]
+async fn the_oauth_sign_in_page_signs_in_at_the_provider_and_comes_back_to_consent() {
+    let port = free_port().await;
+    let app = app_with_sso(port, |s| {
+        s.create_users = true;
+        s.password_login = false;
+    })
+    .await;
+    let _provider = Provider::start(port, &app.url).await;
+    app.user("owner@example.com").await;
+    let org = app.org("Acme").await;
+    let org_record = app.service().find_org(&org).await.unwrap();
+    let spec = latchkey_service::oauth::clients::ClientSpec {
+        name: "Partner app".into(),
+        grant_types: vec!["authorization_code".into()],
+        redirect_uris: vec!["http://localhost:9/cb".into()],
+        scopes: vec!["api".into()],
+        confidential: false,
+        can_introspect: false,
+    };
+    let client = app
+        .service()
+        .create_client(&latchkey_service::Caller::operator(), &org_record, spec)
+        .await
+        .unwrap()
+        .client
+        .id;
+    let challenge =
+        latchkey_core::oauth::pkce_s256("a-verifier-of-at-least-forty-three-characters-long");
+    let authorize = format!(
+        "/oauth2/authorize?client_id={client}&response_type=code&state=s1&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let b = Browser::start(&app.url).await;
+    b.goto(&authorize).await;
+    assert_eq!(b.count("#password").await, 0, "password sign-in is off");
+    b.click("#sso-login").await;
+    provider_login(&b, "ada@example.test").await;
+    // Back at the authorization request, signed in: its consent page.
+    assert!(
+        b.path().await.starts_with("/oauth2/authorize?"),
+        "{}",
+        b.path().await
+    );
+    let body = b.body().await;
+    assert!(body.contains("Partner app"), "{body}");
+    assert!(body.contains("ada@example.test"), "{body}");
+    b.close().await;
 }
