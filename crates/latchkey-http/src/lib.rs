@@ -20,6 +20,33 @@ use latchkey_service::Service;
 pub use doors::Server;
 pub use router::server;
 
+/// What the fuzz targets (`fuzz/`, docs/RELIABILITY.md) reach: the header parsers that see a
+/// request's bytes before any handler.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::extract::{Bearer, bearer};
+
+    /// `Authorization: Basic` at the OAuth endpoints, as they read it.
+    pub enum Basic {
+        /// No header, or another scheme.
+        Absent,
+        Malformed,
+        Credentials {
+            client_id: String,
+        },
+    }
+
+    pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Basic {
+        match crate::oauth2::token::basic_credentials(headers) {
+            Ok(Some(c)) => Basic::Credentials {
+                client_id: c.client_id,
+            },
+            Ok(None) => Basic::Absent,
+            Err(_) => Basic::Malformed,
+        }
+    }
+}
+
 /// What every handler can reach: one shared value behind an `Arc`, because axum clones the
 /// state for every request (one reference count moved, not one per field).
 #[derive(Clone)]
