@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod console;
 mod crash;
+mod crash_loop;
 mod db_copy;
 mod demo;
 mod errors;
