@@ -600,7 +600,16 @@ impl Service {
         let record = self
             .store
             .rotate_token(&old.id, old_expires_at, now, &token, &event)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // It was live when read above and revoked before the write (a deletion or a
+                // kill switch at the same moment): the same answer as when it was already so.
+                latchkey_store::StoreError::NotFound(_) => ServiceError::client(
+                    ErrorCode::TokenNotLive,
+                    "only a pending or active token can be rotated",
+                ),
+                other => other.into(),
+            })?;
         Ok(CreatedToken { record, secret })
     }
 

@@ -3,7 +3,7 @@
 //! then every invariant checked against what the clients were told:
 //!
 //! - every acknowledged creation is stored and, unless its deletion was acknowledged too, works;
-//! - every acknowledged deletion holds (the token is refused);
+//! - every acknowledged deletion, rotation (the old token) and kill switch holds (refused);
 //! - no type ever has more live tokens than its `max_active`;
 //! - audit events match changes one to one (each stored token has one `token.created`, no
 //!   event names a token that is not stored, each deleted token has one `token.deleted`);
@@ -56,8 +56,11 @@ impl Rng {
 /// What the clients were told.
 #[derive(Default)]
 struct Told {
-    /// id → (type, name, secret) of every acknowledged creation.
-    created: BTreeMap<String, (String, String, String)>,
+    /// id → (type, name, secret, life) of every acknowledged creation.
+    created: BTreeMap<String, (String, String, String, usize)>,
+    /// Lives in which a kill switch went unanswered: it may have revoked any svc token made
+    /// in that life, acknowledged before or after the writer noticed.
+    doubtful_lives: BTreeSet<usize>,
     /// Acknowledged deletions.
     deleted: BTreeSet<String>,
     /// Deletions sent (acknowledged or not: a kill may take the answer): such a token may be
@@ -69,20 +72,70 @@ struct Told {
     violations: Vec<String>,
 }
 
-/// One writer against one life of the server, until the connection fails (the kill).
-async fn writer(url: String, org: String, session: String, told: Arc<Mutex<Told>>, seed: u64) {
+/// One writer against one life of the server, until the connection fails (the kill): creates
+/// tokens of both types, deletes, rotates (`grace` 0) and now and then pulls the kill switch
+/// of the svc type.
+async fn writer(
+    url: String,
+    org: String,
+    session: String,
+    told: Arc<Mutex<Told>>,
+    seed: u64,
+    life: usize,
+) {
     let client = reqwest::Client::new();
     let mut rng = Rng(seed | 1);
     for i in 0u32.. {
         let roll = rng.below(100);
-        let (method, path, body) = if roll < 45 {
+        let (method, path, body) = if (65..75).contains(&roll) {
+            // Rotate a live svc token, the old one ending at once.
+            let old = {
+                let Ok(mut t) = told.lock() else { return };
+                let live: Vec<String> = t
+                    .created
+                    .iter()
+                    .filter(|(id, c)| {
+                        c.0 == "svc" && !t.deleted.contains(*id) && !t.attempted.contains(*id)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if live.is_empty() {
+                    continue;
+                }
+                let old = live[usize::try_from(rng.below(live.len() as u64)).unwrap_or(0)].clone();
+                t.attempted.insert(old.clone());
+                old
+            };
+            (
+                Method::POST,
+                format!("/v1/orgs/{org}/tokens/{old}/rotate"),
+                Some(json!({ "grace": "0s" })),
+            )
+        } else if roll == 75 || roll == 76 {
+            // The kill switch, for one type: every live svc token at once.
+            {
+                let Ok(mut t) = told.lock() else { return };
+                let live: Vec<String> = t
+                    .created
+                    .iter()
+                    .filter(|(id, c)| c.0 == "svc" && !t.deleted.contains(*id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                t.attempted.extend(live);
+            }
+            (
+                Method::POST,
+                format!("/v1/orgs/{org}/tokens/revoke-all"),
+                Some(json!({ "type": "svc" })),
+            )
+        } else if roll < 40 {
             let name = format!("svc-{seed:x}-{i}");
             (
                 Method::POST,
                 format!("/v1/orgs/{org}/tokens"),
                 Some(json!({ "name": name, "type": "svc" })),
             )
-        } else if roll < 75 {
+        } else if roll < 65 {
             let name = format!("cap-{seed:x}-{i}");
             (
                 Method::POST,
@@ -128,18 +181,55 @@ async fn writer(url: String, org: String, session: String, told: Arc<Mutex<Told>
         if let Some(body) = &body {
             req = req.json(body);
         }
-        let Ok(res) = req.send().await else { return };
+        let kill_switch = path.ends_with("/revoke-all");
+        // A kill switch without an answer may have revoked any svc token of this life.
+        let in_doubt = || {
+            if let (true, Ok(mut t)) = (kill_switch, told.lock()) {
+                t.doubtful_lives.insert(life);
+                let of_this_life: Vec<String> = t
+                    .created
+                    .iter()
+                    .filter(|(_, c)| c.0 == "svc" && c.3 == life)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                t.attempted.extend(of_this_life);
+            }
+        };
+        let Ok(res) = req.send().await else {
+            in_doubt();
+            return;
+        };
         let status = res.status().as_u16();
-        let Ok(text) = res.text().await else { return };
+        let Ok(text) = res.text().await else {
+            in_doubt();
+            return;
+        };
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let Ok(mut t) = told.lock() else { return };
+        let rotation = path.ends_with("/rotate");
         match (method.as_str(), status) {
+            ("POST", 200) if path.ends_with("/revoke-all") => {
+                for id in answer["tokens"].as_array().into_iter().flatten() {
+                    if let Some(id) = id.as_str() {
+                        t.deleted.insert(id.to_owned());
+                    }
+                }
+            }
             ("POST", 201) => {
-                let kind = body
-                    .as_ref()
-                    .and_then(|b| b["type"].as_str())
-                    .unwrap_or_default()
-                    .to_owned();
+                let kind = if rotation {
+                    "svc".to_owned()
+                } else {
+                    body.as_ref()
+                        .and_then(|b| b["type"].as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                if rotation {
+                    // The old one ended with the answer: it counts as deleted.
+                    if let Some(old) = path.split('/').rev().nth(1) {
+                        t.deleted.insert(old.to_owned());
+                    }
+                }
                 let name = answer["name"].as_str().unwrap_or_default().to_owned();
                 let (Some(id), Some(secret)) = (answer["id"].as_str(), answer["secret"].as_str())
                 else {
@@ -147,8 +237,11 @@ async fn writer(url: String, org: String, session: String, told: Arc<Mutex<Told>
                         .push(format!("201 without id or secret: {text}"));
                     continue;
                 };
+                if kind == "svc" && t.doubtful_lives.contains(&life) {
+                    t.attempted.insert(id.to_owned());
+                }
                 t.created
-                    .insert(id.to_owned(), (kind, name, secret.to_owned()));
+                    .insert(id.to_owned(), (kind, name, secret.to_owned(), life));
             }
             ("POST", 409) if answer["error"]["code"] == "token_limit_reached" => {
                 t.refused_at_cap += 1;
@@ -158,8 +251,9 @@ async fn writer(url: String, org: String, session: String, told: Arc<Mutex<Told>
                     t.deleted.insert(id.to_owned());
                 }
             }
-            // Two writers deleting the same token: the second finds it gone.
+            // Two writers ending the same token: the second finds it gone.
             ("DELETE", 409 | 404) => {}
+            ("POST", 409) if rotation => {}
             _ => t
                 .violations
                 .push(format!("{method} {path}: {status} {text}")),
@@ -277,6 +371,7 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
                 session.clone(),
                 told.clone(),
                 rng.next() ^ (w << 56) ^ (life as u64),
+                life,
             )));
         }
         // A random moment: from a few milliseconds into the load to half a second.
@@ -302,7 +397,7 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
     };
 
     // Acknowledged creations and deletions hold.
-    for (id, (_, name, secret)) in &created {
+    for (id, (_, name, secret, _)) in &created {
         let res = server.call(Method::GET, "/v1/me", Some(secret), None).await;
         let ok = if deleted.contains(id) {
             res.status == 401
@@ -347,12 +442,32 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
             "{live_capped} live capped tokens, max_active {CAP}"
         ));
     }
+    // Per token: how it was made (`token.created`, or `token.rotated` naming it as the new
+    // token) and ended (`token.deleted`/`token.revoked`, or a kill switch listing it).
     let mut per_token: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let (mut rotations, mut kill_switches) = (0, 0);
     for e in &events {
         let action = e["action"].as_str().unwrap_or_default();
-        if action == "token.created" || action == "token.deleted" || action == "token.revoked" {
-            let id = e["subject"]["id"].as_str().unwrap_or_default().to_owned();
-            *per_token.entry((id, action.to_owned())).or_default() += 1;
+        let subject = e["subject"]["id"].as_str().unwrap_or_default();
+        let mut noted: Vec<(String, &str)> = Vec::new();
+        match action {
+            "token.created" => noted.push((subject.to_owned(), "made")),
+            "token.rotated" => {
+                rotations += 1;
+                let new = e["details"]["new_token"].as_str().unwrap_or_default();
+                noted.push((new.to_owned(), "made"));
+            }
+            "token.deleted" | "token.revoked" => noted.push((subject.to_owned(), "ended")),
+            "tokens.revoked_all" => {
+                kill_switches += 1;
+                for id in e["details"]["tokens"].as_array().into_iter().flatten() {
+                    noted.push((id.as_str().unwrap_or_default().to_owned(), "ended"));
+                }
+            }
+            _ => {}
+        }
+        for (id, what) in noted {
+            *per_token.entry((id, what.to_owned())).or_default() += 1;
         }
     }
     let count = |id: &str, action: &str| {
@@ -362,26 +477,28 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
             .unwrap_or(0)
     };
     for (id, (_, revoked)) in &stored {
-        let made = count(id, "token.created");
+        let made = count(id, "made");
         if made != 1 {
-            violations.push(format!("token {id}: {made} token.created events"));
+            violations.push(format!("token {id}: made by {made} events"));
         }
-        let gone = count(id, "token.deleted") + count(id, "token.revoked");
+        let gone = count(id, "ended");
         if *revoked != (gone == 1) || gone > 1 {
             violations.push(format!(
                 "token {id}: revoked {revoked}, {gone} deletion events"
             ));
         }
     }
-    for (id, action) in per_token.keys() {
+    for (id, what) in per_token.keys() {
         if !stored.contains_key(id) && id.starts_with("tok_") {
+            // The organisation's Default token (made by `org create`) is of neither type.
             let default_token = events.iter().any(|e| {
-                e["subject"]["id"] == id.as_str()
+                e["action"] == "token.created"
+                    && e["subject"]["id"] == id.as_str()
                     && e["details"]["type"] != "svc"
                     && e["details"]["type"] != "capped"
             });
             if !default_token {
-                violations.push(format!("{action} for {id}, which is not stored"));
+                violations.push(format!("an event says {what} {id}, which is not stored"));
             }
         }
     }
@@ -420,7 +537,7 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
             violations.push(format!("a mail {id} the outbox does not have"));
         }
     }
-    for (kind, name, _) in created.values() {
+    for (kind, name, _, _) in created.values() {
         let subject = format!("organisation token \"{name}\" created");
         if !rows.iter().any(|(_, s, _)| s.contains(&subject)) {
             violations.push(format!("no mail for the {kind} token {name}'s creation"));
@@ -429,7 +546,8 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
 
     println!(
         "crash loop: {kills} kills in {:.1} s; acknowledged writes checked: {} creations, \
-         {acknowledged_deletions_checked} deletions, {refused_at_cap} refusals at the cap; \
+         {acknowledged_deletions_checked} deletions (the ends of {rotations} rotations and \
+         {kill_switches} kill switches among them), {refused_at_cap} refusals at the cap; \
          {} audit events; mails: {sent} sent ({repeated} repeated by a kill between the \
          server's answer and the mark), {pending} pending; violations: {}",
         loop_time.as_secs_f64(),
@@ -444,4 +562,8 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
         created.len()
     );
     assert!(refused_at_cap > 0, "the cap was never reached");
+    assert!(
+        rotations > 0 && kill_switches > 0,
+        "{rotations} rotations, {kill_switches} kill switches"
+    );
 }
