@@ -129,6 +129,25 @@ impl Outbox {
         self.wake.clone()
     }
 
+    /// Sends one mail, or gives up as soon as the process is stopping: a server that says
+    /// nothing would otherwise hold a SIGTERM for the whole SMTP timeout. A mail given up is
+    /// handed back, due at once, for the next start (it may have reached the server: SMTP is
+    /// at least once, and its Message-ID lets a reader drop the repeat).
+    async fn send_unless_stopping(&self, mail: &OutboxMail) -> Result<(), SendError> {
+        let stopping = async {
+            while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            sent = self.send(mail) => sent,
+            () = stopping => Err(SendError {
+                text: "not finished: the server is shutting down".to_owned(),
+                server_down: true,
+            }),
+        }
+    }
+
     async fn send(&self, mail: &OutboxMail) -> Result<(), SendError> {
         let about_this_mail = |text: String| SendError {
             text,
@@ -283,12 +302,14 @@ impl Service {
                 let result = match (&down, self.with_sealed_part(&mail)) {
                     (Some(text), _) => Err(format!("not tried: {text}")),
                     (None, Err(e)) => Err(e),
-                    (None, Ok(whole)) => self.outbox.send(&whole).await.map_err(|e| {
-                        if e.server_down {
-                            down = Some(e.text.clone());
-                        }
-                        e.text
-                    }),
+                    (None, Ok(whole)) => {
+                        self.outbox.send_unless_stopping(&whole).await.map_err(|e| {
+                            if e.server_down {
+                                down = Some(e.text.clone());
+                            }
+                            e.text
+                        })
+                    }
                 };
                 match result {
                     Ok(()) => {
@@ -298,7 +319,12 @@ impl Service {
                     }
                     Err(error) => {
                         // Handed back at shutdown: due again at once, for the next start.
-                        let delay = if stopping {
+                        let delay = if stopping
+                            || self
+                                .outbox
+                                .stopping
+                                .load(std::sync::atomic::Ordering::Acquire)
+                        {
                             0
                         } else {
                             retry_delay_secs(mail.attempts)

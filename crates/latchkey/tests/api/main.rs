@@ -24,6 +24,7 @@ mod invalidations;
 mod keys;
 mod limits;
 mod logs;
+mod mail_faults;
 mod mail_helpers;
 mod me;
 mod metrics;
