@@ -186,6 +186,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let limits = ConnectionLimits {
         idle_timeout: config.connection_idle_timeout.to_std(),
         max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout.to_std(),
     };
     let instance = service.clone();
     let task = tokio::spawn(async move {
@@ -207,12 +208,11 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
 /// How long a graceful stop waits for the requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A client must send a request's headers within this (slow-loris, SECURITY.md).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 struct ConnectionLimits {
     idle_timeout: Duration,
     max_connections: usize,
+    /// A client must send a request's headers within this (slow-loris, SECURITY.md).
+    header_read_timeout: Duration,
 }
 
 /// Accepts connections until `stop` turns true, then lets the open ones finish their requests.
@@ -233,7 +233,7 @@ async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -305,6 +305,9 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let running = start(&config, clock).await?;
     tracing::info!(addr = %running.addr, public_url = %config.public_url(), "latchkey is listening");
+    // The address bound, on standard output, for whoever started it (`--listen 127.0.0.1:0`
+    // picks a free port: a script or a test learns which from this line).
+    println!("listening on http://{}", running.addr);
     if demo {
         create_demo(&running.service, &config).await?;
     }

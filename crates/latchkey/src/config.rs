@@ -21,6 +21,8 @@ pub struct Config {
     /// A connection on which no byte moves for this long is closed (SPEC 7): one that never
     /// sends a request, an idle keep-alive, an HTTP/2 connection left open.
     pub connection_idle_timeout: PolicyDuration,
+    /// A client must send a request's headers within this (slow-loris, SECURITY.md).
+    pub header_read_timeout: PolicyDuration,
     /// Connections open at once; one more is closed as soon as it is accepted. Keep it below
     /// the process's file-descriptor limit (`LimitNOFILE`), with room for the database.
     pub max_connections: usize,
@@ -234,6 +236,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             connection_idle_timeout: PolicyDuration::from_secs(30),
+            header_read_timeout: PolicyDuration::from_secs(10),
             max_connections: 4_096,
             trusted_proxies: Vec::new(),
             public_url: None,
@@ -294,6 +297,9 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         self.token_types()?;
         self.signing_alg()?;
+        if self.header_read_timeout.is_zero() {
+            anyhow::bail!("header_read_timeout must be longer than 0s");
+        }
         if self.connection_idle_timeout.is_zero() {
             anyhow::bail!("connection_idle_timeout must be longer than 0s");
         }
@@ -429,6 +435,9 @@ log = "info"                             # a tracing filter: "debug", "latchkey_
 log_format = "text"                      # or "json"
 session_ttl = "12h"                      # a sign-in's absolute lifetime
 session_idle_timeout = "2h"              # ... and how long it may go unused
+connection_idle_timeout = "30s"          # a connection on which no byte moves is closed
+header_read_timeout = "10s"              # a request's headers must arrive within this
+max_connections = 4096                   # connections open at once (keep below LimitNOFILE)
 cache_warm_tokens = 1000000              # live tokens cached at start (0: off)
 # password_hash_concurrency = 2          # default: the number of cores
 

@@ -85,11 +85,16 @@ async fn a_kill_9_during_writes_loses_nothing_acknowledged() {
             }
         }));
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         if acknowledged.lock().map(|l| l.len()).unwrap_or_default() >= 30 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "30 creations were not acknowledged within 60 s"
+        );
     }
     let pid = server.child.id().unwrap_or_else(|| panic!("server gone"));
     let killed = std::process::Command::new("kill")

@@ -9,8 +9,9 @@ use crate::helpers::Binary;
 async fn serve_demo_prints_working_credentials_once() {
     let bin = Binary::fresh();
     let out_path = bin.dir.path().join("demo-out.txt");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let server = bin.serve_with(&["--demo"], &[], Some(out), None).await;
+    let server = bin
+        .serve_with(&["--demo"], &[], Some(&out_path), None)
+        .await;
     // The demo data is created just after the server starts listening.
     let mut printed = String::new();
     for _ in 0..100 {
@@ -59,8 +60,9 @@ async fn serve_demo_prints_working_credentials_once() {
 
     // A second start finds the demo data and prints no password again.
     let out_path2 = bin.dir.path().join("demo-out-2.txt");
-    let out = std::fs::File::create(&out_path2).unwrap();
-    let server = bin.serve_with(&["--demo"], &[], Some(out), None).await;
+    let server = bin
+        .serve_with(&["--demo"], &[], Some(&out_path2), None)
+        .await;
     let mut again = String::new();
     for _ in 0..100 {
         again = std::fs::read_to_string(&out_path2).unwrap_or_default();

@@ -719,13 +719,14 @@ impl Binary {
         ran.stdout.trim().to_owned()
     }
 
-    /// Starts `latchkey serve` on a free port, with extra environment variables and standard
-    /// output and error sent to `stdout`/`stderr` (or discarded), and waits until `/healthz`
-    /// answers.
+    /// Starts `latchkey serve` on a port it picks itself (`--listen 127.0.0.1:0`: no race for
+    /// a free port), with extra environment variables, standard output written to `stdout`
+    /// (or a file of the data directory's) and standard error to `stderr` (or discarded);
+    /// learns the address from the "listening on" line and waits until `/healthz` answers.
     pub async fn serve(
         &self,
         env: &[(&str, &str)],
-        stdout: Option<std::fs::File>,
+        stdout: Option<&std::path::Path>,
         stderr: Option<std::fs::File>,
     ) -> Server {
         self.serve_with(&[], env, stdout, stderr).await
@@ -736,32 +737,52 @@ impl Binary {
         &self,
         extra: &[&str],
         env: &[(&str, &str)],
-        stdout: Option<std::fs::File>,
+        stdout: Option<&std::path::Path>,
         stderr: Option<std::fs::File>,
     ) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("free port: {e}"));
-        let listen = format!("127.0.0.1:{port}");
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let own = self.dir.path().join(format!(
+            "serve-{}.stdout",
+            STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let out_path = stdout.unwrap_or(&own).to_path_buf();
+        let out = std::fs::File::create(&out_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", out_path.display()));
         let mut cmd = self.command();
-        cmd.args(["serve", "--listen", &listen])
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(std::process::Stdio::null())
-            .stdout(stdout.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
+            .stdout(std::process::Stdio::from(out))
             .stderr(stderr.map_or_else(std::process::Stdio::null, std::process::Stdio::from));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BINARY} serve: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let url = loop {
+            let printed = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if let Some(url) = printed
+                .lines()
+                .find_map(|l| l.strip_prefix("listening on "))
+            {
+                break url.trim().to_owned();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("latchkey serve exited ({status}) before listening: {printed}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "latchkey serve printed no \"listening on\" line within 30 s: {printed}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         let server = Server {
-            url: format!("http://{listen}"),
+            url,
             child,
             client: reqwest::Client::new(),
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let health = server
                 .client

@@ -45,7 +45,7 @@ async fn no_secret_reaches_the_logs_at_debug_level() {
     let server = bin
         .serve(
             &[("LATCHKEY_LOG", "debug")],
-            Some(file(&stdout_path)),
+            Some(&stdout_path),
             Some(file(&stderr_path)),
         )
         .await;
