@@ -5,6 +5,7 @@
 //! stale snapshot (SECURITY.md, invariant 3).
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,6 +78,15 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if CHECK_RELEASED.load(Ordering::Relaxed) == 0 {
+                        return Ok(true);
+                    }
+                    CHECK_RELEASED.fetch_sub(1, Ordering::Relaxed);
+                    Ok(transactions_work(conn).await)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(unavailable)?;
@@ -194,11 +204,35 @@ fn is_outage_code(code: &str) -> bool {
     })
 }
 
+/// Connections to look at when they go back to the pool: set after an outage-class error.
+/// SQLite may end a transaction on its own when the disk is full or an I/O error strikes
+/// (a refused COMMIT); the driver then still counts it open, its rollback fails, and the
+/// connection would refuse every later transaction (`begin_with at non-zero transaction
+/// depth`). The next few connections released are checked and closed if so; in normal
+/// operation nothing is checked.
+static CHECK_RELEASED: AtomicU32 = AtomicU32::new(0);
+const CHECKS_AFTER_AN_OUTAGE: u32 = 64;
+
+/// A transaction can begin on this connection (and is rolled back at once).
+async fn transactions_work(conn: &mut SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    match conn.begin_with("BEGIN DEFERRED").await {
+        Ok(tx) => tx.rollback().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Maps a driver error, naming `what` in a conflict.
 fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
         sqlx::Error::Database(d) if d.code().is_some_and(|c| is_outage_code(&c)) => {
+            CHECK_RELEASED.store(CHECKS_AFTER_AN_OUTAGE, Ordering::Relaxed);
+            StoreError::Unavailable(e.to_string())
+        }
+        // A connection the check above has not reached yet: an outage too, not a bug.
+        sqlx::Error::InvalidSavePointStatement => {
+            CHECK_RELEASED.store(CHECKS_AFTER_AN_OUTAGE, Ordering::Relaxed);
             StoreError::Unavailable(e.to_string())
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {

@@ -47,5 +47,6 @@ mod scim;
 mod sessions;
 mod slow_clients;
 mod sso;
+mod storage_faults;
 mod verifier;
 mod warm;
