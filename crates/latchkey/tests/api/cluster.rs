@@ -841,7 +841,8 @@ async fn connections_killed_under_load_answer_success_or_503_and_lose_nothing() 
         writers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Bounded: on a fast machine the type's cap (100 live) stays out of reach.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 60 {
                 i += 1;
                 let res = client
                     .post(format!("{url}/v1/orgs/{org}/tokens"))
@@ -855,7 +856,6 @@ async fn connections_killed_under_load_answer_success_or_503_and_lose_nothing() 
                     res.headers().contains_key("retry-after"),
                 );
                 let body: Value = res.json().await.unwrap_or(Value::Null);
-                // Every other token is deleted again, so the type stays under its cap.
                 let victim = {
                     let Ok(mut s) = seen.lock() else { return };
                     match status {
@@ -865,10 +865,13 @@ async fn connections_killed_under_load_answer_success_or_503_and_lose_nothing() 
                             s.created.push((id, secret));
                         }
                         503 if retry => s.unavailable += 1,
+                        // A correct answer, if ever the cap is reached after all.
+                        409 if body["error"]["code"] == "token_limit_reached" => {}
                         _ => s.violations.push(format!("create: {status} {body}")),
                     }
-                    match s.created.len() % 2 {
-                        0 => s.created.last().map(|(id, _)| id.clone()),
+                    // Three tokens in four are deleted again, so few stay live.
+                    match (status, s.created.len() % 4) {
+                        (201, 1..=3) => s.created.last().map(|(id, _)| id.clone()),
                         _ => None,
                     }
                 };
@@ -939,21 +942,34 @@ async fn connections_killed_under_load_answer_success_or_503_and_lose_nothing() 
             s.violations.clone(),
         )
     };
+    // Deleted ones are looked up by id (refused bearer tokens would count against the
+    // address); live ones must work; those in doubt may be either.
     for (id, secret) in &created {
-        let res = me(c.a(), secret).await;
-        let ok = if deleted.contains(id) {
-            res.status == 401
-        } else if in_doubt.contains(id) {
-            res.status == 401 || res.status == 200
+        if in_doubt.contains(id) && !deleted.contains(id) {
+            continue;
+        }
+        if deleted.contains(id) {
+            let res = c
+                .a()
+                .call(
+                    Method::GET,
+                    &format!("/v1/orgs/{org}/tokens/{id}"),
+                    Some(&session),
+                    None,
+                )
+                .await;
+            if res.status != 200 || res.body["status"] != "revoked" {
+                violations.push(format!("deleted token {id}: {} {}", res.status, res.text));
+            }
         } else {
-            res.status == 200
-        };
-        if !ok {
-            violations.push(format!(
-                "token {id}: /v1/me {} {:?}",
-                res.status,
-                res.header("www-authenticate")
-            ));
+            let res = me(c.a(), secret).await;
+            if res.status != 200 {
+                violations.push(format!(
+                    "token {id}: /v1/me {} {:?}",
+                    res.status,
+                    res.header("www-authenticate")
+                ));
+            }
         }
     }
     println!(
