@@ -329,28 +329,7 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
          [limits]\ninvalid_tokens_per_ip_per_minute = 1000000\n"
     ));
     bin.create_user(ADMIN, PASSWORD).await;
-    let org = bin
-        .run(&["org", "create", "--name", "Crash Loop"], None)
-        .await
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    bin.run(
-        &[
-            "org",
-            "add-member",
-            "--org",
-            &org,
-            "--email",
-            ADMIN,
-            "--role",
-            "admin",
-        ],
-        None,
-    )
-    .await
-    .ok();
+    let org = bin.org_with_admin("Crash Loop", ADMIN).await;
     let smtp = sink.url();
     let env = [("LATCHKEY_SMTP_URL", smtp.as_str())];
 

@@ -707,6 +707,33 @@ impl Binary {
         }
     }
 
+    /// `org create` and `org add-member … --role admin`: the new organisation's id.
+    pub async fn org_with_admin(&self, name: &str, admin: &str) -> String {
+        let org = self
+            .run(&["org", "create", "--name", name], None)
+            .await
+            .ok()
+            .stdout
+            .trim()
+            .to_owned();
+        self.run(
+            &[
+                "org",
+                "add-member",
+                "--org",
+                &org,
+                "--email",
+                admin,
+                "--role",
+                "admin",
+            ],
+            None,
+        )
+        .await
+        .ok();
+        org
+    }
+
     /// `user create` with the password on standard input: the new user's id.
     pub async fn create_user(&self, email: &str, password: &str) -> String {
         let ran = self

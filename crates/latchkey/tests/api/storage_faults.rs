@@ -86,28 +86,7 @@ async fn a_full_disk_is_503_nothing_acknowledged_is_lost_and_writes_come_back_by
         "[token_types.svc]\nowner = \"organisation\"\nprefix = \"lksv\"\nmax_active = 100000\n",
     );
     bin.create_user("full@example.com", PASSWORD).await;
-    let org = bin
-        .run(&["org", "create", "--name", "Full Disk"], None)
-        .await
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    bin.run(
-        &[
-            "org",
-            "add-member",
-            "--org",
-            &org,
-            "--email",
-            "full@example.com",
-            "--role",
-            "admin",
-        ],
-        None,
-    )
-    .await
-    .ok();
+    let org = bin.org_with_admin("Full Disk", "full@example.com").await;
     let log = bin.dir.path().join("serve.log");
     let server = bin
         .serve(&[], None, Some(std::fs::File::create(&log).unwrap()))
