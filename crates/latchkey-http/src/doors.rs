@@ -81,6 +81,12 @@ impl Server {
 
     /// Answers one request from the TCP peer `peer`.
     pub async fn handle(self, mut request: Request, peer: SocketAddr) -> Response {
+        // Every body, at a door or behind the router, has the same deadline; a request without
+        // one (the verification GETs) is not wrapped.
+        if !axum::body::HttpBody::is_end_stream(request.body()) {
+            let limit = self.0.state.body_read_timeout;
+            request = request.map(|body| crate::extract::DeadlineBody::wrap(body, limit));
+        }
         let door = if self.0.doors_first {
             door(&request)
         } else {

@@ -172,24 +172,15 @@ pub(crate) enum BodyError {
 
 /// The whole request body, at most `limit` bytes: the one reader of every handler that takes a
 /// body as bytes, behind the router or at a door (`doors.rs`), so the limits are the same
-/// either way. A body that stalls for [`BODY_READ_TIMEOUT`](crate::router::BODY_READ_TIMEOUT)
-/// between two pieces is unreadable; the timer is armed only when a piece has not arrived yet
-/// (a small form comes with the request head, and a timer per request was 3 % of an
-/// introspection's CPU).
+/// either way. A body that did not arrive whole in time ([`DeadlineBody`], wrapped around
+/// every body by `doors::Server::handle`) is unreadable.
 pub(crate) async fn body_bytes(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
     use axum::body::HttpBody as _;
-    use futures_util::FutureExt as _;
     use http_body_util::BodyExt as _;
     let mut body = http_body_util::Limited::new(body, limit);
     let mut bytes = bytes::BytesMut::new();
     loop {
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => tokio::time::timeout(crate::router::BODY_READ_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| BodyError::Unreadable)?,
-        };
-        match frame {
+        match body.frame().await {
             None => return Ok(bytes.freeze()),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
@@ -205,6 +196,72 @@ pub(crate) async fn body_bytes(body: axum::body::Body, limit: usize) -> Result<B
             }
             Some(Err(_)) => return Err(BodyError::Unreadable),
         }
+    }
+}
+
+/// A request body that must arrive whole within `body_read_timeout` of the first moment it
+/// kept its reader waiting. A timeout between pieces never cuts a client that trickles a byte every few
+/// seconds (measured: `PARTS=faults scripts/bench`, docs/RELIABILITY.md); this one does. The
+/// timer is made only at that first wait: a body that came with the request head (a form, a
+/// JSON document) pays nothing.
+pub(crate) struct DeadlineBody {
+    inner: axum::body::Body,
+    limit: std::time::Duration,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error a [`DeadlineBody`] ends with when its time is up.
+#[derive(Debug)]
+struct BodyTooSlow;
+
+impl std::fmt::Display for BodyTooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTooSlow {}
+
+impl DeadlineBody {
+    pub(crate) fn wrap(inner: axum::body::Body, limit: std::time::Duration) -> axum::body::Body {
+        axum::body::Body::new(Self {
+            inner,
+            limit,
+            deadline: None,
+        })
+    }
+}
+
+impl axum::body::HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(axum::BoxError::from)));
+        }
+        let limit = this.limit;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTooSlow)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

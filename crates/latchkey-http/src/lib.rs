@@ -61,6 +61,9 @@ pub struct Shared {
     /// Turns true when the server begins to stop: responses that would never end by themselves
     /// (the invalidation stream) end then, so that a graceful stop is not held by them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// A request body must arrive whole within this of the first moment it kept its reader
+    /// waiting (slow clients, SECURITY.md; `extract::DeadlineBody`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl AppState {

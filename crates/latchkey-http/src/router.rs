@@ -15,7 +15,6 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
@@ -29,8 +28,6 @@ use crate::oauth2;
 
 /// Request bodies above this are refused with `413` (SECURITY.md).
 pub(crate) const MAX_BODY: usize = 256 * 1024;
-/// How long a request body may take to arrive.
-pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The whole HTTP surface: the verification doors answered first (`doors.rs`), every route
 /// behind the middleware otherwise.
@@ -354,9 +351,6 @@ fn with_layers(router: Router, ids: CountingRequestId, traced: bool) -> Router {
             response
         })
         .layer(tower::layer::layer_fn(|inner| HeaderSizeLimit { inner }))
-        // A body that stalls is cut off (slow clients, SECURITY.md); the timer starts only
-        // when a handler reads the body, so requests without one pay nothing.
-        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     router.layer(stack)
 }

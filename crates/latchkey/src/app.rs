@@ -159,6 +159,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         secure_cookies: config.public_url().starts_with("https://"),
         trusted_proxies: config.trusted_proxies.clone().into(),
         stopping: rx.clone(),
+        body_read_timeout: config.body_read_timeout.to_std(),
     });
     service
         .register_instance(&addr.to_string())

@@ -23,6 +23,9 @@ pub struct Config {
     pub connection_idle_timeout: PolicyDuration,
     /// A client must send a request's headers within this (slow-loris, SECURITY.md).
     pub header_read_timeout: PolicyDuration,
+    /// A request's body must arrive whole within this of the first moment it kept the server
+    /// waiting (a client trickling a byte now and then, SECURITY.md).
+    pub body_read_timeout: PolicyDuration,
     /// Connections open at once; one more is closed as soon as it is accepted. Keep it below
     /// the process's file-descriptor limit (`LimitNOFILE`), with room for the database.
     pub max_connections: usize,
@@ -237,6 +240,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             connection_idle_timeout: PolicyDuration::from_secs(30),
             header_read_timeout: PolicyDuration::from_secs(10),
+            body_read_timeout: PolicyDuration::from_secs(15),
             max_connections: 4_096,
             trusted_proxies: Vec::new(),
             public_url: None,
@@ -299,6 +303,9 @@ impl Config {
         self.signing_alg()?;
         if self.header_read_timeout.is_zero() {
             anyhow::bail!("header_read_timeout must be longer than 0s");
+        }
+        if self.body_read_timeout.is_zero() {
+            anyhow::bail!("body_read_timeout must be longer than 0s");
         }
         if self.connection_idle_timeout.is_zero() {
             anyhow::bail!("connection_idle_timeout must be longer than 0s");
@@ -437,6 +444,7 @@ session_ttl = "12h"                      # a sign-in's absolute lifetime
 session_idle_timeout = "2h"              # ... and how long it may go unused
 connection_idle_timeout = "30s"          # a connection on which no byte moves is closed
 header_read_timeout = "10s"              # a request's headers must arrive within this
+body_read_timeout = "15s"                # ... and its body, from the first wait for it
 max_connections = 4096                   # connections open at once (keep below LimitNOFILE)
 cache_warm_tokens = 1000000              # live tokens cached at start (0: off)
 # password_hash_concurrency = 2          # default: the number of cores

@@ -1,5 +1,5 @@
 //! Slow clients (SECURITY.md): a connection that never finishes its headers is closed, and a
-//! body that stalls is cut off with a 4xx, so idle sockets cannot pile up.
+//! body that stalls or trickles in is cut off with a 4xx, so idle sockets cannot pile up.
 
 use std::time::Duration;
 
@@ -40,10 +40,15 @@ async fn unfinished_headers_are_cut_off() {
 }
 
 #[tokio::test]
-async fn a_stalled_body_is_answered_and_closed() {
-    let app = TestApp::spawn().await;
+async fn a_stalled_or_trickling_body_is_answered_and_closed() {
+    // The body deadline (15 s by default) set to 1 s, so the test does not wait 15 s of real
+    // time; the idle timeout (30 s) and the header timeout cannot be what cuts.
+    let app = TestApp::builder()
+        .configure(|c| c.body_read_timeout = latchkey_core::PolicyDuration::from_secs(1))
+        .start()
+        .await;
     // Behind the router, and at the doors that read a body (the token endpoint, introspection).
-    let stalls = [
+    let starts = [
         ("/v1/sessions", "application/json", "{\"email\":"),
         (
             "/oauth2/token",
@@ -57,23 +62,53 @@ async fn a_stalled_body_is_answered_and_closed() {
         ),
     ];
     let mut answers = Vec::new();
-    for (path, content_type, start) in stalls {
-        let mut stream = connect(&app).await;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 100\r\n\r\n{start}"
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        answers.push(tokio::spawn(async move {
-            (
-                path,
-                read_to_close(&mut stream, Duration::from_secs(30)).await,
-            )
-        }));
+    for (path, content_type, start) in starts {
+        // Stalled: nothing after the start. Trickling: a byte every 200 ms, which a timeout
+        // between pieces would never cut.
+        for trickle in [false, true] {
+            let mut stream = connect(&app).await;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{start}"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            answers.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let (mut read, mut write) = stream.into_split();
+                // Holds the write half open either way (dropping it would end the body).
+                let trickler = tokio::spawn(async move {
+                    while !trickle || write.write_all(b"a").await.is_ok() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                });
+                let mut out = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut out)).await;
+                trickler.abort();
+                assert!(
+                    read.is_ok(),
+                    "{path} (trickle {trickle}): not closed within 10 s"
+                );
+                (
+                    path,
+                    trickle,
+                    started.elapsed(),
+                    String::from_utf8_lossy(&out).into_owned(),
+                )
+            }));
+        }
     }
     for answer in answers {
-        let (path, answer) = answer.await.unwrap();
+        let (path, trickle, took, answer) = answer.await.unwrap();
         let status = answer.split(' ').nth(1).unwrap_or_default();
-        assert!(status.starts_with('4'), "{path}: {answer}");
+        assert!(
+            status.starts_with('4'),
+            "{path} (trickle {trickle}): {answer}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{path} (trickle {trickle}): cut after {took:?}: {}",
+            answer.rsplit("\r\n").next().unwrap_or_default()
+        );
     }
 }
 
