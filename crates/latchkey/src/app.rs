@@ -138,9 +138,30 @@ impl Running {
     }
 }
 
+/// Whether the background work runs on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// As in production: the usage flush, the change poll and follow, the pruning and the
+    /// heartbeat, the outbox sender and its expiry sweep, and the start-up cache warming.
+    Run,
+    /// None of them: whoever started the server drives each when it wants it
+    /// (`Service::deliver_mails`, `send_expiry_notices`, `flush_usage`, `poll_changes`), so a
+    /// test asserts on what happened instead of polling for it.
+    Off,
+}
+
 /// Binds the listener (so the address is known before anything is served) and serves in the
 /// background.
 pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    start_with(config, clock, Workers::Run).await
+}
+
+/// [`start`], with or without the background workers.
+pub async fn start_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    workers: Workers,
+) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -166,7 +187,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this instance: {e}"))?;
     let server = latchkey_http::server(state);
-    let background = tokio::spawn(service.clone().run_background(rx.clone()));
+    let run = workers == Workers::Run;
+    let background = run.then(|| tokio::spawn(service.clone().run_background(rx.clone())));
     let control = crate::control::bind(&config.data_dir)?;
     let control = tokio::spawn(crate::control::serve(
         control,
@@ -174,16 +196,19 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
         service.clone(),
         rx.clone(),
     ));
-    let outbox = tokio::spawn(service.clone().run_outbox(rx.clone()));
+    let outbox = run.then(|| tokio::spawn(service.clone().run_outbox(rx.clone())));
     let warm = (service.clone(), config.cache_warm_tokens);
-    tokio::spawn(async move {
+    let warming = async move {
         // On PostgreSQL the cache is on once this instance listens for the others' changes.
         warm.0.cache_on(Duration::from_secs(10)).await;
         match warm.0.warm_cache(warm.1).await {
             Ok(n) => tracing::info!(tokens = n, "verification cache warmed"),
             Err(e) => tracing::warn!(error = %e, "could not warm the verification cache"),
         }
-    });
+    };
+    if run {
+        tokio::spawn(warming);
+    }
     let limits = ConnectionLimits {
         idle_timeout: config.connection_idle_timeout.to_std(),
         max_connections: config.max_connections,
@@ -192,10 +217,16 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Run
     let instance = service.clone();
     let task = tokio::spawn(async move {
         serve_connections(listener, server, limits, rx).await;
-        background.await.context("background task failed")?;
+        match background {
+            Some(background) => background.await.context("background task failed")?,
+            // What the background loop does on its way out.
+            None => instance.flush_usage().await,
+        }
         control.await.context("control socket task failed")?;
         instance.unregister_instance().await;
-        outbox.await.context("outbox task failed")?;
+        if let Some(outbox) = outbox {
+            outbox.await.context("outbox task failed")?;
+        }
         Ok(())
     });
     Ok(Running {

@@ -433,7 +433,7 @@ async fn no_secret_or_hash_appears_outside_the_create_rotate_and_reveal_answers(
     app.clock.advance(1_800);
     s.get("/v1/me", &s2s).await.expect(200);
     s.get("/v1/me", &api_jwt).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     s.get(&format!("{tokens}/{s2s_id}"), &session)
         .await
         .expect(200);
@@ -468,7 +468,7 @@ async fn no_secret_or_hash_appears_outside_the_create_rotate_and_reveal_answers(
     app.clock.advance(1_800);
     s.get("/v1/me", &rotated_secret).await.expect(200);
     s.get("/v1/me", &new_default).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     s.get("/v1/me", &jwt).await.expect(401);
 
     // Personal tokens.

@@ -110,7 +110,7 @@ async fn a_person_generates_rotates_and_revokes_their_api_token() {
         row.contains("laptop <cli>") && row.contains("active"),
         "{row}"
     );
-    app.service().flush_usage().await;
+    app.flush().await;
     b.goto("/credentials").await;
     let row = b.text("tbody tr").await;
     assert!(row.contains("127.0.0.1"), "last used address: {row}");

@@ -8,7 +8,16 @@
 //! - audit events match changes one to one (each stored token has one `token.created`, no
 //!   event names a token that is not stored, each deleted token has one `token.deleted`);
 //! - every mail of a committed change is in the outbox, and each is either sent (found at the
-//!   SMTP server, by its Message-ID) or still pending; none is found that the outbox lacks.
+//!   SMTP server, by its Message-ID) or still pending; none is found that the outbox lacks;
+//!   then, the killed workers' leases given up, one more life sends every pending one, and
+//!   every mail of the outbox has been received (twice only when a kill fell between the SMTP
+//!   server's answer and the mark: at least once, with one Message-ID to tell the copies);
+//! - OAuth (a fourth writer: `client_credentials` grants, revocations of those access tokens,
+//!   refreshes of rotating refresh tokens, new grants through the authorization code flow):
+//!   every acknowledged access token works unless its revocation was acknowledged; every
+//!   grant's newest refresh token works and the one its last acknowledged rotation replaced is
+//!   refused; a refresh whose answer a kill took is either undone (the old token still works)
+//!   or done (the old token is a replay, which ends the grant), never half.
 //!
 //! `CRASH_LOOP_KILLS` sets the number of kills (50 by default; `CRASH_LOOP_KILLS=500 cargo test
 //! -p latchkey --test api crash_loop` by hand). It prints the counts.
@@ -326,14 +335,22 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
     bin.append_config(&format!(
         "\n[token_types.svc]\nowner = \"organisation\"\nprefix = \"lksv\"\nmax_active = 100000\n\
          [token_types.capped]\nowner = \"organisation\"\nprefix = \"lkcp\"\nmax_active = {CAP}\n\
-         [limits]\ninvalid_tokens_per_ip_per_minute = 1000000\n"
+         [limits]\ninvalid_tokens_per_ip_per_minute = 1000000\n\
+         [oauth]\naccess_token_ttl = \"1h\"\n"
     ));
     bin.create_user(ADMIN, PASSWORD).await;
     let org = bin.org_with_admin("Crash Loop", ADMIN).await;
+    let clients = oauth_clients(&bin, &org).await;
     let smtp = sink.url();
-    let env = [("LATCHKEY_SMTP_URL", smtp.as_str())];
+    // One issuer for every life (each listens on a port of its own): the JWT access tokens of
+    // one life must verify in the next, as they do for an instance restarted at its address.
+    let env = [
+        ("LATCHKEY_SMTP_URL", smtp.as_str()),
+        ("LATCHKEY_PUBLIC_URL", PUBLIC_URL),
+    ];
 
     let told: Arc<Mutex<Told>> = Arc::default();
+    let oauth_told: Arc<Mutex<OAuthTold>> = Arc::default();
     let mut session = String::new();
     let started = std::time::Instant::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -341,6 +358,29 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
         let mut server = bin.serve(&env, None, None).await;
         if session.is_empty() {
             session = server.login(ADMIN).await;
+            // The first grants, before any kill.
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let mut first = Vec::new();
+            for _ in 0..4 {
+                let (access, refresh) = code_grant(&http, &server.url, &session, &clients.app_id)
+                    .await
+                    .expect("the server is up")
+                    .unwrap();
+                first.push((access, refresh));
+            }
+            let mut t = oauth_told.lock().unwrap();
+            for (i, (access, refresh)) in first.into_iter().enumerate() {
+                t.chains.push(Chain {
+                    refresh,
+                    previous: None,
+                    doubtful: false,
+                    dead: false,
+                });
+                t.access.push((access, Some(i), false, false));
+            }
         }
         let mut writers = Vec::new();
         for w in 0..3u64 {
@@ -353,6 +393,13 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
                 life,
             )));
         }
+        writers.push(tokio::spawn(oauth_writer(
+            server.url.clone(),
+            session.clone(),
+            clients.clone(),
+            oauth_told.clone(),
+            rng.next() ^ (life as u64),
+        )));
         // A random moment: from a few milliseconds into the load to half a second.
         tokio::time::sleep(Duration::from_millis(5 + rng.below(500))).await;
         kill_9(&mut server).await;
@@ -391,6 +438,7 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
     }
     let events = org_events(&server, &session, &org).await;
     let acknowledged_deletions_checked = deleted.len();
+    let oauth = check_oauth(&server, &clients, &oauth_told, &mut violations).await;
 
     // Mails: give the outbox a moment to send what is due, stop, and compare.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -482,24 +530,15 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
         }
     }
 
-    let rows = rows(
+    let outbox = rows(
         &database_url,
         "SELECT id, subject, sent_at IS NOT NULL AS sent FROM outbox",
     )
     .await;
-    let mails = sink.mails();
-    let mut at_server: BTreeMap<String, usize> = BTreeMap::new();
-    for m in &mails {
-        let id = m
-            .message_id
-            .trim_matches(|c| c == '<' || c == '>')
-            .trim_end_matches("@latchkey")
-            .to_owned();
-        *at_server.entry(id).or_default() += 1;
-    }
+    let at_server = received(&sink);
     let (mut sent, mut pending, mut repeated) = (0, 0, 0);
-    let outbox_ids: BTreeSet<&String> = rows.iter().map(|(id, _, _)| id).collect();
-    for (id, subject, is_sent) in &rows {
+    let outbox_ids: BTreeSet<&String> = outbox.iter().map(|(id, _, _)| id).collect();
+    for (id, subject, is_sent) in &outbox {
         let copies = at_server.get(id).copied().unwrap_or(0);
         if *is_sent {
             sent += 1;
@@ -518,8 +557,57 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
     }
     for (kind, name, _, _) in created.values() {
         let subject = format!("organisation token \"{name}\" created");
-        if !rows.iter().any(|(_, s, _)| s.contains(&subject)) {
+        if !outbox.iter().any(|(_, s, _)| s.contains(&subject)) {
             violations.push(format!("no mail for the {kind} token {name}'s creation"));
+        }
+    }
+
+    // The leases the killed workers held last minutes: given up here (as if they had passed),
+    // one more life sends every pending mail, and then each must have been received.
+    execute(
+        &database_url,
+        "UPDATE outbox SET locked_until = NULL WHERE sent_at IS NULL",
+    )
+    .await;
+    let server = bin.serve(&env, None, None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let unsent = rows(
+            &database_url,
+            "SELECT id, subject, sent_at IS NOT NULL AS sent FROM outbox WHERE sent_at IS NULL",
+        )
+        .await
+        .len();
+        if unsent == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            violations.push(format!("{unsent} mails unsent 120 s after the last start"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.terminate().await.success());
+    let drained = rows(
+        &database_url,
+        "SELECT id, subject, sent_at IS NOT NULL AS sent FROM outbox",
+    )
+    .await;
+    let at_server = received(&sink);
+    let mut repeated_in_all = 0;
+    for (id, subject, is_sent) in &drained {
+        let copies = at_server.get(id).copied().unwrap_or(0);
+        if !is_sent || copies == 0 {
+            violations.push(format!(
+                "mail {id} ({subject}): marked sent {is_sent}, received {copies} times"
+            ));
+        }
+        repeated_in_all += copies.saturating_sub(1);
+    }
+    let outbox_ids: BTreeSet<&String> = drained.iter().map(|(id, _, _)| id).collect();
+    for id in at_server.keys() {
+        if !outbox_ids.contains(id) {
+            violations.push(format!("a mail {id} the outbox does not have"));
         }
     }
 
@@ -528,10 +616,12 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
          {acknowledged_deletions_checked} deletions (the ends of {rotations} rotations and \
          {kill_switches} kill switches among them), {refused_at_cap} refusals at the cap; \
          {} audit events; mails: {sent} sent ({repeated} repeated by a kill between the \
-         server's answer and the mark), {pending} pending; violations: {}",
+         server's answer and the mark), {pending} pending at the last kill, then all {} \
+         received ({repeated_in_all} twice in all); OAuth: {oauth}; violations: {}",
         loop_time.as_secs_f64(),
         created.len(),
         events.len(),
+        drained.len(),
         violations.len()
     );
     assert!(violations.is_empty(), "{violations:#?}");
@@ -541,8 +631,481 @@ async fn killed_at_random_moments_nothing_acknowledged_is_lost() {
         created.len()
     );
     assert!(refused_at_cap > 0, "the cap was never reached");
+    let grants = oauth_told.lock().map(|t| (t.grants, t.refreshes)).unwrap();
+    assert!(
+        grants.0 > 0 && grants.1 > 0,
+        "{} client_credentials grants, {} refreshes",
+        grants.0,
+        grants.1
+    );
     assert!(
         rotations > 0 && kill_switches > 0,
         "{rotations} rotations, {kill_switches} kill switches"
     );
+}
+
+/// The OAuth clients of the crash loop: a confidential one for `client_credentials` and a
+/// public one for the authorization code grant with rotating refresh tokens.
+#[derive(Clone)]
+struct OAuthClients {
+    cc_id: String,
+    cc_secret: String,
+    app_id: String,
+}
+
+const REDIRECT: &str = "http://localhost:9/cb";
+const PUBLIC_URL: &str = "http://latchkey.test";
+
+/// A refresh-token chain (one grant): the newest refresh token the client was given.
+struct Chain {
+    refresh: String,
+    /// The one before it (refused once the rotation that replaced it was acknowledged).
+    previous: Option<String>,
+    /// A refresh was sent and its answer lost to a kill: the server may or may not have
+    /// rotated. The next try with `refresh` either works (it had not) or is refused as a
+    /// replay, which ends the grant (it had): both are consistent, nothing in between.
+    doubtful: bool,
+    /// Ended by such a replay.
+    dead: bool,
+}
+
+/// What the OAuth client was told.
+#[derive(Default)]
+struct OAuthTold {
+    chains: Vec<Chain>,
+    /// (access token, chain it came from, revocation acknowledged, revocation sent).
+    access: Vec<(String, Option<usize>, bool, bool)>,
+    grants: usize,
+    codes: usize,
+    refreshes: usize,
+    revocations: usize,
+    replays_after_a_kill: usize,
+    violations: Vec<String>,
+}
+
+fn form_value(html: &str, name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html.find(&needle)? + needle.len();
+    html[start..].split('"').next().map(str::to_owned)
+}
+
+/// The whole authorization code flow as a signed-in person's browser and the app do it:
+/// the consent page (the session as its cookie), the approval, the code exchanged with PKCE.
+/// `None` when any step fails (a kill).
+async fn code_grant(
+    http: &reqwest::Client,
+    url: &str,
+    session: &str,
+    app_id: &str,
+) -> Option<Result<(String, String), String>> {
+    let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
+    let query = [
+        ("response_type", "code"),
+        ("client_id", app_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", "api"),
+        ("state", "crash-loop"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let cookie = format!("latchkey_session={session}");
+    let authorize = url::Url::parse_with_params(&format!("{url}/oauth2/authorize"), query).ok()?;
+    let page = http
+        .get(authorize)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .ok()?;
+    if page.status() != 200 {
+        return Some(Err(format!("consent page: {}", page.status())));
+    }
+    let html = page.text().await.ok()?;
+    let csrf = form_value(&html, "csrf_token")?;
+    let mut decision: Vec<(&str, &str)> = query.to_vec();
+    decision.push(("csrf_token", &csrf));
+    decision.push(("decision", "approve"));
+    let approved = http
+        .post(format!("{url}/oauth2/authorize"))
+        .header("cookie", &cookie)
+        .header("origin", PUBLIC_URL)
+        .form(&decision)
+        .send()
+        .await
+        .ok()?;
+    let back = approved
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(code) = reqwest::Url::parse(&back).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return Some(Err(format!("approval: {} to {back}", approved.status())));
+    };
+    let res = http
+        .post(format!("{url}/oauth2/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("client_id", app_id),
+            ("code_verifier", verifier.secret().as_str()),
+        ])
+        .send()
+        .await
+        .ok()?;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.ok()?;
+    match (
+        body["access_token"].as_str(),
+        body["refresh_token"].as_str(),
+    ) {
+        (Some(a), Some(r)) if status == 200 => Some(Ok((a.to_owned(), r.to_owned()))),
+        _ => Some(Err(format!("code exchange: {status} {body}"))),
+    }
+}
+
+/// `POST /oauth2/token` with a form (and Basic for the confidential client): status and body,
+/// `None` when the answer was lost.
+async fn token_call(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> Option<(u16, Value)> {
+    let mut req = http.post(format!("{url}{path}")).form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let res = req.send().await.ok()?;
+    let status = res.status().as_u16();
+    let text = res.text().await.ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// One OAuth client against one life of the server, until the connection fails (the kill):
+/// `client_credentials` grants, revocations of those access tokens, refreshes of the chains,
+/// and now and then a new chain through the authorization code flow.
+async fn oauth_writer(
+    url: String,
+    session: String,
+    clients: OAuthClients,
+    told: Arc<Mutex<OAuthTold>>,
+    seed: u64,
+) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let basic = Some((clients.cc_id.as_str(), clients.cc_secret.as_str()));
+    let mut rng = Rng(seed | 1);
+    loop {
+        let roll = rng.below(100);
+        if roll < 35 {
+            let Some((status, body)) = token_call(
+                &http,
+                &url,
+                "/oauth2/token",
+                basic,
+                &[("grant_type", "client_credentials"), ("scope", "api")],
+            )
+            .await
+            else {
+                return;
+            };
+            let Ok(mut t) = told.lock() else { return };
+            match body["access_token"].as_str() {
+                Some(token) if status == 200 => {
+                    t.grants += 1;
+                    t.access.push((token.to_owned(), None, false, false));
+                }
+                _ => t
+                    .violations
+                    .push(format!("client_credentials: {status} {body}")),
+            }
+        } else if roll < 50 {
+            let victim = {
+                let Ok(mut t) = told.lock() else { return };
+                let live: Vec<usize> = (0..t.access.len())
+                    .filter(|i| t.access[*i].1.is_none() && !t.access[*i].3)
+                    .collect();
+                if live.is_empty() {
+                    continue;
+                }
+                let i = live[usize::try_from(rng.below(live.len() as u64)).unwrap_or(0)];
+                t.access[i].3 = true;
+                i
+            };
+            let token = told
+                .lock()
+                .map(|t| t.access[victim].0.clone())
+                .unwrap_or_default();
+            let Some((status, body)) = token_call(
+                &http,
+                &url,
+                "/oauth2/revoke",
+                basic,
+                &[("token", token.as_str())],
+            )
+            .await
+            else {
+                return;
+            };
+            let Ok(mut t) = told.lock() else { return };
+            if status == 200 {
+                t.revocations += 1;
+                t.access[victim].2 = true;
+            } else {
+                t.violations.push(format!("revoke: {status} {body}"));
+            }
+        } else if roll < 95 {
+            let picked = {
+                let Ok(t) = told.lock() else { return };
+                let live: Vec<usize> = (0..t.chains.len()).filter(|i| !t.chains[*i].dead).collect();
+                if live.is_empty() {
+                    None
+                } else {
+                    let i = live[usize::try_from(rng.below(live.len() as u64)).unwrap_or(0)];
+                    Some((i, t.chains[i].refresh.clone()))
+                }
+            };
+            let Some((i, refresh)) = picked else { continue };
+            let answer = token_call(
+                &http,
+                &url,
+                "/oauth2/token",
+                None,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", clients.app_id.as_str()),
+                ],
+            )
+            .await;
+            let Ok(mut t) = told.lock() else { return };
+            let Some((status, body)) = answer else {
+                t.chains[i].doubtful = true;
+                return;
+            };
+            match (
+                status,
+                body["refresh_token"].as_str(),
+                body["access_token"].as_str(),
+            ) {
+                (200, Some(new), Some(access)) => {
+                    t.refreshes += 1;
+                    let chain = &mut t.chains[i];
+                    chain.previous = Some(std::mem::replace(&mut chain.refresh, new.to_owned()));
+                    chain.doubtful = false;
+                    t.access.push((access.to_owned(), Some(i), false, false));
+                }
+                (400, _, _) if body["error"] == "invalid_grant" && t.chains[i].doubtful => {
+                    t.replays_after_a_kill += 1;
+                    t.chains[i].dead = true;
+                }
+                _ => t.violations.push(format!("refresh: {status} {body}")),
+            }
+        } else {
+            let Some(made) = code_grant(&http, &url, &session, &clients.app_id).await else {
+                return;
+            };
+            let Ok(mut t) = told.lock() else { return };
+            match made {
+                Ok((access, refresh)) => {
+                    t.codes += 1;
+                    let i = t.chains.len();
+                    t.chains.push(Chain {
+                        refresh,
+                        previous: None,
+                        doubtful: false,
+                        dead: false,
+                    });
+                    t.access.push((access, Some(i), false, false));
+                }
+                Err(e) => t.violations.push(e),
+            }
+        }
+    }
+}
+
+/// The two OAuth clients, made the operator's way.
+async fn oauth_clients(bin: &Binary, org: &str) -> OAuthClients {
+    let cc = bin
+        .run(
+            &[
+                "--json",
+                "client",
+                "create",
+                "--org",
+                org,
+                "--name",
+                "worker",
+                "--grant",
+                "client_credentials",
+                "--scope",
+                "api",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let cc: Value = serde_json::from_str(&cc.stdout).unwrap();
+    let app = bin
+        .run(
+            &[
+                "--json",
+                "client",
+                "create",
+                "--org",
+                org,
+                "--name",
+                "app",
+                "--grant",
+                "authorization_code",
+                "--grant",
+                "refresh_token",
+                "--redirect-uri",
+                REDIRECT,
+                "--scope",
+                "api",
+                "--public",
+            ],
+            None,
+        )
+        .await
+        .ok();
+    let app: Value = serde_json::from_str(&app.stdout).unwrap();
+    OAuthClients {
+        cc_id: cc["client_id"].as_str().unwrap().to_owned(),
+        cc_secret: cc["client_secret"].as_str().unwrap().to_owned(),
+        app_id: app["client_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The OAuth invariants against a server up after the last kill: every acknowledged access
+/// token works unless its revocation was acknowledged (then it is refused) or sent (either);
+/// every chain's newest refresh token works and the one its last acknowledged rotation
+/// replaced is refused. Returns the counts for the summary line.
+async fn check_oauth(
+    server: &Server,
+    clients: &OAuthClients,
+    told: &Mutex<OAuthTold>,
+    violations: &mut Vec<String>,
+) -> String {
+    let http = reqwest::Client::new();
+    // Taken out for the checks (no lock across an await) and put back for the summary.
+    let mut t = std::mem::take(&mut *told.lock().unwrap());
+    violations.append(&mut t.violations);
+    for (token, chain, revoked, attempted) in &t.access {
+        let res = server.call(Method::GET, "/v1/me", Some(token), None).await;
+        let status = res.status;
+        let chain_ended = chain.is_some_and(|c| t.chains[c].dead || t.chains[c].doubtful);
+        let ok = if *revoked {
+            status == 401
+        } else if *attempted || chain_ended {
+            status == 401 || status == 200
+        } else {
+            status == 200
+        };
+        if !ok {
+            violations.push(format!(
+                "access token of chain {chain:?}: /v1/me {status} {}",
+                res.body
+            ));
+        }
+    }
+    let (mut live, mut replaced) = (0, 0);
+    for (i, chain) in t.chains.iter().enumerate() {
+        if chain.dead {
+            continue;
+        }
+        let refresh = |token: String| {
+            let http = http.clone();
+            let url = server.url.clone();
+            let app = clients.app_id.clone();
+            async move {
+                token_call(
+                    &http,
+                    &url,
+                    "/oauth2/token",
+                    None,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", token.as_str()),
+                        ("client_id", app.as_str()),
+                    ],
+                )
+                .await
+                .unwrap_or((0, Value::Null))
+            }
+        };
+        let (status, body) = refresh(chain.refresh.clone()).await;
+        match status {
+            200 => live += 1,
+            400 if chain.doubtful && body["error"] == "invalid_grant" => continue,
+            _ => {
+                violations.push(format!(
+                    "chain {i}: its newest refresh token: {status} {body}"
+                ));
+                continue;
+            }
+        }
+        if let Some(previous) = &chain.previous {
+            let (status, body) = refresh(previous.clone()).await;
+            if status == 400 && body["error"] == "invalid_grant" {
+                replaced += 1;
+            } else {
+                violations.push(format!(
+                    "chain {i}: a replaced refresh token: {status} {body}"
+                ));
+            }
+        }
+    }
+    let summary = format!(
+        "{} client_credentials grants, {} code grants (+4 before the first kill), {} refreshes, \
+         {} revocations acknowledged; {} access tokens checked, {live} of {} chains live at the \
+         end ({replaced} replaced refresh tokens refused), {} ended by a replay after a kill \
+         took the answer",
+        t.grants,
+        t.codes,
+        t.refreshes,
+        t.revocations,
+        t.access.len(),
+        t.chains.len(),
+        t.replays_after_a_kill
+    );
+    *told.lock().unwrap() = t;
+    summary
+}
+
+/// Messages the SMTP server received, by outbox id (the Message-ID's local part): how many
+/// copies of each.
+fn received(sink: &SmtpSink) -> BTreeMap<String, usize> {
+    let mut at_server: BTreeMap<String, usize> = BTreeMap::new();
+    for m in sink.mails() {
+        let id = m
+            .message_id
+            .trim_matches(|c| c == '<' || c == '>')
+            .trim_end_matches("@latchkey")
+            .to_owned();
+        *at_server.entry(id).or_default() += 1;
+    }
+    at_server
+}
+
+/// One statement straight on the database, with the server stopped.
+async fn execute(database_url: &str, sql: &'static str) {
+    if database_url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
 }

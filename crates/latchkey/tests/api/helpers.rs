@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use latchkey::app::{Running, start};
+use latchkey::app::Running;
 use latchkey::config::Config;
 use latchkey_core::policy::TokenTypeConfig;
 use latchkey_core::{Clock, Role, Timestamp};
@@ -119,6 +119,7 @@ pub struct TestAppBuilder {
     limits: Option<latchkey::config::LimitsConfig>,
     smtp_url: Option<String>,
     tweak: Option<Tweak>,
+    without_workers: bool,
 }
 
 impl TestAppBuilder {
@@ -136,6 +137,15 @@ impl TestAppBuilder {
     /// Sends notifications to this SMTP server (see `mail_helpers::SmtpSink`).
     pub fn smtp_url(mut self, url: &str) -> Self {
         self.smtp_url = Some(url.to_owned());
+        self
+    }
+
+    /// No background work (usage flush, change poll, outbox sender, cache warming): the test
+    /// drives each with [`TestApp::drive_outbox`] and [`TestApp::flush`] and asserts on what
+    /// happened, without polling. (Without the workers, an instance on PostgreSQL does not
+    /// listen for the others' changes, so its cache stays off: nothing to poll for.)
+    pub fn without_workers(mut self) -> Self {
+        self.without_workers = true;
         self
     }
 
@@ -164,7 +174,12 @@ impl TestAppBuilder {
         }
         let start_at = time::macros::datetime!(2026-06-01 12:00:00 UTC);
         let clock = Arc::new(TestClock(Mutex::new(start_at)));
-        let running = start(&config, clock.clone())
+        let workers = if self.without_workers {
+            latchkey::app::Workers::Off
+        } else {
+            latchkey::app::Workers::Run
+        };
+        let running = latchkey::app::start_with(&config, clock.clone(), workers)
             .await
             .unwrap_or_else(|e| panic!("start: {e:#}"));
         let url = format!("http://{}", running.addr);
@@ -233,6 +248,12 @@ impl TestApp {
             Some(r) => &r.service,
             None => panic!("the app is stopped"),
         }
+    }
+
+    /// With the workers off: writes the usage recorded so far (last use, address), as the
+    /// worker does every second.
+    pub async fn flush(&self) {
+        self.service().flush_usage().await;
     }
 
     pub fn data_dir(&self) -> PathBuf {

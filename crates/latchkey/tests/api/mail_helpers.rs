@@ -121,6 +121,20 @@ impl SmtpSink {
         read_mails(&self.dir.join("new"))
     }
 
+    /// For an app without workers: sends what the outbox has due, then every message received,
+    /// which must be exactly `n` (no waiting, and one too many fails too).
+    pub async fn delivered(&self, app: &TestApp, n: usize) -> Vec<Mail> {
+        app.drive_outbox().await;
+        let mails = self.mails();
+        assert_eq!(
+            mails.len(),
+            n,
+            "mails received: {:#?}",
+            mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+        );
+        mails
+    }
+
     /// Waits (≤ 10 s) until at least `n` messages arrived; returns them all.
     pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
         let deadline = tokio::time::Instant::now() + MAIL_DEADLINE;
@@ -318,6 +332,19 @@ impl TestApp {
             .deliver_mails()
             .await
             .unwrap_or_else(|e| panic!("deliver mails: {e}"))
+    }
+
+    /// With the workers off: sends every mail that is due, and returns once the SMTP server
+    /// has taken them all (its `250` to each), so the test can look at once.
+    pub async fn drive_outbox(&self) -> usize {
+        let mut sent = 0;
+        loop {
+            let n = self.deliver_mails().await;
+            if n == 0 {
+                return sent;
+            }
+            sent += n;
+        }
     }
 
     /// Waits (≤ 10 s) until every mail in the outbox is marked sent.

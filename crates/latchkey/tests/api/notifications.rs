@@ -40,13 +40,17 @@ async fn user_events(app: &TestApp, session: &str) -> Vec<Value> {
 #[tokio::test]
 async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let email = "alice@example.com";
     let (_, session) = app.signed_in(email).await;
 
     // Created.
     let (id, secret) = app.personal_token(&session, "laptop").await;
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let created = one(&mails, email, "personal token \"laptop\" created");
     assert!(created.body.contains(&id), "{}", created.body);
     assert!(created.body.contains("lkp_"), "the hint: {}", created.body);
@@ -60,8 +64,8 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     // First use from an address, written by the usage flush (never the request path); the
     // same address again is not news.
     app.me(&secret).await.expect(200);
-    app.service().flush_usage().await;
-    let mails = sink.wait_for(2).await;
+    app.flush().await;
+    let mails = sink.delivered(&app, 2).await;
     let alert = one(
         &mails,
         email,
@@ -70,7 +74,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     assert!(alert.body.contains("127.0.0.1"), "{}", alert.body);
     app.clock.advance(120);
     app.me(&secret).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     let events = user_events(&app, &session).await;
     let new_address: Vec<_> = events
         .iter()
@@ -87,7 +91,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     )
     .await
     .expect(200);
-    let mails = sink.wait_for(3).await;
+    let mails = sink.delivered(&app, 3).await;
     let revoked = one(&mails, email, "personal token \"laptop\" revoked");
     assert!(
         revoked.body.contains("revoked by its owner"),
@@ -105,7 +109,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     )
     .await
     .expect(200);
-    let mails = sink.wait_for(5).await;
+    let mails = sink.delivered(&app, 5).await;
     one(&mails, email, "personal token \"ci\" created");
     let leak = one(&mails, email, "leaked personal token \"ci\" revoked");
     assert!(leak.body.contains("reported as leaked"), "{}", leak.body);
@@ -122,9 +126,9 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
         .expect(201);
     let new = res.str("secret");
     app.me(&new).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     // The rotation told the owner about the replacement like a creation does.
-    let mails = sink.wait_for(9).await;
+    let mails = sink.delivered(&app, 9).await;
     let created = to(&mails, email)
         .into_iter()
         .filter(|m| m.subject.contains("personal token \"deploy\" created"))
@@ -154,7 +158,11 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
 #[tokio::test]
 async fn organisation_changes_are_mailed_to_every_admin_and_no_one_else() {
     let sink = SmtpSink::start().await;
-    let app = no_delay().smtp_url(&sink.url()).start().await;
+    let app = no_delay()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let (boss, second, member) = (
         "boss@example.com",
         "second@example.com",
@@ -168,7 +176,7 @@ async fn organisation_changes_are_mailed_to_every_admin_and_no_one_else() {
 
     // Created, then deleted.
     let (id, secret) = org_helpers::create_token(&app, &org, "s2s", "backend").await;
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     for admin in [boss, second] {
         let m = one(&mails, admin, "organisation token \"backend\" created");
         assert!(m.body.contains("Acme"), "{}", m.body);
@@ -177,7 +185,7 @@ async fn organisation_changes_are_mailed_to_every_admin_and_no_one_else() {
     app.call(Method::DELETE, &org.token(&id), Some(&org.admin), None)
         .await
         .expect(200);
-    let mails = sink.wait_for(4).await;
+    let mails = sink.delivered(&app, 4).await;
     for admin in [boss, second] {
         one(&mails, admin, "organisation token \"backend\" deleted");
     }
@@ -192,7 +200,7 @@ async fn organisation_changes_are_mailed_to_every_admin_and_no_one_else() {
     )
     .await
     .expect(200);
-    let mails = sink.wait_for(8).await;
+    let mails = sink.delivered(&app, 8).await;
     for admin in [boss, second] {
         one(&mails, admin, "leaked organisation token \"leaky\" revoked");
     }
@@ -217,7 +225,7 @@ async fn organisation_changes_are_mailed_to_every_admin_and_no_one_else() {
         .await
         .expect(201);
     let second_secret = res.str("secret");
-    let mails = sink.wait_for(12).await;
+    let mails = sink.delivered(&app, 12).await;
     for admin in [boss, second] {
         let found: Vec<_> = to(&mails, admin)
             .into_iter()
@@ -357,7 +365,11 @@ async fn without_smtp_mails_are_written_as_eml_files() {
 #[tokio::test]
 async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
     let sink = SmtpSink::start().await;
-    let app = no_delay().smtp_url(&sink.url()).start().await;
+    let app = no_delay()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let org = admin_org(&app, "Expiring", "admin@example.com").await;
     let owner = "owner@example.com";
     let (_, session) = app.signed_in(owner).await;
@@ -369,7 +381,7 @@ async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
     )
     .await
     .expect(201);
-    sink.wait_for(2).await;
+    sink.delivered(&app, 2).await;
     assert_eq!(
         app.service().send_expiry_notices().await.unwrap(),
         0,
@@ -389,7 +401,7 @@ async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
         app.clock.advance(advance_days * 86_400);
         app.service().send_expiry_notices().await.unwrap();
         expected += 2;
-        let mails = sink.wait_for(expected).await;
+        let mails = sink.delivered(&app, expected).await;
         let personal = one(
             &mails,
             owner,
@@ -425,7 +437,11 @@ async fn expiry_notices_come_30_7_and_1_days_before_each_once() {
 #[tokio::test]
 async fn a_token_shorter_lived_than_a_notice_gets_only_the_notices_that_fit() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let owner = "short@example.com";
     let (_, session) = app.signed_in(owner).await;
     app.create_token(
@@ -434,7 +450,7 @@ async fn a_token_shorter_lived_than_a_notice_gets_only_the_notices_that_fit() {
     )
     .await
     .expect(201);
-    sink.wait_for(1).await;
+    sink.delivered(&app, 1).await;
     // Four days left: inside the 30- and 7-day windows, but the token never had 7 days.
     app.clock.advance(86_400);
     assert_eq!(app.service().send_expiry_notices().await.unwrap(), 0);
@@ -442,7 +458,7 @@ async fn a_token_shorter_lived_than_a_notice_gets_only_the_notices_that_fit() {
     assert_eq!(sink.mails().len(), 1, "{:#?}", sink.mails());
     app.clock.advance(3 * 86_400);
     assert_eq!(app.service().send_expiry_notices().await.unwrap(), 1);
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     one(&mails, owner, "personal token \"week\" expires in 1 day");
     assert_eq!(app.service().send_expiry_notices().await.unwrap(), 0);
     app.wait_outbox_empty().await;
@@ -470,13 +486,17 @@ async fn cancel(app: &TestApp, code: &str) -> crate::helpers::Resp {
 #[tokio::test]
 async fn a_cancel_code_is_never_stored_in_clear() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let admin = "sealed@example.com";
     let org = admin_org(&app, "Sealed", admin).await;
     create(&app, &org, json!({ "name": "backend", "type": "s2s" }))
         .await
         .expect(201);
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let code = cancel_code(one(&mails, admin, "\"backend\" created"), &app);
     if let Some(url) = &app.config.database_url {
         // PostgreSQL: no row of the outbox holds it (its files are the server's).
@@ -521,7 +541,11 @@ async fn a_cancel_code_is_never_stored_in_clear() {
 async fn a_cancel_link_cancels_a_pending_token_once() {
     let sink = SmtpSink::start().await;
     // s2s keeps its default activation delay (30 minutes).
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let admin = "admin@example.com";
     let org = admin_org(&app, "Careful", admin).await;
     let res = create(&app, &org, json!({ "name": "backend", "type": "s2s" }))
@@ -529,7 +553,7 @@ async fn a_cancel_link_cancels_a_pending_token_once() {
         .expect(201);
     assert_eq!(res.str("status"), "pending");
     let (id, secret) = (res.str("id"), res.str("secret"));
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let created = one(&mails, admin, "organisation token \"backend\" created");
     created.assert_free_of(&[&secret]);
     let code = cancel_code(created, &app);
@@ -551,7 +575,7 @@ async fn a_cancel_link_cancels_a_pending_token_once() {
     app.clock.advance(1_800);
     assert_refused(&app.me(&secret).await, "revoked");
 
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     one(&mails, admin, "organisation token \"backend\" cancelled");
     let events = org_helpers::events(&app, &org).await;
     assert_eq!(
@@ -565,7 +589,7 @@ async fn a_cancel_link_cancels_a_pending_token_once() {
         .await
         .expect(201);
     let (later_id, later) = (res.str("id"), res.str("secret"));
-    let mails = sink.wait_for(3).await;
+    let mails = sink.delivered(&app, 3).await;
     let code = cancel_code(one(&mails, admin, "\"later\" created"), &app);
     app.clock.advance(1_800);
     assert_eq!(cancel(&app, &code).await.expect(404).code(), "not_found");
@@ -577,7 +601,11 @@ async fn a_cancel_link_cancels_a_pending_token_once() {
 #[tokio::test]
 async fn a_use_from_outside_the_allowlist_is_mailed_once_per_address() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let email = "erin@example.com";
     let (_, session) = app.signed_in(email).await;
     let res = app
@@ -588,10 +616,10 @@ async fn a_use_from_outside_the_allowlist_is_mailed_once_per_address() {
         .await
         .expect(201);
     let secret = res.str("secret");
-    sink.wait_for(1).await;
+    sink.delivered(&app, 1).await;
     assert_refused(&app.me(&secret).await, "ip_not_allowed");
     assert_refused(&app.me(&secret).await, "ip_not_allowed");
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     let refused = one(
         &mails,
         email,
@@ -733,7 +761,11 @@ async fn a_kill_9_with_mails_waiting_loses_none_and_repeats_none() {
 async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_notice() {
     let sink = SmtpSink::start().await;
     // s2s keeps its default activation delay (30 minutes).
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let admin = "admin@example.com";
     let org = admin_org(&app, "Rotating", admin).await;
     let res = create(
@@ -744,7 +776,7 @@ async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_
     .await
     .expect(201);
     let id = res.str("id");
-    sink.wait_for(1).await;
+    sink.delivered(&app, 1).await;
     app.clock.advance(1_800);
     let res = app
         .post(
@@ -755,7 +787,7 @@ async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_
         .await
         .expect(201);
     let (new_id, new_secret) = (res.str("id"), res.str("secret"));
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     let created: Vec<_> = to(&mails, admin)
         .into_iter()
         .filter(|m| m.subject.contains("\"backend\" created"))
@@ -783,19 +815,23 @@ async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_
 #[tokio::test]
 async fn every_new_address_in_one_flush_is_told_not_only_the_latest() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let email = "owner@example.com";
     let (_, session) = app.signed_in(email).await;
     let (_, secret) = app.personal_token(&session, "ci").await;
-    sink.wait_for(1).await;
+    sink.delivered(&app, 1).await;
     // A stolen token used once from one address, then by its owner from another, within the
     // same flush window: both addresses are news.
     let stolen: std::net::IpAddr = "203.0.113.7".parse().unwrap();
     let owner: std::net::IpAddr = "198.51.100.2".parse().unwrap();
     app.service().verify_bearer(&secret, stolen).await.unwrap();
     app.service().verify_bearer(&secret, owner).await.unwrap();
-    app.service().flush_usage().await;
-    let mails = sink.wait_for(3).await;
+    app.flush().await;
+    let mails = sink.delivered(&app, 3).await;
     let alerts: Vec<_> = to(&mails, email)
         .into_iter()
         .filter(|m| m.subject.contains("used from a new address"))
@@ -808,18 +844,22 @@ async fn every_new_address_in_one_flush_is_told_not_only_the_latest() {
 #[tokio::test]
 async fn new_address_mails_are_bounded_per_token_and_every_address_is_audited() {
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let email = "flooded@example.com";
     let (_, session) = app.signed_in(email).await;
     let (id, secret) = app.personal_token(&session, "ci").await;
-    sink.wait_for(1).await;
+    sink.delivered(&app, 1).await;
     // A leaked token used from many addresses at once.
     for i in 1..=8 {
         let ip: std::net::IpAddr = format!("203.0.113.{i}").parse().unwrap();
         app.service().verify_bearer(&secret, ip).await.unwrap();
     }
-    app.service().flush_usage().await;
-    let mails = sink.wait_for(6).await;
+    app.flush().await;
+    let mails = sink.delivered(&app, 6).await;
     let alerts: Vec<_> = to(&mails, email)
         .into_iter()
         .filter(|m| m.subject.contains("used from a new address"))
@@ -854,8 +894,8 @@ async fn new_address_mails_are_bounded_per_token_and_every_address_is_audited() 
     app.clock.advance(86_401);
     let ip: std::net::IpAddr = "198.51.100.9".parse().unwrap();
     app.service().verify_bearer(&secret, ip).await.unwrap();
-    app.service().flush_usage().await;
-    let mails = sink.wait_for(7).await;
+    app.flush().await;
+    let mails = sink.delivered(&app, 7).await;
     assert!(
         mails.iter().any(|m| m.body.contains("198.51.100.9")),
         "{mails:#?}"

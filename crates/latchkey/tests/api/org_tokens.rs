@@ -90,7 +90,7 @@ async fn a_new_organisation_has_a_working_default_api_token_verifiable_offline()
     );
     assert!(me.header("latchkey-token-expires").is_none());
     // The use is recorded off the request path.
-    app.service().flush_usage().await;
+    app.flush().await;
     let used = get(&app, &org, &id).await;
     assert_eq!(used["last_used_at"], rfc3339(now).as_str());
     assert_eq!(used["last_used_ip"], "127.0.0.1");
@@ -384,12 +384,12 @@ async fn rotation_ending_on_first_use_revokes_the_old_token_once_the_new_one_is_
 
     // Until the new token is used, the old one keeps working, flush or not.
     app.me(&old).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     app.me(&old).await.expect(200);
     assert_eq!(get(&app, &org, &old_id).await["status"], "active");
 
     app.me(&new).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     assert_refused(&app.me(&old).await, "revoked");
     assert_eq!(get(&app, &org, &old_id).await["status"], "revoked");
     app.me(&new).await.expect(200);

@@ -313,12 +313,12 @@ async fn rotate_ending_on_first_use_revokes_the_old_token_once_the_new_one_is_us
 
     // Until the new token is used, the old one keeps working, flush or not.
     app.me(&old_secret).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     app.me(&old_secret).await.expect(200);
     assert_eq!(app.listed(&session, &old_id).await["status"], "active");
 
     app.me(&new_secret).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     assert_refused(&app.me(&old_secret).await, "revoked");
     assert_eq!(app.listed(&session, &old_id).await["status"], "revoked");
     app.me(&new_secret).await.expect(200);
@@ -617,7 +617,7 @@ async fn another_users_token_is_not_found() {
 async fn last_use_is_recorded_off_the_request_path() {
     let app = TestApp::spawn().await;
     let (_, session, id, secret) = app.user_with_token("usage@example.com").await;
-    app.service().flush_usage().await;
+    app.flush().await;
     let token = app.listed(&session, &id).await;
     assert!(
         token["last_used_at"].is_null() && token["last_used_ip"].is_null(),
@@ -626,7 +626,7 @@ async fn last_use_is_recorded_off_the_request_path() {
 
     let first_use = app.now();
     app.me(&secret).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     let token = app.listed(&session, &id).await;
     assert_eq!(
         token["last_used_at"],
@@ -637,7 +637,7 @@ async fn last_use_is_recorded_off_the_request_path() {
 
     app.clock.advance(3_600);
     app.me(&secret).await.expect(200);
-    app.service().flush_usage().await;
+    app.flush().await;
     assert_eq!(
         app.listed(&session, &id).await["last_used_at"],
         rfc3339(first_use + time::Duration::hours(1)).as_str()
