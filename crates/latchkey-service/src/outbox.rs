@@ -25,8 +25,6 @@ const BATCH: u32 = 10;
 const LEASE: time::Duration = time::Duration::minutes(5);
 /// Claims per round, so a huge backlog does not hold the worker from its shutdown signal.
 const MAX_BATCHES_PER_ROUND: usize = 50;
-/// How long one SMTP exchange may take before it counts as a failure.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 const FIRST_RETRY_SECS: i64 = 5;
 const MAX_RETRY_SECS: i64 = 600;
 
@@ -40,6 +38,9 @@ pub struct MailSettings {
     pub mail_from: String,
     /// Where `.eml` files go without SMTP (`<data_dir>/mail`).
     pub mail_dir: PathBuf,
+    /// How long one SMTP exchange may take before it counts as a failure (and the mail waits
+    /// for its next try).
+    pub smtp_timeout: Duration,
 }
 
 impl Default for MailSettings {
@@ -48,6 +49,7 @@ impl Default for MailSettings {
             smtp_url: None,
             mail_from: "Latchkey <latchkey@localhost>".to_owned(),
             mail_dir: PathBuf::from("./latchkey-data/mail"),
+            smtp_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -63,6 +65,10 @@ pub(crate) struct Outbox {
     wake: Arc<Notify>,
     /// Set on shutdown: a round in progress stops between two mails instead of running on.
     stopping: std::sync::atomic::AtomicBool,
+    /// One whole SMTP exchange, greeting to the answer to the message. lettre's own timeout
+    /// bounds only the connection on its async transport: a server that accepted and then said
+    /// nothing held a send (and the worker) until it hung up.
+    smtp_timeout: Duration,
 }
 
 /// The wait before try number `attempts + 1`: 5 s, 10 s, 20 s, … capped at 10 minutes.
@@ -111,7 +117,7 @@ impl Outbox {
             Some(url) => Transport::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| ServiceError::Internal(format!("smtp_url does not parse: {e}")))?
-                    .timeout(Some(SMTP_TIMEOUT))
+                    .timeout(Some(settings.smtp_timeout))
                     .build(),
             ),
             None => Transport::Files(settings.mail_dir.clone()),
@@ -121,6 +127,7 @@ impl Outbox {
             from,
             wake: Arc::new(Notify::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            smtp_timeout: settings.smtp_timeout,
         })
     }
 
@@ -169,14 +176,28 @@ impl Outbox {
             .singlepart(SinglePart::plain(mail.body.clone()))
             .map_err(|e| about_this_mail(format!("cannot build the message: {e}")))?;
         match &self.transport {
-            Transport::Smtp(smtp) => smtp.send(message).await.map(|_| ()).map_err(|e| SendError {
-                text: format!("SMTP: {e}"),
-                // An answer with a code is about this message (a refused or greylisted
-                // recipient: 4xx or 5xx), except 421, the server closing; no answer at all (no
-                // connection, a timeout, TLS) says the server cannot take mail now. So one
-                // stuck mailbox never holds back everyone else's mail.
-                server_down: e.status().is_none_or(|code| u16::from(code) == 421),
-            }),
+            Transport::Smtp(smtp) => {
+                match tokio::time::timeout(self.smtp_timeout, smtp.send(message)).await {
+                    // No answer in time says the server cannot take mail now. (Cut after the
+                    // message went, it may have been delivered: the next try sends it again, with
+                    // the same Message-ID.)
+                    Err(_) => Err(SendError {
+                        text: format!(
+                            "SMTP: no answer within {} s",
+                            self.smtp_timeout.as_secs_f64()
+                        ),
+                        server_down: true,
+                    }),
+                    Ok(sent) => sent.map(|_| ()).map_err(|e| SendError {
+                        text: format!("SMTP: {e}"),
+                        // An answer with a code is about this message (a refused or greylisted
+                        // recipient: 4xx or 5xx), except 421, the server closing; no answer at all (no
+                        // connection, a timeout, TLS) says the server cannot take mail now. So one
+                        // stuck mailbox never holds back everyone else's mail.
+                        server_down: e.status().is_none_or(|code| u16::from(code) == 421),
+                    }),
+                }
+            }
             Transport::Files(dir) => {
                 let dir = dir.clone();
                 let name = mail.id.to_string();
@@ -228,7 +249,7 @@ impl Service {
     pub async fn run_outbox(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut sweep = tokio::time::interval(Duration::from_secs(60));
-        // A round (up to 500 mails, each allowed SMTP_TIMEOUT) must not hold up a SIGTERM:
+        // A round (up to 500 mails, each allowed the SMTP timeout) must not hold up a SIGTERM:
         // the flag makes it stop between two mails and hand the rest back.
         let service = self.clone();
         let mut stop = shutdown.clone();

@@ -49,6 +49,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The From header of notifications.
     pub mail_from: String,
+    /// How long one SMTP exchange may take before it counts as a failure (the mail then waits
+    /// for its next try).
+    pub smtp_timeout: PolicyDuration,
     pub master_key_file: Option<PathBuf>,
     /// A tracing filter, like `info` or `latchkey=debug,info`.
     pub log: String,
@@ -250,6 +253,7 @@ impl Default for Config {
             database_acquire_timeout: PolicyDuration::from_secs(3),
             smtp_url: None,
             mail_from: "Latchkey <latchkey@localhost>".to_owned(),
+            smtp_timeout: PolicyDuration::from_secs(15),
             master_key_file: None,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
@@ -303,6 +307,9 @@ impl Config {
         self.signing_alg()?;
         if self.header_read_timeout.is_zero() {
             anyhow::bail!("header_read_timeout must be longer than 0s");
+        }
+        if self.smtp_timeout.is_zero() {
+            anyhow::bail!("smtp_timeout must be longer than 0s");
         }
         if self.body_read_timeout.is_zero() {
             anyhow::bail!("body_read_timeout must be longer than 0s");
@@ -399,6 +406,7 @@ impl Config {
             smtp_url: self.smtp_url.clone().filter(|u| !u.trim().is_empty()),
             mail_from: self.mail_from.clone(),
             mail_dir: self.data_dir.join("mail"),
+            smtp_timeout: self.smtp_timeout.to_std(),
         }
     }
 
@@ -438,6 +446,7 @@ database_acquire_timeout = "3s"          # PostgreSQL: a request waits this long
 # smtp_url = "smtp://127.0.0.1:2525"     # notifications; smtps://… or ?tls=required for TLS.
 #                                        # Without it, mails are .eml files in <data_dir>/mail
 mail_from = "Latchkey <latchkey@localhost>"
+smtp_timeout = "15s"                     # one SMTP exchange; then the mail waits for its next try
 log = "info"                             # a tracing filter: "debug", "latchkey_http=debug,info"
 log_format = "text"                      # or "json"
 session_ttl = "12h"                      # a sign-in's absolute lifetime

@@ -803,7 +803,11 @@ fn path_of(link: &str, app: &TestApp) -> String {
 async fn links_in_mails_open_the_console_a_cancel_link_and_an_expiry_notice() {
     use crate::mail_helpers::{SmtpSink, one};
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
     let b = Browser::start(&app.url).await;
     b.sign_in("ada@example.com", PASSWORD).await;
@@ -814,7 +818,7 @@ async fn links_in_mails_open_the_console_a_cancel_link_and_an_expiry_notice() {
     b.select("#new-type", "s2s").await;
     b.click("#new button[type=submit]").await;
     let secret = b.value("#secret").await;
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let created = one(&mails, "ada@example.com", "\"backend\" created");
     created.assert_free_of(&[&secret]);
     let link = created
@@ -841,7 +845,7 @@ async fn links_in_mails_open_the_console_a_cancel_link_and_an_expiry_notice() {
     b.click("#new button[type=submit]").await;
     app.clock.advance(9 * 86_400 + 3_600);
     app.service().send_expiry_notices().await.unwrap();
-    let mails = sink.wait_for(4).await;
+    let mails = sink.delivered(&app, 4).await;
     let notice = one(&mails, "ada@example.com", "\"ci deploy\" expires in");
     let link = notice
         .link(&format!("{}/credentials/new?", app.url))
@@ -1038,7 +1042,11 @@ async fn the_account_page_changes_the_password_and_ends_sessions() {
 async fn a_person_resets_a_forgotten_password_and_changes_it_on_the_account_page() {
     use crate::mail_helpers::{SmtpSink, one};
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     app.user("ada@example.com").await;
     let b = Browser::start(&app.url).await;
 
@@ -1048,7 +1056,7 @@ async fn a_person_resets_a_forgotten_password_and_changes_it_on_the_account_page
     b.fill("#email", "ada@example.com").await;
     b.click("button[type=submit]").await;
     assert!(b.body().await.contains("Check your mail"));
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let link = one(&mails, "ada@example.com", "reset your password")
         .link(&format!("{}/reset-password?code=", app.url))
         .unwrap_or_else(|| panic!("no reset link"));

@@ -644,7 +644,11 @@ async fn changing_ones_password_ends_every_session_and_answers_a_new_one() {
 async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
     use crate::mail_helpers::{SmtpSink, one};
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     app.user("ada@example.com").await;
     let session = app.login("ada@example.com").await;
 
@@ -667,7 +671,7 @@ async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
         .await
         .expect(202);
     assert_eq!(known.body, unknown.body);
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let mail = one(&mails, "ada@example.com", "reset your password");
     let link = mail
         .link(&format!("{}/reset-password?code=", app.url))
@@ -747,7 +751,7 @@ async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
     )
     .await
     .expect(202);
-    let mails = sink.wait_for(2).await;
+    let mails = sink.delivered(&app, 2).await;
     let second = mails
         .iter()
         .filter_map(|m| m.link(&format!("{}/reset-password?code=", app.url)))
@@ -779,7 +783,11 @@ async fn a_forgotten_password_is_reset_by_a_mailed_single_use_link() {
 async fn a_reset_link_dies_with_the_password_and_a_weak_one_keeps_the_form() {
     use crate::mail_helpers::{SmtpSink, one};
     let sink = SmtpSink::start().await;
-    let app = TestApp::builder().smtp_url(&sink.url()).start().await;
+    let app = TestApp::builder()
+        .smtp_url(&sink.url())
+        .without_workers()
+        .start()
+        .await;
     app.user("ada@example.com").await;
     let ask = || {
         app.call(
@@ -800,7 +808,7 @@ async fn a_reset_link_dies_with_the_password_and_a_weak_one_keeps_the_form() {
             .unwrap_or_default()
     };
     ask().await.expect(202);
-    let mails = sink.wait_for(1).await;
+    let mails = sink.delivered(&app, 1).await;
     let _ = one(&mails, "ada@example.com", "reset your password");
     let first = code_of(&mails, 0);
 

@@ -1,4 +1,5 @@
-//! Storage faults on SQLite (issue 14, docs/RELIABILITY.md): the disk full. The data directory
+//! Storage faults on SQLite (issue 14, docs/RELIABILITY.md): the disk full, and a start on a
+//! file system mounted read-only. The data directory
 //! is a small tmpfs the test mounts (it runs as root, as `scripts/test` does on its machines;
 //! without the right to mount it fails, saying so), the real binary serves from it, and the
 //! disk is filled to the last byte under writes: every answer is a success or a 503 with
@@ -168,4 +169,79 @@ async fn a_full_disk_is_503_nothing_acknowledged_is_lost_and_writes_come_back_by
     );
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}");
+}
+
+impl Tmpfs {
+    /// `mount -o remount,<mode>`: `ro` or `rw` (refused while a file is open for writing).
+    fn remount(&self, mode: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .output()
+            .unwrap_or_else(|e| panic!("run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "remount {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every file of `dir` and its bytes.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The database on a file system mounted read-only (as Linux does after a disk error): `serve`
+/// refuses to start and says why (a running server cannot be caught that way: Linux refuses
+/// the remount while the database is open for writing); not a byte changes, and once the file
+/// system is writable again the same database serves what it had.
+#[tokio::test]
+async fn a_start_on_a_read_only_database_is_refused_with_the_reason_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmpfs = Tmpfs::mount(&data, "8m");
+    let bin = Binary::on_database(
+        &format!("sqlite://{}", data.join("latchkey.db").display()),
+        None,
+    );
+    bin.create_user("ro@example.com", PASSWORD).await;
+    let server = bin.serve(&[], None, None).await;
+    let session = server.login("ro@example.com").await;
+    let (_, secret) = server.personal_token(&session, "kept").await;
+    assert!(server.terminate().await.success());
+    let before = contents(&data);
+
+    tmpfs.remount("ro");
+    let started = Instant::now();
+    let ran = bin
+        .run(&["serve", "--listen", "127.0.0.1:0"], None)
+        .await
+        .fails_with("Read-only file system");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ran.stderr.contains("cannot open the SQLite database"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(contents(&data), before, "a refused start changed the data");
+
+    tmpfs.remount("rw");
+    let server = bin.serve(&[], None, None).await;
+    let res = server
+        .call(Method::GET, "/v1/me", Some(&secret), None)
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(server.terminate().await.success());
 }
