@@ -26,7 +26,7 @@ use tower::ServiceExt as _;
 use crate::AppState;
 use crate::api::{forward_auth, me};
 use crate::oauth2::token;
-use crate::router::{
+use crate::policy::{
     CountingRequestId, REQUEST_ID, headers_too_large, panic_response, response_policies,
 };
 

@@ -6,10 +6,13 @@
 
 mod api;
 mod console;
+mod cookies;
 mod doors;
 mod error;
 mod extract;
 mod oauth2;
+mod pages;
+mod policy;
 mod router;
 mod scim;
 

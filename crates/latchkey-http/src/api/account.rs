@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
-use crate::api::sessions::cookie;
 use crate::api::views::rfc3339;
+use crate::cookies::new_session_cookie;
 use crate::error::ApiResult;
 use crate::extract::{ClientIp, JsonBody, Path, SignedIn};
 
@@ -38,16 +38,14 @@ pub async fn change_password(
             &body.new_password,
         )
         .await?;
-    let max_age = (session.expires_at - state.service.now()).whole_seconds();
     let answer = json!({
         "session_token": session.secret.expose(),
         "expires_at": rfc3339(session.expires_at),
     });
     let mut response = Json(answer).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookie(&state, session.secret.expose(), max_age),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, new_session_cookie(&state, &session));
     Ok(response)
 }
 

@@ -397,7 +397,7 @@ pub async fn get_docs() -> Response {
         version: env!("CARGO_PKG_VERSION"),
         groups,
     };
-    crate::console::render(StatusCode::OK, &page)
+    crate::pages::render(StatusCode::OK, &page)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -10,23 +10,15 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::api::views::rfc3339;
+use crate::cookies::{new_session_cookie, session_cookie};
 use crate::error::ApiResult;
-use crate::extract::{ClientIp, JsonBody, SESSION_COOKIE, SignedIn};
+use crate::extract::{ClientIp, JsonBody, SignedIn};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     email: String,
     password: SecretString,
-}
-
-pub(crate) fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let text = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    );
-    HeaderValue::from_str(&text)
-        .unwrap_or_else(|_| HeaderValue::from_static("latchkey_session=; Path=/; Max-Age=0"))
 }
 
 pub async fn create_session(
@@ -38,17 +30,15 @@ pub async fn create_session(
         .service
         .login(Some(ip), &body.email, &body.password)
         .await?;
-    let max_age = (session.expires_at - state.service.now()).whole_seconds();
     let body = json!({
         "session_token": session.secret.expose(),
         "expires_at": rfc3339(session.expires_at),
         "user": { "id": session.user.id, "email": session.user.email },
     });
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookie(&state, session.secret.expose(), max_age),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, new_session_cookie(&state, &session));
     Ok(response)
 }
 
@@ -63,6 +53,6 @@ pub async fn delete_current_session(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, cookie(&state, "", 0));
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
     Ok(response)
 }

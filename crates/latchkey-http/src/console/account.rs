@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use super::{CheckedForm, Console, Empty, Layout, PageQuery, failure, redirect, render, when};
 use crate::AppState;
+use crate::cookies::{new_session_cookie, session_cookie};
 use crate::extract::Path;
 
 pub struct SessionRow {
@@ -156,9 +157,9 @@ pub async fn post_password(
     {
         Ok(session) => {
             let mut response = redirect("/account?done=password");
-            if let Some(cookie) = super::auth::session_cookie(&state, &session) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, new_session_cookie(&state, &session));
             response
         }
         Err(e) => refused(&state, &console, &e).await,
@@ -180,10 +181,9 @@ pub async fn post_end_session(
     {
         Ok(()) if this_one => {
             let mut response = redirect("/login");
-            response.headers_mut().insert(
-                header::SET_COOKIE,
-                crate::api::sessions::cookie(&state, "", 0),
-            );
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
             response
         }
         Ok(()) => redirect("/account?done=session"),

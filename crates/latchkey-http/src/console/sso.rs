@@ -9,10 +9,11 @@ use axum::response::Response;
 use latchkey_service::ServiceError;
 use latchkey_service::sso::{SsoFinish, SsoPurpose};
 
-use super::auth::{safe_next, session_cookie};
 use super::{CheckedForm, Console, Layout, MessagePage, PageQuery, redirect, render};
 use crate::AppState;
-use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
+use crate::cookies::{SESSION_COOKIE, cookie, new_session_cookie};
+use crate::extract::ClientIp;
+use crate::pages::signin::safe_next;
 
 const FLOW_COOKIE: &str = "latchkey_sso";
 
@@ -181,9 +182,9 @@ async fn callback(
     match finished {
         Ok(SsoFinish::SignedIn { session, next }) => {
             let mut response = redirect(safe_next(&next).unwrap_or("/credentials"));
-            if let Some(v) = session_cookie(state, &session) {
-                response.headers_mut().append(header::SET_COOKIE, v);
-            }
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, new_session_cookie(state, &session));
             response
         }
         Ok(SsoFinish::Reauthenticated { next }) => {

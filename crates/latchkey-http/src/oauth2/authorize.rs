@@ -16,9 +16,11 @@ use latchkey_service::sessions::{SessionUser, csrf_token_for, csrf_token_matches
 use secrecy::SecretString;
 
 use crate::AppState;
-use crate::console::auth::{LoginPage, login_form_ok, render_login, session_cookie};
-use crate::console::{Layout, MessagePage, origin_ok, redirect, render};
-use crate::extract::{ClientIp, SESSION_COOKIE, cookie};
+use crate::cookies::{SESSION_COOKIE, cookie, new_session_cookie};
+use crate::extract::ClientIp;
+use crate::extract::page::{login_form_ok, origin_ok};
+use crate::pages::signin::{LoginPage, render_login};
+use crate::pages::{Layout, MessagePage, redirect, render};
 
 #[derive(Template)]
 #[template(path = "consent.html")]
@@ -177,9 +179,9 @@ pub async fn post_login(
     match state.service.login(Some(ip), &email, &password).await {
         Ok(session) => {
             let mut response = redirect(&authorize_query(&map));
-            if let Some(v) = session_cookie(&state, &session) {
-                response.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, new_session_cookie(&state, &session));
             response
         }
         Err(ServiceError::RateLimited { .. }) => login_page(

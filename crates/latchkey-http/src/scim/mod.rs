@@ -289,7 +289,7 @@ pub async fn json_body(headers: &HeaderMap, body: axum::body::Body) -> ScimResul
             "the body must be application/scim+json",
         ));
     }
-    let bytes = crate::extract::body_bytes(body, crate::router::MAX_BODY)
+    let bytes = crate::extract::body_bytes(body, crate::extract::MAX_BODY)
         .await
         .map_err(|e| match e {
             crate::extract::BodyError::TooLarge => ScimFailure::new(

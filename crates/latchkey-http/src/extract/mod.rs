@@ -17,9 +17,13 @@ use latchkey_service::{Caller, ErrorCode, ServiceError};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
+use crate::cookies::{SESSION_COOKIE, cookie};
 use crate::error::ApiError;
 
-pub const SESSION_COOKIE: &str = "latchkey_session";
+pub mod page;
+
+/// Request bodies above this are refused with `413` (SECURITY.md).
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 /// The address the request came from: the TCP peer, unless the peer is one of
 /// `trusted_proxies` (SPEC 7), in which case the nearest address in `X-Forwarded-For` (or, without
@@ -125,17 +129,6 @@ pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
 }
 
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// A JSON request body of type `T`.
 pub struct JsonBody<T>(pub T);
 
@@ -148,7 +141,7 @@ fn is_json(req: &Request) -> bool {
 }
 
 async fn read_body(req: Request) -> Result<Bytes, ApiError> {
-    body_bytes(req.into_body(), crate::router::MAX_BODY)
+    body_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge => {

@@ -1,0 +1,260 @@
+//! Pages: what every HTML answer shares, for the console and the OAuth pages alike (SPEC 5).
+//! The frame ([`Layout`]) and its navigation, rendering with the pages' security headers (a
+//! strict CSP with `frame-ancestors 'none'`, only our own script and stylesheet, `no-store`,
+//! `Referrer-Policy: same-origin`, `no-referrer` on pages that show a secret), the message
+//! pages, times for people, the assets, and the sign-in form ([`signin`]). It knows nothing of
+//! routes or extractors: the console and the OAuth pages use it, never the other way round.
+
+pub mod signin;
+
+use askama::Template;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::Timestamp;
+use latchkey_service::ServiceError;
+use time::macros::format_description;
+
+/// What the page frame shows: the title, who is signed in, their organisations, messages.
+pub struct Layout {
+    pub title: String,
+    pub email: Option<String>,
+    pub csrf: String,
+    pub orgs: Vec<NavOrg>,
+    /// Which navigation entry is this page (`credentials`, `tokens:{org}`, …).
+    pub current: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    /// This person types their password where an action asks for it; false for someone who
+    /// confirms at the single-sign-on provider instead (the password fields are left out).
+    pub password_prompt: bool,
+    /// On the pages whose actions need that confirmation: the box that offers it.
+    pub reauth: Option<ReauthBox>,
+}
+
+/// "Confirm it's you at <provider>", or how long the last confirmation lasts.
+pub struct ReauthBox {
+    pub provider: String,
+    /// The confirmation's end ("14:05 UTC") while it lasts.
+    pub fresh_until: Option<String>,
+    /// The page to come back to.
+    pub next: String,
+}
+
+pub struct NavOrg {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// Tokens, Apps and the organisation's activity are for admins only: others do not see the
+    /// links at all.
+    pub is_admin: bool,
+}
+
+impl Layout {
+    /// The frame of a page for someone not signed in (login, OAuth pages).
+    pub fn anonymous(title: &str, csrf: String) -> Self {
+        Self {
+            title: title.to_owned(),
+            email: None,
+            csrf,
+            orgs: Vec::new(),
+            current: String::new(),
+            notice: None,
+            error: None,
+            password_prompt: true,
+            reauth: None,
+        }
+    }
+}
+
+/// A time of day for people, in UTC ("14:05 UTC").
+pub(crate) fn clock_time(t: Timestamp) -> String {
+    t.format(format_description!("[hour]:[minute] UTC"))
+        .unwrap_or_default()
+}
+
+/// Renders a page with the console's security headers.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => {
+            let mut response = (status, axum::response::Html(html)).into_response();
+            secure_headers(response.headers_mut());
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a console page failed to render");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Renders a page that shows a secret: as [`render`], and no `Referer` at all leaves it.
+/// (Other pages send `same-origin`: with `no-referrer`, browsers send `Origin: null` on form
+/// posts, which the `Origin` check must refuse.)
+pub fn render_secret<T: Template>(page: &T) -> Response {
+    let mut response = render(StatusCode::OK, page);
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+pub fn secure_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// `303 See Other` to `to` (after a POST, so a reload does not repeat it).
+pub fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    secure_headers(response.headers_mut());
+    response
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub layout: Layout,
+    pub heading: String,
+    pub text: String,
+    pub back: Option<String>,
+}
+
+pub(crate) fn message(status: StatusCode, heading: &str, text: &str) -> Response {
+    let page = MessagePage {
+        layout: Layout::anonymous(heading, String::new()),
+        heading: heading.to_owned(),
+        text: text.to_owned(),
+        back: Some("/".to_owned()),
+    };
+    render(status, &page)
+}
+
+pub(crate) fn bad_form(text: &str) -> Response {
+    message(StatusCode::BAD_REQUEST, "Cannot continue", text)
+}
+
+pub(crate) fn forbidden_form() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Cannot continue",
+        "The form has expired or did not come from this site. Go back, reload the page and try again.",
+    )
+}
+
+pub fn unavailable() -> Response {
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The service is temporarily unavailable. Try again shortly.",
+    )
+}
+
+/// The status and sentence a failed action shows on its page. 5xx details stay in the log.
+pub fn failure(error: &ServiceError) -> (StatusCode, String) {
+    match error {
+        ServiceError::Client { message, .. } => {
+            (crate::error::status_of(error.code()), sentence(message))
+        }
+        ServiceError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts. Wait a moment and try again.".to_owned(),
+        ),
+        ServiceError::Refused(_) => (StatusCode::UNAUTHORIZED, "That was refused.".to_owned()),
+        ServiceError::Unavailable(_) | ServiceError::Internal(_) => {
+            tracing::error!(error = %error, "a console action failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is temporarily unavailable. Try again shortly.".to_owned(),
+            )
+        }
+    }
+}
+
+/// The service's messages start lower-case for the API; on a page they are sentences.
+pub(crate) fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = chars
+        .next()
+        .map(|c| c.to_uppercase().collect())
+        .unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+/// An error page for a request that has no page to go back to (an unknown organisation, say).
+pub fn error_page(error: &ServiceError) -> Response {
+    let (status, text) = failure(error);
+    message(status, "Cannot show this page", &text)
+}
+
+/// Times on pages: `2026-12-01 21:14 UTC`.
+pub fn when(t: Timestamp) -> String {
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute] UTC"
+    ))
+    .unwrap_or_default()
+}
+
+pub fn when_or(t: Option<Timestamp>, none: &str) -> String {
+    t.map_or_else(|| none.to_owned(), when)
+}
+
+/// `GET /assets/console.css` and `/assets/console.js`: compiled into the binary.
+pub async fn get_stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/console.css"),
+    )
+}
+
+pub async fn get_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/console.js"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}
+
+/// Fixed success messages, picked by a short code in the redirect's query (never user input).
+pub fn notice_for(done: Option<&str>) -> Option<String> {
+    let text = match done? {
+        "revoked" => "The token is revoked.",
+        "renamed" => "The token is renamed.",
+        "deleted" => "The token is deleted.",
+        "saved" => "The changes are saved.",
+        "secret_removed" => "The secret is removed.",
+        "app_deleted" => "The app is deleted.",
+        "app_created" => "The app is created.",
+        "cancelled" => "The token is cancelled.",
+        _ => return None,
+    };
+    Some(text.to_owned())
+}
