@@ -2,7 +2,7 @@
 //! `SignedIn` = a session; a bearer API token is verified by the handler itself (`/v1/me`).
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, Request, header};
 use axum::response::Response;
 use axum::routing::{any, delete, get, patch, post};
@@ -362,11 +362,23 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
     )
 }
 
-async fn not_found() -> Response {
+/// An address no route has: a page for the console's addresses and browsers, JSON otherwise.
+async fn not_found(State(state): State<AppState>, request: Request<axum::body::Body>) -> Response {
+    let (parts, _) = request.into_parts();
+    if crate::console::fallback::is_page(&parts.method, parts.uri.path(), &parts.headers) {
+        return crate::console::fallback::not_found(&state, parts).await;
+    }
     error_response(ErrorCode::NotFound, "no such route")
 }
 
-async fn method_not_allowed() -> Response {
+async fn method_not_allowed(
+    State(state): State<AppState>,
+    request: Request<axum::body::Body>,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    if crate::console::fallback::is_page(&parts.method, parts.uri.path(), &parts.headers) {
+        return crate::console::fallback::method_not_allowed(&state, parts).await;
+    }
     error_response(
         ErrorCode::MethodNotAllowed,
         "this route does not accept that method",

@@ -4,10 +4,9 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use latchkey_store::{Event, EventFilter, EventScope};
 
-use super::{Console, Layout, PageQuery, error_page, render, when};
+use super::{Console, Layout, PageQuery, PageResult, render, when};
 use crate::AppState;
 use crate::extract::Path;
 
@@ -59,16 +58,13 @@ async fn show(
     heading: String,
     current: &str,
     path: &str,
-) -> Response {
+) -> PageResult {
     let filter = EventFilter {
         scope,
         before_seq: before,
         limit: PAGE,
     };
-    let events = match state.service.list_events(&filter).await {
-        Ok(events) => events,
-        Err(e) => return error_page(&e),
-    };
+    let events = state.service.list_events(&filter).await?;
     let next = (events.len() == PAGE as usize)
         .then(|| events.last().map(|e| format!("{path}?before={}", e.seq)))
         .flatten();
@@ -78,7 +74,7 @@ async fn show(
         events: events.iter().map(EventRow::new).collect(),
         next,
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// `GET /activity`.
@@ -86,7 +82,7 @@ pub async fn get_user_activity(
     State(state): State<AppState>,
     console: Console,
     PageQuery(cursor): PageQuery<Cursor>,
-) -> Response {
+) -> PageResult {
     let scope = EventScope::User(console.session.user.id.clone());
     show(
         &state,
@@ -106,15 +102,11 @@ pub async fn get_org_activity(
     console: Console,
     Path(org): Path<String>,
     PageQuery(cursor): PageQuery<Cursor>,
-) -> Response {
-    let org = match state
+) -> PageResult {
+    let org = state
         .service
         .require_admin(&console.session.user.id, &org)
-        .await
-    {
-        Ok(org) => org,
-        Err(e) => return error_page(&e),
-    };
+        .await?;
     show(
         &state,
         &console,

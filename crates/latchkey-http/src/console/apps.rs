@@ -4,14 +4,13 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use latchkey_service::ServiceError;
 use latchkey_service::oauth::clients::{ClientSpec, ClientSpecChange};
 use latchkey_store::{ClientSecretRecord, OAuthClient};
 
 use super::credentials::SecretPage;
 use super::{
-    CheckedForm, Console, Empty, Layout, PageQuery, error_page, failure, notice_for, redirect,
+    CheckedForm, Console, Empty, Layout, PageQuery, PageResult, failure, notice_for, redirect,
     render, render_secret, when,
 };
 use crate::AppState;
@@ -142,16 +141,10 @@ async fn list_page(
     form: AppFormView,
     notice: Option<String>,
     error: Option<String>,
-) -> Response {
+) -> PageResult {
     let user = &console.session.user;
-    let org_record = match state.service.require_admin(&user.id, org).await {
-        Ok(o) => o,
-        Err(e) => return error_page(&e),
-    };
-    let apps = match state.service.list_clients(user, org).await {
-        Ok(apps) => apps,
-        Err(e) => return error_page(&e),
-    };
+    let org_record = state.service.require_admin(&user.id, org).await?;
+    let apps = state.service.list_clients(user, org).await?;
     let mut layout = console
         .layout(
             state,
@@ -172,7 +165,7 @@ async fn list_page(
         form,
         base: base(org),
     };
-    render(status, &page)
+    Ok(render(status, &page))
 }
 
 /// `GET /orgs/{org}/apps`.
@@ -181,7 +174,7 @@ pub async fn get_apps(
     console: Console,
     Path(org): Path<String>,
     PageQuery(done): PageQuery<Done>,
-) -> Response {
+) -> PageResult {
     let notice = notice_for(done.done.as_deref());
     let form = AppFormView {
         client_credentials: true,
@@ -197,7 +190,7 @@ async fn client_secret_page(
     org: &str,
     client: &OAuthClient,
     secret: &str,
-) -> Response {
+) -> PageResult {
     let heading = "The app's secret";
     let page = SecretPage {
         layout: console.layout(state, heading, &format!("apps:{org}")).await,
@@ -209,7 +202,7 @@ async fn client_secret_page(
         revealable: false,
         back: format!("{}/{}", base(org), client.id),
     };
-    render_secret(&page)
+    Ok(render_secret(&page))
 }
 
 /// `POST /orgs/{org}/apps`.
@@ -218,7 +211,7 @@ pub async fn post_create(
     console: Console,
     Path(org): Path<String>,
     CheckedForm(form): CheckedForm<AppForm>,
-) -> Response {
+) -> PageResult {
     let mut grant_types = Vec::new();
     if form.grant_client_credentials.is_some() {
         grant_types.push("client_credentials".to_owned());
@@ -244,11 +237,11 @@ pub async fn post_create(
             Some((_, secret)) => {
                 client_secret_page(&state, &console, &org, &created.client, secret.expose()).await
             }
-            None => redirect(&format!(
+            None => Ok(redirect(&format!(
                 "{}/{}?done=app_created",
                 base(&org),
                 created.client.id
-            )),
+            ))),
         },
         Err(e) => {
             let (status, text) = failure(&e);
@@ -266,19 +259,12 @@ async fn app_page(
     status: StatusCode,
     notice: Option<String>,
     error: Option<String>,
-) -> Response {
-    let (org_record, client) = match state
+) -> PageResult {
+    let (org_record, client) = state
         .service
         .org_client(&console.session.user, org, id)
-        .await
-    {
-        Ok(found) => found,
-        Err(e) => return error_page(&e),
-    };
-    let secrets = match state.service.client_secrets(&client.id).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e),
-    };
+        .await?;
+    let secrets = state.service.client_secrets(&client.id).await?;
     let mut layout = console
         .layout(state, &client.name, &format!("apps:{}", org_record.id))
         .await;
@@ -298,7 +284,7 @@ async fn app_page(
             .collect(),
         base: format!("{}/{}", base(org), client.id),
     };
-    render(status, &page)
+    Ok(render(status, &page))
 }
 
 /// The app's page again, with the refusal of an action on it.
@@ -308,7 +294,7 @@ async fn app_refused(
     org: &str,
     id: &str,
     error: &ServiceError,
-) -> Response {
+) -> PageResult {
     let (status, text) = failure(error);
     app_page(state, console, org, id, status, None, Some(text)).await
 }
@@ -319,7 +305,7 @@ pub async fn get_app(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     PageQuery(done): PageQuery<Done>,
-) -> Response {
+) -> PageResult {
     let notice = notice_for(done.done.as_deref());
     app_page(&state, &console, &org, &id, StatusCode::OK, notice, None).await
 }
@@ -338,7 +324,7 @@ pub async fn post_edit(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<EditForm>,
-) -> Response {
+) -> PageResult {
     let change = ClientSpecChange {
         redirect_uris: Some(lines(&form.redirect_uris)),
         scopes: Some(words(&form.scopes)),
@@ -349,7 +335,7 @@ pub async fn post_edit(
         .update_client(&console.caller(), &console.session.user, &org, &id, change)
         .await;
     match updated {
-        Ok(_) => redirect(&format!("{}/{id}?done=saved", base(&org))),
+        Ok(_) => Ok(redirect(&format!("{}/{id}?done=saved", base(&org)))),
         Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
@@ -360,22 +346,19 @@ pub async fn post_add_secret(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(_): CheckedForm<Empty>,
-) -> Response {
+) -> PageResult {
     let added = state
         .service
         .add_client_secret(&console.caller(), &console.session.user, &org, &id)
         .await;
     match added {
-        Ok((_, secret)) => match state
-            .service
-            .org_client(&console.session.user, &org, &id)
-            .await
-        {
-            Ok((_, client)) => {
-                client_secret_page(&state, &console, &org, &client, secret.expose()).await
-            }
-            Err(e) => error_page(&e),
-        },
+        Ok((_, secret)) => {
+            let (_, client) = state
+                .service
+                .org_client(&console.session.user, &org, &id)
+                .await?;
+            client_secret_page(&state, &console, &org, &client, secret.expose()).await
+        }
         Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
@@ -386,13 +369,16 @@ pub async fn post_remove_secret(
     console: Console,
     Path((org, id, secret)): Path<(String, String, String)>,
     CheckedForm(_): CheckedForm<Empty>,
-) -> Response {
+) -> PageResult {
     let removed = state
         .service
         .delete_client_secret(&console.caller(), &console.session.user, &org, &id, &secret)
         .await;
     match removed {
-        Ok(_) => redirect(&format!("{}/{id}?done=secret_removed", base(&org))),
+        Ok(_) => Ok(redirect(&format!(
+            "{}/{id}?done=secret_removed",
+            base(&org)
+        ))),
         Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }
@@ -409,15 +395,11 @@ pub async fn post_delete(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<DeleteForm>,
-) -> Response {
-    let client = match state
+) -> PageResult {
+    let (_, client) = state
         .service
         .org_client(&console.session.user, &org, &id)
-        .await
-    {
-        Ok((_, c)) => c,
-        Err(e) => return error_page(&e),
-    };
+        .await?;
     if form.confirm.trim() != client.name {
         let text = "Type the app's name exactly to delete it.".to_owned();
         return app_page(
@@ -436,7 +418,7 @@ pub async fn post_delete(
         .delete_client(&console.caller(), &console.session.user, &org, &id)
         .await;
     match deleted {
-        Ok(()) => redirect(&format!("{}?done=app_deleted", base(&org))),
+        Ok(()) => Ok(redirect(&format!("{}?done=app_deleted", base(&org)))),
         Err(e) => app_refused(&state, &console, &org, &id, &e).await,
     }
 }

@@ -14,6 +14,7 @@ pub mod apps;
 pub mod auth;
 pub mod cancel;
 pub mod credentials;
+pub mod fallback;
 pub mod org_tokens;
 pub mod password_reset;
 pub mod sso;
@@ -21,6 +22,6 @@ pub mod sso;
 // The pages' frame and extractors, for the console's pages below.
 pub(crate) use crate::extract::page::{CheckedForm, Console, Empty, PageQuery};
 pub(crate) use crate::pages::{
-    Layout, MessagePage, error_page, failure, notice_for, redirect, render, render_secret,
+    Layout, MessagePage, PageResult, failure, notice_for, redirect, render, render_secret,
     sentence, unavailable, when, when_or,
 };

@@ -5,7 +5,6 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use latchkey_core::policy::OwnerKind;
 use latchkey_service::ServiceError;
 use latchkey_service::org_tokens::CreateOrgToken;
@@ -17,7 +16,7 @@ use super::credentials::{
     PasswordForm, Prefill, RotateForm, TokenRow, TypeOption, days, grace, token_secret_page,
 };
 use super::{
-    CheckedForm, Console, Layout, PageQuery, error_page, failure, notice_for, redirect, render,
+    CheckedForm, Console, Layout, PageQuery, PageResult, failure, notice_for, redirect, render,
 };
 use crate::AppState;
 use crate::extract::Path;
@@ -74,16 +73,10 @@ async fn page(
     status: StatusCode,
     form: Prefill,
     error: Option<String>,
-) -> Response {
+) -> PageResult {
     let user = &console.session.user;
-    let org = match state.service.require_admin(&user.id, org_id).await {
-        Ok(org) => org,
-        Err(e) => return error_page(&e),
-    };
-    let tokens = match state.service.list_org_tokens(user, org_id).await {
-        Ok(tokens) => tokens,
-        Err(e) => return error_page(&e),
-    };
+    let org = state.service.require_admin(&user.id, org_id).await?;
+    let tokens = state.service.list_org_tokens(user, org_id).await?;
     let mut layout = console
         .layout(
             state,
@@ -107,11 +100,16 @@ async fn page(
         org: Some(org.id.to_string()),
         base: base(org_id),
     };
-    render(status, &page)
+    Ok(render(status, &page))
 }
 
 /// The page again, with the refusal of an action on one of its tokens.
-async fn refused(state: &AppState, console: &Console, org: &str, error: &ServiceError) -> Response {
+async fn refused(
+    state: &AppState,
+    console: &Console,
+    org: &str,
+    error: &ServiceError,
+) -> PageResult {
     let (status, text) = failure(error);
     page(state, console, org, status, Prefill::default(), Some(text)).await
 }
@@ -122,7 +120,7 @@ pub async fn get_tokens(
     console: Console,
     Path(org): Path<String>,
     PageQuery(prefill): PageQuery<Prefill>,
-) -> Response {
+) -> PageResult {
     page(&state, &console, &org, StatusCode::OK, prefill, None).await
 }
 
@@ -141,7 +139,7 @@ pub async fn post_create(
     console: Console,
     Path(org): Path<String>,
     CheckedForm(form): CheckedForm<CreateForm>,
-) -> Response {
+) -> PageResult {
     let prefill = Prefill {
         name: form.name.clone(),
         token_type: form.token_type.clone(),
@@ -179,19 +177,17 @@ pub async fn post_create(
         )
         .await;
     match created {
-        Ok(Created::New(created)) => {
-            token_secret_page(
-                &state,
-                &console,
-                "The new token",
-                &created.record,
-                created.secret.expose(),
-                &base(&org),
-                &format!("tokens:{org}"),
-            )
-            .await
-        }
-        Ok(Created::Replayed(_)) => redirect(&base(&org)),
+        Ok(Created::New(created)) => Ok(token_secret_page(
+            &state,
+            &console,
+            "The new token",
+            &created.record,
+            created.secret.expose(),
+            &base(&org),
+            &format!("tokens:{org}"),
+        )
+        .await),
+        Ok(Created::Replayed(_)) => Ok(redirect(&base(&org))),
         Err(e) => {
             let (status, text) = failure(&e);
             page(&state, &console, &org, status, prefill, Some(text)).await
@@ -211,7 +207,7 @@ pub async fn post_rename(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<RenameForm>,
-) -> Response {
+) -> PageResult {
     let result = state
         .service
         .update_org_token(
@@ -224,7 +220,7 @@ pub async fn post_rename(
         )
         .await;
     match result {
-        Ok(_) => redirect(&format!("{}?done=renamed", base(&org))),
+        Ok(_) => Ok(redirect(&format!("{}?done=renamed", base(&org)))),
         Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
@@ -235,7 +231,7 @@ pub async fn post_rotate(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<RotateForm>,
-) -> Response {
+) -> PageResult {
     let grace = match grace(&form.grace) {
         Ok(g) => g,
         Err(e) => {
@@ -255,18 +251,16 @@ pub async fn post_rotate(
         .rotate_org_token(&console.caller(), &console.session.user, &org, &id, grace)
         .await;
     match rotated {
-        Ok(created) => {
-            token_secret_page(
-                &state,
-                &console,
-                "The replacement token",
-                &created.record,
-                created.secret.expose(),
-                &base(&org),
-                &format!("tokens:{org}"),
-            )
-            .await
-        }
+        Ok(created) => Ok(token_secret_page(
+            &state,
+            &console,
+            "The replacement token",
+            &created.record,
+            created.secret.expose(),
+            &base(&org),
+            &format!("tokens:{org}"),
+        )
+        .await),
         Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
@@ -277,7 +271,7 @@ pub async fn post_reveal(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<PasswordForm>,
-) -> Response {
+) -> PageResult {
     let password = SecretString::from(form.password);
     let user = &console.session.user;
     let revealed = state
@@ -285,21 +279,19 @@ pub async fn post_reveal(
         .reveal_org_token(&console.caller(), user, &org, &id, &password)
         .await;
     match revealed {
-        Ok(secret) => match state.service.org_token(user, &org, &id).await {
-            Ok((_, record)) => {
-                token_secret_page(
-                    &state,
-                    &console,
-                    "The token",
-                    &record,
-                    secret.expose(),
-                    &base(&org),
-                    &format!("tokens:{org}"),
-                )
-                .await
-            }
-            Err(e) => error_page(&e),
-        },
+        Ok(secret) => {
+            let (_, record) = state.service.org_token(user, &org, &id).await?;
+            Ok(token_secret_page(
+                &state,
+                &console,
+                "The token",
+                &record,
+                secret.expose(),
+                &base(&org),
+                &format!("tokens:{org}"),
+            )
+            .await)
+        }
         Err(e) => refused(&state, &console, &org, &e).await,
     }
 }
@@ -309,7 +301,7 @@ pub async fn get_delete(
     State(state): State<AppState>,
     console: Console,
     Path((org, id)): Path<(String, String)>,
-) -> Response {
+) -> PageResult {
     delete_page(&state, &console, &org, &id, StatusCode::OK, None).await
 }
 
@@ -320,15 +312,11 @@ async fn delete_page(
     id: &str,
     status: StatusCode,
     error: Option<String>,
-) -> Response {
-    let (org_record, token) = match state
+) -> PageResult {
+    let (org_record, token) = state
         .service
         .org_token(&console.session.user, org, id)
-        .await
-    {
-        Ok(found) => found,
-        Err(e) => return error_page(&e),
-    };
+        .await?;
     let mut layout = console
         .layout(state, "Delete token", &format!("tokens:{}", org_record.id))
         .await;
@@ -339,7 +327,7 @@ async fn delete_page(
         action: format!("{}/{id}/delete", base(org)),
         back: base(org),
     };
-    render(status, &page)
+    Ok(render(status, &page))
 }
 
 #[derive(serde::Deserialize)]
@@ -354,7 +342,7 @@ pub async fn post_delete(
     console: Console,
     Path((org, id)): Path<(String, String)>,
     CheckedForm(form): CheckedForm<DeleteForm>,
-) -> Response {
+) -> PageResult {
     if form.confirm.trim() != DELETE_PHRASE {
         let text = format!("Type “{DELETE_PHRASE}” exactly to delete the token.");
         return delete_page(
@@ -372,7 +360,7 @@ pub async fn post_delete(
         .delete_org_token(&console.caller(), &console.session.user, &org, &id)
         .await;
     match deleted {
-        Ok(_) => redirect(&format!("{}?done=deleted", base(&org))),
+        Ok(_) => Ok(redirect(&format!("{}?done=deleted", base(&org)))),
         Err(e) => {
             let (status, text) = failure(&e);
             delete_page(&state, &console, &org, &id, status, Some(text)).await

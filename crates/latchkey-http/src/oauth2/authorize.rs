@@ -20,7 +20,7 @@ use crate::cookies::{SESSION_COOKIE, cookie, new_session_cookie};
 use crate::extract::ClientIp;
 use crate::extract::page::{login_form_ok, origin_ok};
 use crate::pages::signin::{LoginPage, render_login};
-use crate::pages::{Layout, MessagePage, redirect, render};
+use crate::pages::{Layout, MessagePage, error_page, forbidden_form, redirect, render};
 
 #[derive(Template)]
 #[template(path = "consent.html")]
@@ -43,7 +43,9 @@ fn page_message(status: StatusCode, heading: &str, text: &str) -> Response {
     render(status, &page)
 }
 
-fn error_page(message: &str) -> Response {
+/// A malformed authorization request that cannot be sent back to the client (RFC 6749 §4.1.2.1:
+/// an unknown client or redirect URI): told to the person, `400`.
+fn bad_request_page(message: &str) -> Response {
     page_message(StatusCode::BAD_REQUEST, "Cannot continue", message)
 }
 
@@ -122,7 +124,7 @@ async fn consent_page(
 ) -> Response {
     let accounts = match state.service.consent_accounts(&session.user).await {
         Ok(a) => a,
-        Err(_) => return error_page("The service is temporarily unavailable. Try again shortly."),
+        Err(e) => return error_page(&e),
     };
     let page = ConsentPage {
         layout: Layout::anonymous("Authorize", csrf_token_for(session_token)),
@@ -147,9 +149,9 @@ pub async fn get_authorize(
     let params = params_from(&map);
     let valid = match state.service.check_authorize(&params).await {
         Ok(Ok(valid)) => valid,
-        Ok(Err(AuthorizeRejection::ErrorPage(m))) => return error_page(&m),
+        Ok(Err(AuthorizeRejection::ErrorPage(m))) => return bad_request_page(&m),
         Ok(Err(AuthorizeRejection::Redirect(to))) => return redirect(&to),
-        Err(_) => return error_page("The service is temporarily unavailable. Try again shortly."),
+        Err(e) => return error_page(&e),
     };
     match signed_in(&state, &headers).await {
         Some((token, session)) => consent_page(&state, &session, &token, &valid, &map).await,
@@ -208,7 +210,7 @@ pub async fn post_login(
             Some("The email or password is not correct."),
             StatusCode::UNAUTHORIZED,
         ),
-        Err(_) => error_page("The service is temporarily unavailable. Try again shortly."),
+        Err(e) => error_page(&e),
     }
 }
 
@@ -232,17 +234,13 @@ pub async fn post_authorize(
         .get("csrf_token")
         .is_some_and(|t| csrf_token_matches(&token, t));
     if !csrf_ok || !origin_ok(&state, &headers) {
-        return page_message(
-            StatusCode::FORBIDDEN,
-            "Cannot continue",
-            "The form has expired or did not come from this site. Go back and try again.",
-        );
+        return forbidden_form();
     }
     let valid = match state.service.check_authorize(&params_from(&map)).await {
         Ok(Ok(valid)) => valid,
-        Ok(Err(AuthorizeRejection::ErrorPage(m))) => return error_page(&m),
+        Ok(Err(AuthorizeRejection::ErrorPage(m))) => return bad_request_page(&m),
         Ok(Err(AuthorizeRejection::Redirect(to))) => return redirect(&to),
-        Err(_) => return error_page("The service is temporarily unavailable. Try again shortly."),
+        Err(e) => return error_page(&e),
     };
     if map.get("decision").map(String::as_str) != Some("approve") {
         return redirect(&state.service.deny_authorize(&valid));
@@ -254,6 +252,6 @@ pub async fn post_authorize(
         .await
     {
         Ok(to) => redirect(&to),
-        Err(_) => error_page("The service is temporarily unavailable. Try again shortly."),
+        Err(e) => error_page(&e),
     }
 }

@@ -164,25 +164,11 @@ pub fn unavailable() -> Response {
     )
 }
 
-/// The status and sentence a failed action shows on its page. 5xx details stay in the log.
+/// The status and sentence a failed action shows on its page: the API's mapping
+/// (`error::public`), the message made a sentence. 5xx details stay in the log.
 pub fn failure(error: &ServiceError) -> (StatusCode, String) {
-    match error {
-        ServiceError::Client { message, .. } => {
-            (crate::error::status_of(error.code()), sentence(message))
-        }
-        ServiceError::RateLimited { .. } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts. Wait a moment and try again.".to_owned(),
-        ),
-        ServiceError::Refused(_) => (StatusCode::UNAUTHORIZED, "That was refused.".to_owned()),
-        ServiceError::Unavailable(_) | ServiceError::Internal(_) => {
-            tracing::error!(error = %error, "a console action failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The service is temporarily unavailable. Try again shortly.".to_owned(),
-            )
-        }
-    }
+    let told = crate::error::public(error);
+    (told.status, sentence(&told.message))
 }
 
 /// The service's messages start lower-case for the API; on a page they are sentences.
@@ -201,8 +187,38 @@ pub(crate) fn sentence(message: &str) -> String {
 
 /// An error page for a request that has no page to go back to (an unknown organisation, say).
 pub fn error_page(error: &ServiceError) -> Response {
-    let (status, text) = failure(error);
-    message(status, "Cannot show this page", &text)
+    let told = crate::error::public(error);
+    let mut response = message(
+        told.status,
+        "Cannot show this page",
+        &sentence(&told.message),
+    );
+    if let Some(secs) = told.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Why a page cannot be shown, as a page in the console's look, never JSON: a handler returns
+/// [`PageResult`] and uses `?` on the service's answers. The status, sentence and
+/// `Retry-After` come from the API's one mapping (`error::public`).
+#[derive(Debug)]
+pub struct PageError(pub ServiceError);
+
+pub type PageResult<T = Response> = Result<T, PageError>;
+
+impl From<ServiceError> for PageError {
+    fn from(error: ServiceError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        error_page(&self.0)
+    }
 }
 
 /// Times on pages: `2026-12-01 21:14 UTC`.

@@ -476,6 +476,107 @@ async fn pages_carry_the_security_headers_and_cookies_their_flags() {
     );
 }
 
+/// A page's status, content type, CSP and text.
+async fn page_of(res: reqwest::Response) -> (u16, String, String, String) {
+    let status = res.status().as_u16();
+    let h = res.headers();
+    let kind = h
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let csp = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, kind, csp, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn unknown_addresses_and_reloads_of_forms_answer_pages_not_json() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let (cookie, _) = console_session(&app, "ada@example.com").await;
+    let http = no_redirects();
+
+    // Unknown addresses under the console's roots: a 404 page in the console's look, with
+    // the person's navigation when signed in, and without it otherwise.
+    let res = http
+        .get(format!("{}/orgs/{org}/nope", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, csp, html) = page_of(res).await;
+    assert_eq!(status, 404);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(html.contains("Page not found"), "{html}");
+    assert!(html.contains("ada@example.com"), "the navigation: {html}");
+    assert!(html.contains("Acme"), "the navigation: {html}");
+    assert!(!html.contains("\"error\""), "{html}");
+    let res = http
+        .get(format!("{}/credentials/x/y", app.url))
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _, html) = page_of(res).await;
+    assert_eq!(status, 404);
+    assert!(kind.starts_with("text/html") && html.contains("Page not found"));
+
+    // A browser anywhere outside the API gets a page; an API client gets JSON.
+    let res = http
+        .get(format!("{}/nope", app.url))
+        .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _, _) = page_of(res).await;
+    assert_eq!((status, kind.starts_with("text/html")), (404, true));
+    let res = http.get(format!("{}/nope", app.url)).send().await.unwrap();
+    let (status, kind, _, _) = page_of(res).await;
+    assert_eq!((status, kind.as_str()), (404, "application/json"));
+    let res = http
+        .get(format!("{}/v1/nope", app.url))
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _, _) = page_of(res).await;
+    assert_eq!((status, kind.as_str()), (404, "application/json"));
+
+    // A reload of a form's address (a GET where only POST is taken) goes back to its page.
+    for (path, page) in [
+        ("/credentials/tokens".to_owned(), "/credentials".to_owned()),
+        ("/account/password".to_owned(), "/account".to_owned()),
+        (
+            format!("/orgs/{org}/tokens/tok_x/rotate"),
+            format!("/orgs/{org}/tokens"),
+        ),
+    ] {
+        let res = http
+            .get(format!("{}{path}", app.url))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{path}");
+        assert_eq!(res.headers()[header::LOCATION], page.as_str(), "{path}");
+    }
+    // Another method the address does not take: a 405 page.
+    let res = http
+        .put(format!("{}/credentials", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _, html) = page_of(res).await;
+    assert_eq!(status, 405);
+    assert!(
+        kind.starts_with("text/html") && html.contains("Not possible here"),
+        "{html}"
+    );
+}
+
 #[tokio::test]
 async fn forms_without_the_csrf_token_or_from_another_origin_are_refused() {
     let app = TestApp::spawn().await;
