@@ -25,8 +25,21 @@ fn login_response(
     next: &str,
     error: Option<&str>,
 ) -> Response {
+    login_page(state, headers, status, email, next, error, None)
+}
+
+fn login_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    email: &str,
+    next: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response {
     let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = error.map(str::to_owned);
+    layout.notice = notice.map(str::to_owned);
     let next = safe_next(next);
     let page = LoginPage {
         email: email.to_owned(),
@@ -52,20 +65,35 @@ pub async fn get_home(console: Result<Console, Response>) -> Response {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 pub struct Next {
     #[serde(default)]
     next: String,
+    /// Why the person is asked to sign in: `expired` (their session ended), a fixed code.
+    #[serde(default)]
+    why: String,
 }
 
-/// `GET /login` (`?next=/path` comes back after signing in).
+/// `GET /login` (`?next=/path` comes back after signing in; `why=expired` says the session
+/// ended).
 pub async fn get_login(
     State(state): State<AppState>,
     headers: HeaderMap,
     next: Result<Query<Next>, QueryRejection>,
 ) -> Response {
-    let next = next.map(|Query(n)| n.next).unwrap_or_default();
-    login_response(&state, &headers, StatusCode::OK, "", &next, None)
+    let next = next.map(|Query(n)| n).unwrap_or_default();
+    let notice = (next.why == "expired").then_some(
+        "Your session ended, so you are signed out. Sign in again to go back where you were.",
+    );
+    login_page(
+        &state,
+        &headers,
+        StatusCode::OK,
+        "",
+        &next.next,
+        None,
+        notice,
+    )
 }
 
 #[derive(serde::Deserialize)]

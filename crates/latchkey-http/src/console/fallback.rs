@@ -9,6 +9,7 @@ use axum::response::Response;
 
 use super::{Console, MessagePage, redirect, render};
 use crate::AppState;
+use crate::extract::page::owning_page;
 use crate::pages::Layout;
 
 /// The first path segments that are the console's (and its sign-in's) pages.
@@ -47,21 +48,6 @@ pub fn is_page(method: &Method, path: &str, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     (*method == Method::GET || *method == Method::HEAD) && browser && !api.contains(&first)
-}
-
-/// The page a form's address belongs to, for a reload of it (a `GET` where only `POST` is
-/// taken): `/orgs/o/tokens/t/rotate` → `/orgs/o/tokens`, `/account/password` → `/account`.
-fn owning_page(path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["credentials", ..] => Some("/credentials".to_owned()),
-        ["account", _, ..] => Some("/account".to_owned()),
-        ["orgs", org, "tokens", ..] => Some(format!("/orgs/{org}/tokens")),
-        ["orgs", org, "apps", id, _, ..] => Some(format!("/orgs/{org}/apps/{id}")),
-        ["logout"] => Some("/".to_owned()),
-        ["sso", ..] => Some("/login".to_owned()),
-        _ => None,
-    }
 }
 
 async fn frame(state: &AppState, parts: &mut Parts, title: &str) -> Layout {
@@ -113,6 +99,7 @@ mod tests {
             ("/credentials/tokens/tok_1/rotate", Some("/credentials")),
             ("/credentials/tokens", Some("/credentials")),
             ("/account/password", Some("/account")),
+            ("/orgs/o1/apps", Some("/orgs/o1/apps")),
             ("/account/sessions/s1/end", Some("/account")),
             ("/orgs/o1/tokens/t1/delete", Some("/orgs/o1/tokens")),
             ("/orgs/o1/apps/c1/secrets", Some("/orgs/o1/apps/c1")),

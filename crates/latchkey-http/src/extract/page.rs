@@ -100,20 +100,37 @@ impl FromRequestParts<AppState> for Console {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        // After signing in, a page opened from a link (an expiry notice) is shown as asked.
-        let to_login = || {
+        // After signing in, the person comes back where they were: the page they opened (a
+        // link from a mail, say), or for a form, the page it belongs to (a form's body is
+        // not kept: it may hold a password). A session that was there and has ended is said.
+        let to_login = |ended: bool| {
             let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            if parts.method == axum::http::Method::GET && here != "/" {
-                match serde_urlencoded::to_string([("next", here)]) {
-                    Ok(query) => redirect(&format!("/login?{query}")),
-                    Err(_) => redirect("/login"),
-                }
+            let next = if parts.method == axum::http::Method::GET {
+                Some(here.to_owned())
             } else {
-                redirect("/login")
+                owning_page(parts.uri.path())
+            };
+            let mut query: Vec<(&str, &str)> = Vec::new();
+            if let Some(next) = next.as_deref().filter(|n| *n != "/") {
+                query.push(("next", next));
             }
+            if ended {
+                query.push(("why", "expired"));
+            }
+            let mut response = match serde_urlencoded::to_string(&query) {
+                Ok(q) if !q.is_empty() => redirect(&format!("/login?{q}")),
+                _ => redirect("/login"),
+            };
+            if ended {
+                response.headers_mut().append(
+                    axum::http::header::SET_COOKIE,
+                    crate::cookies::session_cookie(state, "", 0),
+                );
+            }
+            response
         };
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(to_login());
+            return Err(to_login(false));
         };
         match state.service.authenticate_session(token).await {
             Ok(session) => Ok(Self {
@@ -122,7 +139,7 @@ impl FromRequestParts<AppState> for Console {
                 ip: peer_ip(parts, &state.trusted_proxies),
             }),
             Err(ServiceError::Unavailable(_)) => Err(unavailable()),
-            Err(_) => Err(to_login()),
+            Err(_) => Err(to_login(true)),
         }
     }
 }
@@ -198,4 +215,21 @@ pub(crate) fn login_form_ok(state: &AppState, headers: &HeaderMap, csrf_token: &
     let token_ok =
         cookie(headers, LOGIN_COOKIE).is_some_and(|seed| csrf_token_matches(seed, csrf_token));
     token_ok && origin_ok(state, headers)
+}
+
+/// The page a form's address belongs to: where a reload of it goes, and where a person whose
+/// session ended while sending it comes back to. `/orgs/o/tokens/t/rotate` → `/orgs/o/tokens`,
+/// `/account/password` → `/account`.
+pub(crate) fn owning_page(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["credentials", ..] => Some("/credentials".to_owned()),
+        ["account", ..] => Some("/account".to_owned()),
+        ["orgs", org, "tokens", ..] => Some(format!("/orgs/{org}/tokens")),
+        ["orgs", org, "apps", id, _, ..] => Some(format!("/orgs/{org}/apps/{id}")),
+        ["orgs", org, "apps", ..] => Some(format!("/orgs/{org}/apps")),
+        ["logout"] => Some("/".to_owned()),
+        ["sso", ..] => Some("/login".to_owned()),
+        _ => None,
+    }
 }

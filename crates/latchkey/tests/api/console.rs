@@ -3,7 +3,7 @@
 //! cookie flags, escaping and error pages.
 
 use latchkey_core::Role;
-use reqwest::header;
+use reqwest::{Method, header};
 use serde_json::json;
 
 use crate::browser::Browser;
@@ -575,6 +575,89 @@ async fn unknown_addresses_and_reloads_of_forms_answer_pages_not_json() {
         kind.starts_with("text/html") && html.contains("Not possible here"),
         "{html}"
     );
+}
+
+#[tokio::test]
+async fn an_ended_session_says_so_and_comes_back_where_the_person_was() {
+    let app = TestApp::spawn().await;
+    let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
+    let (cookie, csrf) = console_session(&app, "ada@example.com").await;
+    let session = cookie.trim_start_matches("latchkey_session=").to_owned();
+    app.call(Method::DELETE, "/v1/sessions/current", Some(&session), None)
+        .await
+        .expect(204);
+    let http = no_redirects();
+
+    // A page opened with the ended session: back to it after signing in, told why, and the
+    // dead cookie cleared.
+    let res = http
+        .get(format!("{}/orgs/{org}/tokens?done=saved", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let to = res.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(
+        to,
+        format!("/login?next=%2Forgs%2F{org}%2Ftokens%3Fdone%3Dsaved&why=expired")
+    );
+    let cleared = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("latchkey_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let page = http
+        .get(format!("{}{to}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Your session ended"), "{page}");
+    assert_eq!(
+        hidden(&page, "next"),
+        format!("/orgs/{org}/tokens?done=saved")
+    );
+
+    // A form sent with it: back to the page the form belongs to (its fields are not kept:
+    // they may hold a password).
+    let res = http
+        .post(format!("{}/orgs/{org}/tokens/tok_x/rotate", app.url))
+        .header(header::COOKIE, &cookie)
+        .form(&[("csrf_token", csrf.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        format!("/login?next=%2Forgs%2F{org}%2Ftokens&why=expired").as_str()
+    );
+
+    // Never signed in: no "ended", no cookie to clear.
+    let res = http
+        .post(format!("{}/credentials/tokens", app.url))
+        .form(&[("name", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        "/login?next=%2Fcredentials"
+    );
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    let page = http
+        .get(format!("{}/login?next=%2Fcredentials", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("Your session ended"), "{page}");
 }
 
 #[tokio::test]
