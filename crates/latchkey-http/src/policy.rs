@@ -16,7 +16,9 @@ use crate::error::error_response;
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The headers every answer carries (SECURITY.md): no sniffing, and no caching unless the
-/// handler said otherwise.
+/// handler said otherwise; and an HTML answer (a page) or a redirect (a page's, after a form)
+/// the pages' policy as well, unless the page set its own (a page showing a secret sends no
+/// `Referer` at all). Applied here, once, for every route: no page can forget it.
 pub(crate) fn response_policies(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -24,6 +26,31 @@ pub(crate) fn response_policies(headers: &mut axum::http::HeaderMap) {
     );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if html || headers.contains_key(header::LOCATION) {
+        page_policies(headers);
+    }
+}
+
+/// The pages' security headers: a strict CSP (only our own script and stylesheet, no framing,
+/// no `<base>`), `X-Frame-Options` for older browsers, and `Referrer-Policy: same-origin`.
+fn page_policies(headers: &mut axum::http::HeaderMap) {
+    let defaults = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
     }
 }
 

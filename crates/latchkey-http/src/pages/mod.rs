@@ -8,7 +8,7 @@
 pub mod signin;
 
 use askama::Template;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Timestamp;
 use latchkey_service::ServiceError;
@@ -72,14 +72,11 @@ pub(crate) fn clock_time(t: Timestamp) -> String {
         .unwrap_or_default()
 }
 
-/// Renders a page with the console's security headers.
+/// Renders a page. (Its security headers are added by `policy::response_policies`, for every
+/// HTML answer.)
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     match page.render() {
-        Ok(html) => {
-            let mut response = (status, axum::response::Html(html)).into_response();
-            secure_headers(response.headers_mut());
-            response
-        }
+        Ok(html) => (status, axum::response::Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a console page failed to render");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -99,29 +96,12 @@ pub fn render_secret<T: Template>(page: &T) -> Response {
     response
 }
 
-pub fn secure_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
 /// `303 See Other` to `to` (after a POST, so a reload does not repeat it).
 pub fn redirect(to: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    secure_headers(response.headers_mut());
     response
 }
 
