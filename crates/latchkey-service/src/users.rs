@@ -45,6 +45,16 @@ fn email_taken() -> ServiceError {
 }
 
 impl Service {
+    /// A fresh installation: no one exists and single sign-on does not make people, so no one
+    /// can sign in until an operator is made with the CLI. The sign-in page and the start-up
+    /// output say how.
+    pub async fn nobody_can_sign_in(&self) -> ServiceResult<bool> {
+        if self.sso().is_some_and(|sso| sso.settings().create_users) {
+            return Ok(false);
+        }
+        Ok(!self.store.has_users().await?)
+    }
+
     pub async fn create_user(
         &self,
         caller: &Caller,

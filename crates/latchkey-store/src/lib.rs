@@ -87,6 +87,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_provisioned_users(&self, offset: u64, limit: u32) -> StoreResult<Vec<User>>;
     /// How many live users SCIM made.
     async fn count_provisioned_users(&self) -> StoreResult<u64>;
+    /// Whether any live (not deleted) user exists at all: a fresh installation has none.
+    async fn has_users(&self) -> StoreResult<bool>;
     async fn update_user(
         &self,
         id: &UserId,

@@ -557,6 +557,15 @@ impl Store for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn has_users(&self) -> StoreResult<bool> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM users WHERE deleted_at IS NULL LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err("user"))?;
+        Ok(found.is_some())
+    }
+
     async fn update_user(
         &self,
         id: &UserId,

@@ -342,6 +342,15 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     println!("listening on http://{}", running.addr);
     if demo {
         create_demo(&running.service, &config).await?;
+    } else if running.service.nobody_can_sign_in().await.unwrap_or(false) {
+        // A fresh installation: the sign-in page has no way in until someone is made.
+        tracing::warn!("no one can sign in yet: this Latchkey has no users");
+        println!(
+            "No one can sign in yet: this Latchkey has no users. Make the first operator with the \
+             same configuration:\n  latchkey user create --email you@example.com \
+             --password-stdin --operator\nthen sign in at {}/login",
+            running.service.settings().public_url.trim_end_matches('/')
+        );
     }
     let stop = running.shutdown_handle();
     tokio::spawn(async move {

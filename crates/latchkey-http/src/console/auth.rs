@@ -25,23 +25,23 @@ fn login_response(
     next: &str,
     error: Option<&str>,
 ) -> Response {
-    login_page(state, headers, status, email, next, error, None)
+    let page = login_form(state, email, next, error, None);
+    render_login(state, headers, status, page)
 }
 
-fn login_page(
+/// The console's sign-in form, coming back to `next`, with an error or a notice.
+fn login_form(
     state: &AppState,
-    headers: &HeaderMap,
-    status: StatusCode,
     email: &str,
     next: &str,
     error: Option<&str>,
     notice: Option<&str>,
-) -> Response {
+) -> LoginPage {
     let mut layout = Layout::anonymous("Sign in", String::new());
     layout.error = error.map(str::to_owned);
     layout.notice = notice.map(str::to_owned);
     let next = safe_next(next);
-    let page = LoginPage {
+    LoginPage {
         email: email.to_owned(),
         hidden: next
             .map(|n| vec![("next".to_owned(), n.to_owned())])
@@ -53,8 +53,7 @@ fn login_page(
             "/login",
             next.unwrap_or("/credentials"),
         )
-    };
-    render_login(state, headers, status, page)
+    }
 }
 
 /// `GET /`: the console's home is the API credentials page.
@@ -85,15 +84,11 @@ pub async fn get_login(
     let notice = (next.why == "expired").then_some(
         "Your session ended, so you are signed out. Sign in again to go back where you were.",
     );
-    login_page(
-        &state,
-        &headers,
-        StatusCode::OK,
-        "",
-        &next.next,
-        None,
-        notice,
-    )
+    let mut page = login_form(&state, "", &next.next, None, notice);
+    // A fresh installation: say how to make the first operator (a storage hiccup only
+    // leaves the hint out).
+    page.first_run = state.service.nobody_can_sign_in().await.unwrap_or(false);
+    render_login(&state, &headers, StatusCode::OK, page)
 }
 
 #[derive(serde::Deserialize)]

@@ -27,6 +27,9 @@ pub struct LoginPage {
     pub sso: Option<SsoButton>,
     /// The email and password form is shown (not switched off).
     pub password_login: bool,
+    /// A fresh installation where no one can sign in yet: the page says how to make the first
+    /// operator.
+    pub first_run: bool,
 }
 
 pub struct SsoButton {
@@ -52,6 +55,7 @@ impl LoginPage {
             hidden: Vec::new(),
             sso,
             password_login: state.service.password_login_enabled(),
+            first_run: false,
         }
     }
 }
