@@ -448,7 +448,10 @@ async fn story_provisioning(store: Arc<dyn Store>) {
     ada.disabled = true;
     ada.provisioned = true;
     let ev = event("user.created", "user", ada.id.as_str()).of_user(&ada.id);
-    assert!(!store.has_users().await.unwrap(), "a fresh store has no one");
+    assert!(
+        !store.has_users().await.unwrap(),
+        "a fresh store has no one"
+    );
     let made = store.create_user(&ada, &ev).await.unwrap();
     assert!(store.has_users().await.unwrap());
     assert!(made.disabled && made.version == 1 && made.deleted_at.is_none());
