@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use super::{CheckedForm, Console, Empty, Layout, PageQuery, failure, redirect, render, when};
 use crate::AppState;
 use crate::cookies::{new_session_cookie, session_cookie};
-use crate::extract::Path;
+use crate::extract::page::PagePath;
 
 pub struct SessionRow {
     pub id: String,
@@ -170,7 +170,7 @@ pub async fn post_password(
 pub async fn post_end_session(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     CheckedForm(_): CheckedForm<Empty>,
 ) -> Response {
     let this_one = id == console.session.session_id;
@@ -195,7 +195,7 @@ pub async fn post_end_session(
 pub async fn post_revoke_app(
     State(state): State<AppState>,
     console: Console,
-    Path(client_id): Path<String>,
+    PagePath(client_id): PagePath<String>,
     CheckedForm(_): CheckedForm<Empty>,
 ) -> Response {
     match state

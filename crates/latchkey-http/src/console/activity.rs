@@ -8,7 +8,7 @@ use latchkey_store::{Event, EventFilter, EventScope};
 
 use super::{Console, Layout, PageQuery, PageResult, render, when};
 use crate::AppState;
-use crate::extract::Path;
+use crate::extract::page::PagePath;
 
 const PAGE: u32 = 50;
 
@@ -100,7 +100,7 @@ pub async fn get_user_activity(
 pub async fn get_org_activity(
     State(state): State<AppState>,
     console: Console,
-    Path(org): Path<String>,
+    PagePath(org): PagePath<String>,
     PageQuery(cursor): PageQuery<Cursor>,
 ) -> PageResult {
     let org = state

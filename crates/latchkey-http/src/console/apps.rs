@@ -14,7 +14,7 @@ use super::{
     render, render_secret, when,
 };
 use crate::AppState;
-use crate::extract::Path;
+use crate::extract::page::PagePath;
 
 pub struct AppRow {
     pub id: String,
@@ -172,7 +172,7 @@ async fn list_page(
 pub async fn get_apps(
     State(state): State<AppState>,
     console: Console,
-    Path(org): Path<String>,
+    PagePath(org): PagePath<String>,
     PageQuery(done): PageQuery<Done>,
 ) -> PageResult {
     let notice = notice_for(done.done.as_deref());
@@ -209,7 +209,7 @@ async fn client_secret_page(
 pub async fn post_create(
     State(state): State<AppState>,
     console: Console,
-    Path(org): Path<String>,
+    PagePath(org): PagePath<String>,
     CheckedForm(form): CheckedForm<AppForm>,
 ) -> PageResult {
     let mut grant_types = Vec::new();
@@ -303,7 +303,7 @@ async fn app_refused(
 pub async fn get_app(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     PageQuery(done): PageQuery<Done>,
 ) -> PageResult {
     let notice = notice_for(done.done.as_deref());
@@ -322,7 +322,7 @@ pub struct EditForm {
 pub async fn post_edit(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<EditForm>,
 ) -> PageResult {
     let change = ClientSpecChange {
@@ -344,7 +344,7 @@ pub async fn post_edit(
 pub async fn post_add_secret(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(_): CheckedForm<Empty>,
 ) -> PageResult {
     let added = state
@@ -367,7 +367,7 @@ pub async fn post_add_secret(
 pub async fn post_remove_secret(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id, secret)): Path<(String, String, String)>,
+    PagePath((org, id, secret)): PagePath<(String, String, String)>,
     CheckedForm(_): CheckedForm<Empty>,
 ) -> PageResult {
     let removed = state
@@ -393,7 +393,7 @@ pub struct DeleteForm {
 pub async fn post_delete(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<DeleteForm>,
 ) -> PageResult {
     let (_, client) = state

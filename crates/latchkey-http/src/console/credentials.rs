@@ -17,7 +17,7 @@ use super::{
     when, when_or,
 };
 use crate::AppState;
-use crate::extract::Path;
+use crate::extract::page::PagePath;
 
 /// A token as the tables show it.
 pub struct TokenRow {
@@ -286,7 +286,7 @@ pub fn grace(text: &str) -> Result<Grace, String> {
 pub async fn post_rotate(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     CheckedForm(form): CheckedForm<RotateForm>,
 ) -> Response {
     let grace = match grace(&form.grace) {
@@ -339,7 +339,7 @@ pub struct PasswordForm {
 pub async fn post_revoke(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> Response {
     let password = SecretString::from(form.password);
@@ -357,7 +357,7 @@ pub async fn post_revoke(
 pub async fn post_reveal(
     State(state): State<AppState>,
     console: Console,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> Response {
     let password = SecretString::from(form.password);

@@ -19,7 +19,7 @@ use super::{
     CheckedForm, Console, Layout, PageQuery, PageResult, failure, notice_for, redirect, render,
 };
 use crate::AppState;
-use crate::extract::Path;
+use crate::extract::page::PagePath;
 
 #[derive(Template)]
 #[template(path = "org_tokens.html")]
@@ -118,7 +118,7 @@ async fn refused(
 pub async fn get_tokens(
     State(state): State<AppState>,
     console: Console,
-    Path(org): Path<String>,
+    PagePath(org): PagePath<String>,
     PageQuery(prefill): PageQuery<Prefill>,
 ) -> PageResult {
     page(&state, &console, &org, StatusCode::OK, prefill, None).await
@@ -137,7 +137,7 @@ pub struct CreateForm {
 pub async fn post_create(
     State(state): State<AppState>,
     console: Console,
-    Path(org): Path<String>,
+    PagePath(org): PagePath<String>,
     CheckedForm(form): CheckedForm<CreateForm>,
 ) -> PageResult {
     let prefill = Prefill {
@@ -205,7 +205,7 @@ pub struct RenameForm {
 pub async fn post_rename(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<RenameForm>,
 ) -> PageResult {
     let result = state
@@ -229,7 +229,7 @@ pub async fn post_rename(
 pub async fn post_rotate(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<RotateForm>,
 ) -> PageResult {
     let grace = match grace(&form.grace) {
@@ -269,7 +269,7 @@ pub async fn post_rotate(
 pub async fn post_reveal(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<PasswordForm>,
 ) -> PageResult {
     let password = SecretString::from(form.password);
@@ -300,7 +300,7 @@ pub async fn post_reveal(
 pub async fn get_delete(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
 ) -> PageResult {
     delete_page(&state, &console, &org, &id, StatusCode::OK, None).await
 }
@@ -340,7 +340,7 @@ pub struct DeleteForm {
 pub async fn post_delete(
     State(state): State<AppState>,
     console: Console,
-    Path((org, id)): Path<(String, String)>,
+    PagePath((org, id)): PagePath<(String, String)>,
     CheckedForm(form): CheckedForm<DeleteForm>,
 ) -> PageResult {
     if form.confirm.trim() != DELETE_PHRASE {

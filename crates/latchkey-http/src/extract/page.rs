@@ -1,6 +1,6 @@
 //! The pages' extractors: [`Console`] (a signed-in person, or a redirect to the sign-in page),
 //! [`CheckedForm`] (a form accepted only with the session's CSRF token and our own `Origin`),
-//! [`PageQuery`], and the sign-in form's own check ([`login_form_ok`]). Their refusals are
+//! [`PageQuery`], [`PagePath`], and the sign-in form's own check ([`login_form_ok`]). Their refusals are
 //! pages, not JSON.
 
 use std::net::IpAddr;
@@ -231,5 +231,23 @@ pub(crate) fn owning_page(path: &str) -> Option<String> {
         ["logout"] => Some("/".to_owned()),
         ["sso", ..] => Some("/login".to_owned()),
         _ => None,
+    }
+}
+
+/// A page's path parameters as `T`: as `extract::Path`, but a malformed one (a segment that is
+/// not UTF-8 text, say) is a page, not the API's JSON.
+pub struct PagePath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PagePath<T> {
+    type Rejection = crate::pages::PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        crate::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| crate::pages::PageError(e.0))
     }
 }

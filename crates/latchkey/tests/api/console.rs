@@ -523,6 +523,20 @@ async fn unknown_addresses_and_reloads_of_forms_answer_pages_not_json() {
     assert_eq!(status, 404);
     assert!(kind.starts_with("text/html") && html.contains("Page not found"));
 
+    // A malformed address of a page (a segment that is not UTF-8 text): a page too.
+    let res = http
+        .get(format!("{}/orgs/%FF/tokens", app.url))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _, html) = page_of(res).await;
+    assert_eq!(status, 400);
+    assert!(
+        kind.starts_with("text/html") && html.contains("not UTF-8"),
+        "{kind} {html}"
+    );
+
     // A browser anywhere outside the API gets a page; an API client gets JSON.
     let res = http
         .get(format!("{}/nope", app.url))
