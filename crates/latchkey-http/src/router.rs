@@ -225,6 +225,8 @@ fn routes() -> Router<AppState> {
         // The web console (SPEC 5): pages for people, a session cookie, CSRF-checked forms.
         .route("/assets/console.css", get(crate::pages::get_stylesheet))
         .route("/assets/console.js", get(crate::pages::get_script))
+        .route("/assets/favicon.svg", get(crate::pages::get_favicon))
+        .route("/favicon.ico", get(crate::pages::get_favicon))
         .route("/", get(auth::get_home))
         .route("/login", get(auth::get_login).post(auth::post_login))
         .route("/logout", post(auth::post_logout))

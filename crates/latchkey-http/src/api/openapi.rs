@@ -143,6 +143,8 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/docs", "reference", None, 200, "none" -> "html", "A browsable reference, served offline."),
     op!("get" "/assets/console.css", "console", None, 200, "none" -> "text", "The console's stylesheet."),
     op!("get" "/assets/console.js", "console", None, 200, "none" -> "text", "The console's copy button."),
+    op!("get" "/assets/favicon.svg", "console", None, 200, "none" -> "text", "The console's icon (SVG)."),
+    op!("get" "/favicon.ico", "console", None, 200, "none" -> "text", "The same icon, where browsers look for it."),
     op!("get" "/", "console", Console, 303, "none" -> "none", "The console's home: API credentials, or the sign-in."),
     op!("get" "/login", "console", None, 200, "none" -> "html", "Sign-in page (?next= returns to a page of this site)."),
     op!("post" "/login", "console", None, 303, "form" -> "none", "Sign in (login CSRF token and Origin checked)."),

@@ -146,7 +146,7 @@ pub async fn post_login(
                 StatusCode::TOO_MANY_REQUESTS,
                 &form.email,
                 &form.next,
-                Some("Too many attempts. Wait a moment and try again."),
+                Some(&crate::pages::wait_sentence(retry_after_secs)),
             );
             response
                 .headers_mut()

@@ -186,13 +186,20 @@ pub async fn post_login(
                 .insert(header::SET_COOKIE, new_session_cookie(&state, &session));
             response
         }
-        Err(ServiceError::RateLimited { .. }) => login_page(
-            &state,
-            &headers,
-            &map,
-            Some("Too many attempts. Wait a moment and try again."),
-            StatusCode::TOO_MANY_REQUESTS,
-        ),
+        Err(ServiceError::RateLimited { retry_after_secs }) => {
+            let mut response = login_page(
+                &state,
+                &headers,
+                &map,
+                Some(&crate::pages::wait_sentence(retry_after_secs)),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs.max(1)),
+            );
+            response
+        }
         Err(ServiceError::Client {
             code: latchkey_service::ErrorCode::Forbidden,
             ..

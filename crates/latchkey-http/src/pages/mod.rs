@@ -148,7 +148,23 @@ pub fn unavailable() -> Response {
 /// (`error::public`), the message made a sentence. 5xx details stay in the log.
 pub fn failure(error: &ServiceError) -> (StatusCode, String) {
     let told = crate::error::public(error);
-    (told.status, sentence(&told.message))
+    match error {
+        ServiceError::RateLimited { retry_after_secs } => {
+            (told.status, wait_sentence(*retry_after_secs))
+        }
+        _ => (told.status, sentence(&told.message)),
+    }
+}
+
+/// "Too many attempts. Try again in 4 seconds." — a back-off says how long.
+pub fn wait_sentence(secs: u64) -> String {
+    let secs = secs.max(1);
+    let (n, unit) = if secs < 120 {
+        (secs, if secs == 1 { "second" } else { "seconds" })
+    } else {
+        (secs.div_ceil(60), "minutes")
+    };
+    format!("Too many attempts. Try again in {n} {unit}.")
 }
 
 /// The service's messages start lower-case for the API; on a page they are sentences.
@@ -219,6 +235,11 @@ pub async fn get_stylesheet() -> Response {
         "text/css; charset=utf-8",
         include_str!("../../assets/console.css"),
     )
+}
+
+/// `GET /assets/favicon.svg` (and `/favicon.ico`, which browsers ask for on their own).
+pub async fn get_favicon() -> Response {
+    asset("image/svg+xml", include_str!("../../assets/favicon.svg"))
 }
 
 pub async fn get_script() -> Response {

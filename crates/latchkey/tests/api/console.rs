@@ -426,6 +426,14 @@ async fn pages_carry_the_security_headers_and_cookies_their_flags() {
     assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
     assert_eq!(h[header::CACHE_CONTROL], "no-store");
     assert_eq!(h[header::REFERRER_POLICY], "same-origin");
+    // Every page names its icon, which is served.
+    let icon = no_redirects()
+        .get(format!("{}/favicon.ico", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()[header::CONTENT_TYPE], "image/svg+xml");
     let login_cookie = h[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
     let html = res.text().await.unwrap();
@@ -984,7 +992,16 @@ async fn the_console_sign_in_has_the_same_back_off_and_answers_as_the_api() {
     attempt("ada@example.com", "wrong password!").await.unwrap();
     let waiting = attempt("ada@example.com", PASSWORD).await.unwrap();
     assert_eq!(waiting.status(), 429, "even the right password waits");
-    assert!(waiting.headers().contains_key(header::RETRY_AFTER));
+    let wait = waiting.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The page says how long, as the header does.
+    let page = waiting.text().await.unwrap();
+    assert!(
+        page.contains(&format!("Try again in {wait} second")),
+        "Retry-After {wait}: {page}"
+    );
     app.clock.advance(1);
     let ok = attempt("ada@example.com", PASSWORD).await.unwrap();
     assert_eq!(ok.status(), 303);
