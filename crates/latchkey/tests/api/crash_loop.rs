@@ -935,35 +935,17 @@ async fn oauth_writer(
 /// The two OAuth clients, made the operator's way.
 async fn oauth_clients(bin: &Binary, org: &str) -> OAuthClients {
     let cc = bin
-        .run(
-            &[
-                "--json",
-                "client",
-                "create",
-                "--org",
-                org,
-                "--name",
-                "worker",
-                "--grant",
-                "client_credentials",
-                "--scope",
-                "api",
-            ],
-            None,
+        .create_client(
+            org,
+            "worker",
+            &["--grant", "client_credentials", "--scope", "api"],
         )
-        .await
-        .ok();
-    let cc: Value = serde_json::from_str(&cc.stdout).unwrap();
+        .await;
     let app = bin
-        .run(
+        .create_client(
+            org,
+            "app",
             &[
-                "--json",
-                "client",
-                "create",
-                "--org",
-                org,
-                "--name",
-                "app",
                 "--grant",
                 "authorization_code",
                 "--grant",
@@ -974,11 +956,8 @@ async fn oauth_clients(bin: &Binary, org: &str) -> OAuthClients {
                 "api",
                 "--public",
             ],
-            None,
         )
-        .await
-        .ok();
-    let app: Value = serde_json::from_str(&app.stdout).unwrap();
+        .await;
     OAuthClients {
         cc_id: cc["client_id"].as_str().unwrap().to_owned(),
         cc_secret: cc["client_secret"].as_str().unwrap().to_owned(),

@@ -154,29 +154,13 @@ async fn a_sqlite_deployment_copied_to_postgresql_keeps_its_tokens_keys_clients_
             .await
             .ok();
     }
-    let client: Value = serde_json::from_str(
-        &source
-            .run(
-                &[
-                    "--json",
-                    "client",
-                    "create",
-                    "--org",
-                    &org,
-                    "--name",
-                    "Worker",
-                    "--grant",
-                    "client_credentials",
-                    "--scope",
-                    "api",
-                ],
-                None,
-            )
-            .await
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let client = source
+        .create_client(
+            &org,
+            "Worker",
+            &["--grant", "client_credentials", "--scope", "api"],
+        )
+        .await;
     let (client_id, client_secret) = (
         client["client_id"].as_str().unwrap().to_owned(),
         client["client_secret"].as_str().unwrap().to_owned(),

@@ -755,6 +755,16 @@ impl Binary {
         org
     }
 
+    /// `--json client create --org ORG --name NAME` and `more` (grants, scopes, flags): the
+    /// client as the CLI printed it (`client_id`, and `client_secret` unless public).
+    pub async fn create_client(&self, org: &str, name: &str, more: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--json", "client", "create", "--org", org, "--name", name];
+        args.extend_from_slice(more);
+        let ran = self.run(&args, None).await.ok();
+        serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("client create printed no JSON ({e}): {}", ran.stdout))
+    }
+
     /// `user create` with the password on standard input: the new user's id.
     pub async fn create_user(&self, email: &str, password: &str) -> String {
         let ran = self

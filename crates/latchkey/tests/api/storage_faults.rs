@@ -21,24 +21,39 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
+        mount(
+            &[
                 "-t",
                 "tmpfs",
                 "-o",
                 &format!("size={size},mode=0700"),
                 "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .unwrap_or_else(|e| panic!("run mount: {e}"));
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs (the full-disk test needs root or CAP_SYS_ADMIN) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
+            at,
         );
         Self(at.to_path_buf())
     }
+
+    /// `mount -o remount,<mode>`: `ro` or `rw` (refused while a file is open for writing).
+    fn remount(&self, mode: &str) {
+        mount(&["-o", &format!("remount,{mode}")], &self.0);
+    }
+}
+
+/// `mount ARGS AT`, failing the test with what mount said (the tests need root or
+/// CAP_SYS_ADMIN).
+fn mount(args: &[&str], at: &Path) {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .arg(at)
+        .output()
+        .unwrap_or_else(|e| panic!("run mount: {e}"));
+    assert!(
+        out.status.success(),
+        "mount {args:?} {} (the storage-fault tests need root or CAP_SYS_ADMIN) failed: {}",
+        at.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Tmpfs {
@@ -169,22 +184,6 @@ async fn a_full_disk_is_503_nothing_acknowledged_is_lost_and_writes_come_back_by
     );
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}");
-}
-
-impl Tmpfs {
-    /// `mount -o remount,<mode>`: `ro` or `rw` (refused while a file is open for writing).
-    fn remount(&self, mode: &str) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(&self.0)
-            .output()
-            .unwrap_or_else(|e| panic!("run mount: {e}"));
-        assert!(
-            out.status.success(),
-            "remount {mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 /// Every file of `dir` and its bytes.
