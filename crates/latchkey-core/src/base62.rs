@@ -27,18 +27,45 @@ fn digit_value(c: u8) -> Option<u32> {
 /// Writes `bytes` (a big-endian number) in base62, left-padded with `0` to `width` characters.
 /// Returns `None` when the number needs more than `width` characters.
 pub fn encode_bytes(bytes: &[u8], width: usize) -> Option<String> {
-    // Schoolbook long division by 62 over the byte string; inputs are at most a few dozen bytes.
-    let mut num: Vec<u8> = bytes.to_vec();
-    let mut digits: Vec<u8> = Vec::with_capacity(width);
-    while num.iter().any(|&b| b != 0) {
-        let mut rem: u32 = 0;
-        for b in num.iter_mut() {
-            let acc = (rem << 8) | u32::from(*b);
-            // acc < 62 * 256, so the quotient fits in a byte.
-            *b = u8::try_from(acc / 62).ok()?;
-            rem = acc % 62;
+    // Long division over 32-bit limbs by 62^5, five digits a pass: every id and access token
+    // issued writes one (a division per byte and digit was 1.5 % of issuance's CPU).
+    const FIVE_DIGITS: u64 = 62 * 62 * 62 * 62 * 62;
+    let head = bytes.len() % 4;
+    let mut limbs: Vec<u32> = Vec::with_capacity(bytes.len() / 4 + 1);
+    if head > 0 {
+        limbs.push(
+            bytes[..head]
+                .iter()
+                .fold(0, |acc, &b| (acc << 8) | u32::from(b)),
+        );
+    }
+    for chunk in bytes[head..].chunks_exact(4) {
+        limbs.push(u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+    }
+    let mut digits: Vec<u8> = Vec::with_capacity(width + 5);
+    let mut first = 0;
+    loop {
+        while limbs.get(first) == Some(&0) {
+            first += 1;
         }
-        digits.push(ALPHABET[usize::try_from(rem).ok()?]);
+        if first == limbs.len() {
+            break;
+        }
+        let mut rem: u64 = 0;
+        for limb in &mut limbs[first..] {
+            let acc = (rem << 32) | u64::from(*limb);
+            // acc < 62^5 * 2^32, so the quotient fits in 32 bits.
+            *limb = u32::try_from(acc / FIVE_DIGITS).ok()?;
+            rem = acc % FIVE_DIGITS;
+        }
+        for _ in 0..5 {
+            digits.push(ALPHABET[usize::try_from(rem % 62).ok()?]);
+            rem /= 62;
+        }
+    }
+    // The last pass wrote the number's leading zeros too.
+    while digits.last() == Some(&b'0') {
+        digits.pop();
     }
     if digits.len() > width {
         return None;
@@ -120,7 +147,40 @@ mod tests {
         assert_eq!(decode_bytes("zzzzzzz", 4), Err(Base62Error::Overflow));
     }
 
+    /// The schoolbook division by 62 that `encode_bytes` replaced, byte by byte and digit by
+    /// digit: every token and id written before must be written the same.
+    fn encode_by_long_division(bytes: &[u8], width: usize) -> Option<String> {
+        let mut num = bytes.to_vec();
+        let mut digits = Vec::new();
+        while num.iter().any(|&b| b != 0) {
+            let mut rem = 0u32;
+            for b in &mut num {
+                let acc = (rem << 8) | u32::from(*b);
+                *b = u8::try_from(acc / 62).unwrap();
+                rem = acc % 62;
+            }
+            digits.push(ALPHABET[rem as usize]);
+        }
+        if digits.len() > width {
+            return None;
+        }
+        digits.resize(width, b'0');
+        digits.reverse();
+        Some(String::from_utf8(digits).unwrap())
+    }
+
     proptest! {
+        #[test]
+        fn same_text_as_long_division(
+            zeros in 0usize..9,
+            rest in proptest::collection::vec(any::<u8>(), 0..40),
+            width in 0usize..60,
+        ) {
+            let mut bytes = vec![0u8; zeros];
+            bytes.extend(rest);
+            prop_assert_eq!(encode_bytes(&bytes, width), encode_by_long_division(&bytes, width));
+        }
+
         #[test]
         fn bytes_round_trip(bytes in proptest::array::uniform32(any::<u8>())) {
             let text = encode_bytes(&bytes, 43).unwrap_or_default();

@@ -157,30 +157,77 @@ pub(crate) fn split_scopes(text: &str) -> Vec<String> {
 }
 
 pub(crate) fn token_from_row(row: &impl StoredRow) -> StoreResult<TokenRecord> {
-    let rotated: Option<String> = get(row, "rotated_from")?;
-    let ends: Option<String> = get(row, "ends_on_first_use")?;
-    Ok(TokenRecord {
-        id: parse(&get::<String>(row, "id")?, "token id")?,
+    TokenColumns {
+        id: get(row, "id")?,
         token_type: get(row, "token_type")?,
-        owner: owner_from(
-            &get::<String>(row, "owner_kind")?,
-            &get::<String>(row, "owner_id")?,
-        )?,
+        owner_kind: get(row, "owner_kind")?,
+        owner_id: get(row, "owner_id")?,
         name: get(row, "name")?,
         hint: get(row, "hint")?,
-        scopes: split_scopes(&get::<String>(row, "scopes")?),
-        created_at: from_ts(get(row, "created_at")?)?,
-        active_from: from_ts(get(row, "active_from")?)?,
-        expires_at: opt_ts(get(row, "expires_at")?)?,
-        revoked_at: opt_ts(get(row, "revoked_at")?)?,
-        last_used_at: opt_ts(get(row, "last_used_at")?)?,
+        scopes: get(row, "scopes")?,
+        created_at: get(row, "created_at")?,
+        active_from: get(row, "active_from")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        last_used_at: get(row, "last_used_at")?,
         last_used_ip: get(row, "last_used_ip")?,
-        rotated_from: rotated.map(|t| parse(&t, "token id")).transpose()?,
-        ends_on_first_use: ends.map(|t| parse(&t, "token id")).transpose()?,
-        allowed_ips: split_scopes(&get::<Option<String>>(row, "allowed_ips")?.unwrap_or_default()),
+        rotated_from: get(row, "rotated_from")?,
+        ends_on_first_use: get(row, "ends_on_first_use")?,
+        allowed_ips: get(row, "allowed_ips")?,
         is_revealable: get::<Option<Vec<u8>>>(row, "secret_ciphertext")?.is_some(),
         signing_kid: get(row, "signing_kid")?,
-    })
+    }
+    .into_record()
+}
+
+/// A token's columns as stored, before they are checked: what [`token_from_row`] reads from
+/// a row, and what SQLite's warm-up reads from one JSON value per page (a struct deserialises
+/// from a JSON array, field by field in this order: the statement lists the columns so).
+#[derive(serde::Deserialize)]
+pub(crate) struct TokenColumns {
+    id: String,
+    token_type: String,
+    owner_kind: String,
+    owner_id: String,
+    name: String,
+    hint: String,
+    scopes: String,
+    created_at: i64,
+    active_from: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+    last_used_ip: Option<String>,
+    rotated_from: Option<String>,
+    ends_on_first_use: Option<String>,
+    allowed_ips: Option<String>,
+    is_revealable: bool,
+    signing_kid: Option<String>,
+}
+
+impl TokenColumns {
+    pub(crate) fn into_record(self) -> StoreResult<TokenRecord> {
+        let id_of = |t: String| parse(&t, "token id");
+        Ok(TokenRecord {
+            id: parse(&self.id, "token id")?,
+            owner: owner_from(&self.owner_kind, &self.owner_id)?,
+            token_type: self.token_type,
+            name: self.name,
+            hint: self.hint,
+            scopes: split_scopes(&self.scopes),
+            created_at: from_ts(self.created_at)?,
+            active_from: from_ts(self.active_from)?,
+            expires_at: opt_ts(self.expires_at)?,
+            revoked_at: opt_ts(self.revoked_at)?,
+            last_used_at: opt_ts(self.last_used_at)?,
+            last_used_ip: self.last_used_ip,
+            rotated_from: self.rotated_from.map(id_of).transpose()?,
+            ends_on_first_use: self.ends_on_first_use.map(id_of).transpose()?,
+            allowed_ips: split_scopes(&self.allowed_ips.unwrap_or_default()),
+            is_revealable: self.is_revealable,
+            signing_kid: self.signing_kid,
+        })
+    }
 }
 
 /// A token with the SHA-256 it is found by (the verification cache's key).

@@ -3241,7 +3241,15 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     let ada = user(s, "ada@example.com").await;
     let owner = Owner::User(ada.id.clone());
     let (a, a_secret) = new_token(&owner, "personal");
-    let (b, b_secret) = new_token(&owner, "personal");
+    // The other kind of every column than `a` has, and a name JSON must escape.
+    let (mut b, b_secret) = new_token(&owner, "personal");
+    b.secret_ciphertext = None;
+    b.allowed_ips = vec![];
+    b.signing_kid = Some("kid-1".into());
+    b.rotated_from = Some(a.id.clone());
+    b.ends_on_first_use = Some(a.id.clone());
+    b.expires_at = None;
+    b.name = "Ada's \"key\" \\ ✓\n".into();
     let (c, _) = new_token(&owner, "personal");
     // Expired before the pages are read (`at(30)` below), never revoked.
     let (mut d, _) = new_token(&owner, "personal");
@@ -3277,6 +3285,12 @@ async fn story_token_usage_and_addresses(store: Arc<dyn Store>) {
     for (hash, t) in &live.tokens {
         let secret = if t.id == a.id { &a_secret } else { &b_secret };
         assert_eq!(hash, secret.hash().as_bytes());
+        let one = s.find_token(&t.id).await.unwrap().unwrap();
+        assert_eq!(
+            format!("{t:?}"),
+            format!("{one:?}"),
+            "a warm-up page reads every column as a token's own read does"
+        );
     }
     // Pages: one at a time, each from where the one before ended, until one says it is the
     // last (a page may hold only tokens left out, and still lead on); every live token once.
