@@ -47,3 +47,32 @@ async fn warming_loads_live_tokens_only_and_revocation_still_wins() {
         "0 turns warming off"
     );
 }
+
+/// Many pages, read one after another and built at once: every live token goes in once, the
+/// limit holds across pages, and each seeded secret is answered from the cache as stored.
+#[tokio::test]
+async fn warming_many_pages_loads_each_token_once_and_keeps_the_limit() {
+    let app = TestApp::spawn().await;
+    let (_, _session) = app.signed_in("pages@example.com").await;
+    let user = app
+        .service()
+        .find_user_by_email("pages@example.com")
+        .await
+        .unwrap();
+    let secrets = app
+        .service()
+        .seed_tokens_for_benchmark(&user, "personal", 6_500)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        app.service().warm_cache(4_500).await.unwrap(),
+        4_500,
+        "a limit inside the third page"
+    );
+    assert_eq!(app.service().warm_cache(100_000).await.unwrap(), 6_500);
+    for secret in secrets.iter().step_by(650) {
+        let me = app.get("/v1/me", secret.expose()).await.expect(200).body;
+        assert_eq!(me["principal"]["email"], "pages@example.com");
+    }
+}
