@@ -17,7 +17,9 @@ use crate::api::{
     account, admin, cancellations, clients, events, forward_auth, health, leaks, me, openapi,
     org_tokens, orgs, sessions, user_tokens, well_known,
 };
-use crate::console::{activity, apps, auth, credentials, org_tokens as console_org_tokens};
+use crate::console::{
+    activity, apps, auth, credentials, members, org_tokens as console_org_tokens,
+};
 use crate::error::error_response;
 use crate::oauth2;
 use crate::policy::{
@@ -287,6 +289,15 @@ fn routes() -> Router<AppState> {
             post(apps::post_remove_secret),
         )
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
+        .route(
+            "/orgs/{org}/members",
+            get(members::get_members).post(members::post_add),
+        )
+        .route("/orgs/{org}/members/{user}/role", post(members::post_role))
+        .route(
+            "/orgs/{org}/members/{user}/remove",
+            get(members::get_remove).post(members::post_remove),
+        )
         .route("/orgs/{org}/activity", get(activity::get_org_activity))
         // One's own security, in the console (`console/account.rs`).
         .route("/account", get(crate::console::account::get_account))

@@ -226,6 +226,7 @@ pub(crate) fn owning_page(path: &str) -> Option<String> {
         ["credentials", ..] => Some("/credentials".to_owned()),
         ["account", ..] => Some("/account".to_owned()),
         ["orgs", org, "tokens", ..] => Some(format!("/orgs/{org}/tokens")),
+        ["orgs", org, "members", ..] => Some(format!("/orgs/{org}/members")),
         ["orgs", org, "apps", id, _, ..] => Some(format!("/orgs/{org}/apps/{id}")),
         ["orgs", org, "apps", ..] => Some(format!("/orgs/{org}/apps")),
         ["logout"] => Some("/".to_owned()),

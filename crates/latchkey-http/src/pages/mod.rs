@@ -50,6 +50,21 @@ pub struct NavOrg {
 }
 
 impl Layout {
+    /// The organisation this page belongs to (`current` is `tokens:{org}`, `members:{org}`,
+    /// …), when it is one of this person's: the header then shows its own navigation.
+    pub fn current_org(&self) -> Option<&NavOrg> {
+        let (_, org) = self.current.split_once(':')?;
+        self.orgs.iter().find(|o| o.id == org)
+    }
+
+    /// `aria-current` for the organisation's navigation entry `kind` (`tokens`, `apps`, …).
+    pub fn org_entry(&self, kind: &str, org: &str) -> &'static str {
+        match self.current.split_once(':') {
+            Some((k, o)) if k == kind && o == org => "page",
+            _ => "false",
+        }
+    }
+
     /// The frame of a page for someone not signed in (login, OAuth pages).
     pub fn anonymous(title: &str, csrf: String) -> Self {
         Self {
@@ -271,6 +286,11 @@ pub fn notice_for(done: Option<&str>) -> Option<String> {
         "app_deleted" => "The app is deleted.",
         "app_created" => "The app is created.",
         "cancelled" => "The token is cancelled.",
+        "member_added" => "The person is added.",
+        "role_changed" => "The role is changed.",
+        "member_removed" => "The person is removed from the organisation.",
+        "left_org" => "You have left the organisation.",
+        "left_admin" => "Your role is changed: you are no longer an admin of that organisation.",
         _ => return None,
     };
     Some(text.to_owned())

@@ -216,6 +216,47 @@ impl Browser {
         }
     }
 
+    /// The rendered height of the first element matching `css`, in CSS pixels.
+    pub async fn height(&self, css: &str) -> f64 {
+        self.client
+            .execute(
+                "return document.querySelector(arguments[0]).getBoundingClientRect().height;",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("measure {css:?}: {e}"))
+            .as_f64()
+            .unwrap_or_else(|| panic!("{css:?}: no height"))
+    }
+
+    /// Whether the page is wider than the window (something overflows sideways).
+    pub async fn overflows_sideways(&self) -> bool {
+        self.client
+            .execute(
+                "return document.documentElement.scrollWidth > window.innerWidth;",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true)
+    }
+
+    /// Opens an organisation from the header's switcher (it lands on the organisation's
+    /// Tokens page), as a person would: the list first, then the organisation.
+    pub async fn open_org(&self, org: &str) {
+        self.click_in_place("#org-switcher summary").await;
+        self.click(&format!("#org-switcher a[href='/orgs/{org}/tokens']"))
+            .await;
+    }
+
+    /// Opens a page of the organisation shown now from its own navigation (`apps`,
+    /// `members`, `activity`, `tokens`).
+    pub async fn org_page(&self, org: &str, page: &str) {
+        self.click(&format!("nav.sub a[href='/orgs/{org}/{page}']"))
+            .await;
+    }
+
     /// Clicks something that stays on the page (the copy button).
     pub async fn click_in_place(&self, css: &str) {
         self.find(css).await.click().await.unwrap();

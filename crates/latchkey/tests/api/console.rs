@@ -41,6 +41,7 @@ async fn sign_in_shows_the_organisations_and_sign_out_ends_the_session() {
 
     b.sign_in("ada@example.com", PASSWORD).await;
     assert_eq!(b.path().await, "/credentials");
+    b.click_in_place("#org-switcher summary").await;
     let nav = b.text("header.top").await;
     assert!(nav.contains("Acme <Labs>"), "{nav}");
     assert!(nav.contains("ada@example.com"), "{nav}");
@@ -58,6 +59,7 @@ async fn sign_in_shows_the_organisations_and_sign_out_ends_the_session() {
     // A member sees the organisation but not its Tokens, Apps or Activity links.
     let b = Browser::start(&app.url).await;
     b.sign_in("bob@example.com", PASSWORD).await;
+    b.click_in_place("#org-switcher summary").await;
     assert!(b.text("header.top").await.contains("Acme <Labs>"));
     assert_eq!(b.count(&format!("a[href^='/orgs/{org}/']")).await, 0);
     b.goto(&format!("/orgs/{org}/tokens")).await;
@@ -172,7 +174,7 @@ async fn an_admin_manages_the_organisation_tokens() {
     let (org, _) = admin_of(&app, "ada@example.com", "Acme").await;
     let b = Browser::start(&app.url).await;
     b.sign_in("ada@example.com", PASSWORD).await;
-    b.click(&format!("a[href='/orgs/{org}/tokens']")).await;
+    b.open_org(&org).await;
     assert_eq!(b.path().await, format!("/orgs/{org}/tokens"));
 
     // A type whose feature the organisation lacks is shown, disabled, with the reason.
@@ -295,7 +297,8 @@ async fn an_admin_manages_apps_and_their_secrets() {
         .unwrap();
     let b = Browser::start(&app.url).await;
     b.sign_in("ada@example.com", PASSWORD).await;
-    b.click(&format!("a[href='/orgs/{org}/apps']")).await;
+    b.open_org(&org).await;
+    b.org_page(&org, "apps").await;
 
     b.fill("#app-name", "Partner <b>sync</b>").await;
     b.fill("#app-scopes", "api links").await;
@@ -373,7 +376,8 @@ async fn activity_shows_the_audit_log_of_the_person_and_the_organisation() {
         "{mine}"
     );
     b.screenshot("activity").await;
-    b.click(&format!("a[href='/orgs/{org}/activity']")).await;
+    b.open_org(&org).await;
+    b.org_page(&org, "activity").await;
     let theirs = b.text("table").await;
     assert!(
         theirs.contains("org.created") && theirs.contains("token.created"),

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod cluster;
 mod console;
+mod console_orgs;
 mod crash;
 mod crash_loop;
 mod db_copy;
