@@ -31,7 +31,11 @@ use crate::policy::{
 pub fn server(state: AppState) -> crate::doors::Server {
     let ids = CountingRequestId::default();
     let traced = request_tracing_enabled();
-    let router = with_layers(routes().with_state(state.clone()), ids.clone(), traced);
+    let router = with_layers(
+        routes(state.clone()).with_state(state.clone()),
+        ids.clone(),
+        traced,
+    );
     crate::doors::Server::new(router, state, ids, !traced)
 }
 
@@ -42,7 +46,7 @@ fn request_tracing_enabled() -> bool {
         || tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG)
 }
 
-fn routes() -> Router<AppState> {
+fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         // SCIM 2.0 for the platform's identity provider (SPEC 9): a provisioning credential.
         .merge(crate::scim::routes())
@@ -224,7 +228,21 @@ fn routes() -> Router<AppState> {
             "/oauth2/revoke",
             post(oauth2::token::post_revoke).options(oauth2::cors::preflight),
         )
-        // The web console (SPEC 5): pages for people, a session cookie, CSRF-checked forms.
+        // The web console (SPEC 5): pages for people, a session cookie, CSRF-checked forms;
+        // a page that cannot be shown is shown in the person's own frame (`console/frame.rs`).
+        .merge(
+            console_routes().route_layer(axum::middleware::from_fn_with_state(
+                state,
+                crate::console::frame::frame_refusals,
+            )),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The console's pages (SPEC 5).
+fn console_routes() -> Router<AppState> {
+    Router::new()
         .route("/assets/console.css", get(crate::pages::get_stylesheet))
         .route("/assets/console.js", get(crate::pages::get_script))
         .route("/assets/favicon.svg", get(crate::pages::get_favicon))
@@ -329,8 +347,6 @@ fn routes() -> Router<AppState> {
             "/cancel",
             get(crate::console::cancel::get_cancel).post(crate::console::cancel::post_cancel),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// The middleware every route runs behind, outermost first.

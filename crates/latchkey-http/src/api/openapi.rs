@@ -415,11 +415,7 @@ mod tests {
     /// The routes of `router.rs` and of SCIM's router (`scim/mod.rs`), without SCIM's
     /// catch-all for unknown paths (its own 404, not an operation).
     fn routes_in_router() -> Vec<(String, Vec<String>)> {
-        let mut out = routes_in(
-            include_str!("../router.rs"),
-            "fn routes()",
-            "fn with_layers",
-        );
+        let mut out = routes_in(include_str!("../router.rs"), "fn routes(", "fn with_layers");
         out.extend(
             routes_in(
                 include_str!("../scim/mod.rs"),

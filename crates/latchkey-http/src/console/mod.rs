@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cancel;
 pub mod credentials;
 pub mod fallback;
+pub mod frame;
 pub mod members;
 pub mod org_tokens;
 pub mod password_reset;

@@ -196,14 +196,25 @@ pub(crate) fn sentence(message: &str) -> String {
     out
 }
 
+/// A message page that was rendered without the person's frame (a handler's refusal knows
+/// the error, not who is signed in): a response extension, so that the console can show it
+/// again with the navigation (`console/frame.rs`).
+#[derive(Clone, Debug)]
+pub struct Unframed {
+    pub heading: String,
+    pub text: String,
+}
+
 /// An error page for a request that has no page to go back to (an unknown organisation, say).
 pub fn error_page(error: &ServiceError) -> Response {
     let told = crate::error::public(error);
-    let mut response = message(
-        told.status,
-        "Cannot show this page",
-        &sentence(&told.message),
-    );
+    const HEADING: &str = "Cannot show this page";
+    let text = sentence(&told.message);
+    let mut response = message(told.status, HEADING, &text);
+    response.extensions_mut().insert(Unframed {
+        heading: HEADING.to_owned(),
+        text,
+    });
     if let Some(secs) = told.retry_after {
         response
             .headers_mut()

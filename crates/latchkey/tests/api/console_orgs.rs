@@ -267,3 +267,72 @@ async fn members_forms_keep_the_rules_over_plain_http() {
         "nothing changed: {members}"
     );
 }
+
+/// A refused page keeps the person's frame: the header, the switcher and, under an
+/// organisation's address, its own navigation; the sentence says why.
+#[tokio::test]
+async fn refusals_are_pages_with_the_navigation() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    app.user("bob@example.com").await;
+    let org = app.org("Acme").await;
+    app.add_member(&org, "ada@example.com", Role::Admin).await;
+    app.add_member(&org, "bob@example.com", Role::Member).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let open = |session: String, path: String| {
+        let client = client.clone();
+        let url = format!("{}{path}", app.url);
+        async move {
+            let res = client
+                .get(url)
+                .header(header::COOKIE, format!("latchkey_session={session}"))
+                .header(header::ACCEPT, "text/html")
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+
+    // A member opening an admin's page: 403, in the frame, the switcher there.
+    let bob = app.login("bob@example.com").await;
+    let (status, page) = open(bob.clone(), format!("/orgs/{org}/members")).await;
+    assert_eq!(status, 403);
+    assert!(
+        page.contains("Only an admin of this organisation may do this."),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"org-switcher\"") && page.contains("Sign out"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("class=\"sub\""),
+        "no admin navigation for a member: {page}"
+    );
+
+    // An admin opening a token that does not exist: 404 with the organisation's navigation.
+    let ada = app.login("ada@example.com").await;
+    let (status, page) = open(
+        ada.clone(),
+        format!("/orgs/{org}/tokens/tok_0000000000000000000000/delete"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        page.contains("class=\"sub\"") && page.contains("Members"),
+        "{page}"
+    );
+    assert!(page.contains("No such token."), "{page}");
+
+    // Not signed in, the same address leads to the sign-in (nothing to frame).
+    let res = client
+        .get(format!("{}/orgs/{org}/members", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+}
