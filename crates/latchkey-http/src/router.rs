@@ -304,7 +304,7 @@ fn console_routes() -> Router<AppState> {
         .route("/orgs/{org}/apps/{id}/secrets", post(apps::post_add_secret))
         .route(
             "/orgs/{org}/apps/{id}/secrets/{secret}/revoke",
-            post(apps::post_remove_secret),
+            get(apps::get_remove_secret).post(apps::post_remove_secret),
         )
         .route("/orgs/{org}/apps/{id}/delete", post(apps::post_delete))
         .route(

@@ -290,6 +290,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Writes `last_used_at`/`last_used_ip` for a batch of tokens in one transaction.
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
+    /// Writes when client secrets last authenticated their apps (`(secret id, at)`), in one
+    /// transaction; a time never moves back.
+    async fn record_client_secret_usage(&self, usage: &[(String, Timestamp)]) -> StoreResult<()>;
     /// Inserts many tokens at once without limit checks or events: for seeding benchmarks.
     /// With `used_from`, each counts as used before from that address at that time.
     async fn insert_tokens_unchecked(

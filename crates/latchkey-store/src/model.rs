@@ -499,6 +499,8 @@ pub struct ClientSecretRecord {
     pub hint: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// When it last authenticated its app (to ten minutes).
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// What one consent (authorization code grant) produced: codes, refresh tokens and access

@@ -282,6 +282,7 @@ pub(crate) fn secret_from_row(row: &impl StoredRow) -> StoreResult<ClientSecretR
         hint: get(row, "hint")?,
         created_at: from_ts(get(row, "created_at")?)?,
         revoked_at: opt_ts(get(row, "revoked_at")?)?,
+        last_used_at: opt_ts(get(row, "last_used_at")?)?,
     })
 }
 

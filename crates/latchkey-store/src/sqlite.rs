@@ -1614,6 +1614,23 @@ impl Store for SqliteStore {
         self.commit(tx).await.map_err(db_err("token"))
     }
 
+    async fn record_client_secret_usage(&self, usage: &[(String, Timestamp)]) -> StoreResult<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        // A few secrets a second at most (each is written once in ten minutes).
+        let mut tx = self.write_tx().await?;
+        for (id, at) in usage {
+            sqlx::query("UPDATE client_secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?1) WHERE id = ?2")
+                .bind(ts(*at))
+                .bind(id)
+                .execute(tx.conn())
+                .await
+                .map_err(db_err("client secret"))?;
+        }
+        self.commit(tx).await.map_err(db_err("client secret"))
+    }
+
     async fn insert_tokens_unchecked(
         &self,
         tokens: &[NewToken],

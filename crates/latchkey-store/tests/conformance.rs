@@ -2785,6 +2785,30 @@ async fn story_clients_and_deny_list(store: Arc<dyn Store>) {
         (found.id.as_str(), found.hint.as_str()),
         (second.id.as_str(), second.hint.as_str())
     );
+    assert_eq!(found.last_used_at, None, "never used yet");
+
+    // Last use: written in a batch, read back by both reads, never moved back.
+    s.record_client_secret_usage(&[(second.id.clone(), at(7)), (first.id.clone(), at(5))])
+        .await
+        .unwrap();
+    s.record_client_secret_usage(&[(second.id.clone(), at(6))])
+        .await
+        .unwrap();
+    s.record_client_secret_usage(&[]).await.unwrap();
+    let used: Vec<_> = s
+        .list_client_secrets(&client.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.last_used_at)
+        .collect();
+    assert_eq!(used, vec![Some(at(5)), Some(at(7))]);
+    let found = s
+        .find_client_secret(&second.secret_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.last_used_at, Some(at(7)));
 
     let ev = event("client_secret.revoked", "client", &client.id).of_org(&acme.id);
     assert!(

@@ -18,6 +18,8 @@ pub struct SecretView {
     id: String,
     hint: String,
     created_at: String,
+    /// When it last authenticated the app (to ten minutes); `null` if never.
+    last_used_at: Option<String>,
 }
 
 impl SecretView {
@@ -26,6 +28,7 @@ impl SecretView {
             id: s.id.clone(),
             hint: s.hint.clone(),
             created_at: rfc3339(s.created_at),
+            last_used_at: s.last_used_at.map(rfc3339),
         }
     }
 }

@@ -172,6 +172,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/orgs/{org}/apps/{id}", "console", Console, 200, "none" -> "html", "One app: settings and secrets."),
     op!("post" "/orgs/{org}/apps/{id}", "console", Console, 303, "form" -> "none", "Save redirect URIs and scopes."),
     op!("post" "/orgs/{org}/apps/{id}/secrets", "console", Console, 200, "form" -> "html", "Add a secret: the copy-once page."),
+    op!("get" "/orgs/{org}/apps/{id}/secrets/{secret}/revoke", "console", Console, 200, "none" -> "html", "Confirm removing a secret (its last use; a warning for the only one)."),
     op!("post" "/orgs/{org}/apps/{id}/secrets/{secret}/revoke", "console", Console, 303, "form" -> "none", "Remove a secret."),
     op!("post" "/orgs/{org}/apps/{id}/delete", "console", Console, 303, "form" -> "none", "Delete the app (with its name typed)."),
     op!("get" "/orgs/{org}/members", "console", Console, 200, "none" -> "html", "The organisation's members (admins)."),

@@ -49,6 +49,7 @@ pub struct SecretRow {
     pub id: String,
     pub hint: String,
     pub created: String,
+    pub last_used: String,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -110,6 +111,24 @@ pub struct AppPage {
     pub app: AppRow,
     pub secrets: Vec<SecretRow>,
     pub base: String,
+    /// Where the app gets its tokens (`{public_url}/oauth2/token`).
+    pub token_endpoint: String,
+    /// A ready command for an app with the client-credentials grant (its secret left for
+    /// the reader to fill in: the page never holds it).
+    pub curl: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "remove_secret.html")]
+pub struct RemoveSecretPage {
+    pub layout: Layout,
+    pub app_name: String,
+    pub hint: String,
+    pub last_used: String,
+    /// The app's only active secret: without it the app gets no tokens.
+    pub only: bool,
+    pub action: String,
+    pub back: String,
 }
 
 fn base(org: &str) -> String {
@@ -280,11 +299,79 @@ async fn app_page(
                 id: s.id.clone(),
                 hint: s.hint.clone(),
                 created: when(s.created_at),
+                last_used: last_used(s),
             })
             .collect(),
         base: format!("{}/{}", base(org), client.id),
+        token_endpoint: token_endpoint(state),
+        curl: curl_line(state, &client),
     };
     Ok(render(status, &page))
+}
+
+fn token_endpoint(state: &AppState) -> String {
+    format!("{}/oauth2/token", state.service.settings().public_url)
+}
+
+fn last_used(secret: &ClientSecretRecord) -> String {
+    secret.last_used_at.map_or_else(
+        || "never used".to_owned(),
+        |t| format!("last used {}", when(t)),
+    )
+}
+
+/// `curl` getting a token with the client-credentials grant, for a confidential app that
+/// has it; `$CLIENT_SECRET` stands for the secret, which only its copy-once page showed.
+fn curl_line(state: &AppState, client: &OAuthClient) -> Option<String> {
+    if !client.is_confidential || !client.grant_types.iter().any(|g| g == "client_credentials") {
+        return None;
+    }
+    let scope = if client.scopes.is_empty() {
+        String::new()
+    } else {
+        format!(" -d 'scope={}'", client.scopes.join(" "))
+    };
+    Some(format!(
+        "curl -s -u '{}:'\"$CLIENT_SECRET\" -d grant_type=client_credentials{scope} {}",
+        client.id,
+        token_endpoint(state)
+    ))
+}
+
+/// `GET /orgs/{org}/apps/{id}/secrets/{secret}/revoke`: the confirmation, with the secret's
+/// last use, and a warning when it is the app's only one.
+pub async fn get_remove_secret(
+    State(state): State<AppState>,
+    console: Console,
+    PagePath((org, id, secret)): PagePath<(String, String, String)>,
+) -> PageResult {
+    let (org_record, client) = state
+        .service
+        .org_client(&console.session.user, &org, &id)
+        .await?;
+    let secrets = state.service.client_secrets(&client.id).await?;
+    let active: Vec<&ClientSecretRecord> =
+        secrets.iter().filter(|s| s.revoked_at.is_none()).collect();
+    let found = active
+        .iter()
+        .find(|s| s.id == secret)
+        .ok_or_else(|| ServiceError::not_found("secret"))?;
+    let page = RemoveSecretPage {
+        layout: console
+            .layout(
+                &state,
+                &format!("Remove a secret of {}", client.name),
+                &format!("apps:{}", org_record.id),
+            )
+            .await,
+        app_name: client.name.clone(),
+        hint: found.hint.clone(),
+        last_used: last_used(found),
+        only: active.len() == 1,
+        action: format!("{}/{}/secrets/{secret}/revoke", base(&org), client.id),
+        back: format!("{}/{}", base(&org), client.id),
+    };
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The app's page again, with the refusal of an action on it.

@@ -261,6 +261,7 @@ impl Service {
                 hint: s.hint,
                 created_at: s.created_at,
                 revoked_at: None,
+                last_used_at: None,
             };
             (record, clear)
         });
@@ -453,6 +454,7 @@ impl Service {
             hint: secret.hint,
             created_at: secret.created_at,
             revoked_at: None,
+            last_used_at: None,
         };
         Ok((record, clear))
     }

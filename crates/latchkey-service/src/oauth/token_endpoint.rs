@@ -30,6 +30,9 @@ pub struct AuthenticatedClient {
     pub org_enabled: bool,
     /// The organisation's features: they bound the scopes a token is issued with (SPEC 3).
     pub org_features: Vec<String>,
+    /// The secret it authenticated with (none for a public client), whose last use is
+    /// recorded.
+    pub secret: Option<crate::verify::SecretUse>,
 }
 
 fn invalid_client() -> OAuthFailure {
@@ -103,6 +106,7 @@ impl Service {
                 client,
                 org_enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
                 org_features: org.map(|o| o.features).unwrap_or_default(),
+                secret: None,
             }));
         };
         let hash = match ParsedToken::parse(secret) {
@@ -111,6 +115,7 @@ impl Service {
         };
         if let Some(found) = self.cache.get_client(hash.as_bytes()) {
             if found.client.id == client_id {
+                self.note_secret_use(found.secret.as_ref(), now);
                 return Ok(found);
             }
             return Err(self.client_auth_failed(client_id, now));
@@ -129,7 +134,12 @@ impl Service {
             client,
             org_enabled: org.as_ref().is_some_and(|o| o.api_tokens_enabled),
             org_features: org.map(|o| o.features).unwrap_or_default(),
+            secret: Some(crate::verify::SecretUse::new(
+                record.id,
+                record.last_used_at,
+            )),
         });
+        self.note_secret_use(found.secret.as_ref(), now);
         self.cache
             .insert_client_if_current(generation, *hash.as_bytes(), found.clone());
         Ok(found)

@@ -27,7 +27,7 @@ use crate::oauth::access_tokens::AccessClaims;
 /// `last_used_at` is written when the address changes, else at most once in ten minutes per
 /// token (GitLab's granularity): at a minute, 80,000 tokens in steady use cost 1,300 row
 /// writes a second, a fifth of the server's CPU (docs/BENCHMARKS.md).
-const USAGE_GRANULARITY_SECS: i64 = 600;
+pub(super) const USAGE_GRANULARITY_SECS: i64 = 600;
 
 /// What the store said about a token, ready to answer requests.
 #[derive(Debug)]

@@ -28,6 +28,7 @@ use latchkey_core::{Refusal, TokenSecret};
 pub use answer::Verified;
 use cache::TokenHash;
 pub(crate) use cache::VerifyCache;
+pub use usage::SecretUse;
 pub(crate) use usage::UsageRecorder;
 
 use crate::Service;

@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use latchkey_core::{Timestamp, TokenId};
 use latchkey_store::TokenUsage;
 use serde_json::json;
 
-use super::answer::{Verified, ip_hash};
+use super::answer::{USAGE_GRANULARITY_SECS, Verified, ip_hash};
 use crate::error::ServiceResult;
 use crate::{Caller, Service};
 
@@ -30,6 +31,26 @@ pub(crate) struct UsageRecorder {
     first_use: Mutex<Vec<TokenId>>,
     /// Refusals by allowlist already written to the audit log (see `note_refused_address`).
     refusals_noted: Mutex<HashSet<(TokenId, IpAddr)>>,
+    /// The latest use of each client secret, by its id.
+    secrets: Mutex<HashMap<String, Timestamp>>,
+}
+
+/// A client secret's use, as the token endpoint's cached authentication carries it: noted at
+/// most once in ten minutes, like a token's (the console shows it to the minute it matters:
+/// which secret is still in use before one is removed).
+#[derive(Debug)]
+pub struct SecretUse {
+    id: String,
+    last_at: AtomicI64,
+}
+
+impl SecretUse {
+    pub(crate) fn new(id: String, last: Option<Timestamp>) -> Self {
+        Self {
+            id,
+            last_at: AtomicI64::new(last.map_or(i64::MIN / 2, |t| t.unix_timestamp())),
+        }
+    }
 }
 
 /// The `token_addresses` row that says a refusal from `ip` was audited once for its token. It
@@ -40,6 +61,26 @@ fn refusal_mark(ip: IpAddr) -> String {
 }
 
 impl Service {
+    /// Notes that a client authenticated with `secret` (nothing for a public client).
+    pub(crate) fn note_secret_use(&self, secret: Option<&SecretUse>, now: Timestamp) {
+        let Some(secret) = secret else {
+            return;
+        };
+        let at = now.unix_timestamp();
+        let last = secret.last_at.load(Ordering::Relaxed);
+        if at - last < USAGE_GRANULARITY_SECS
+            || secret
+                .last_at
+                .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Ok(mut pending) = self.usage.secrets.lock() {
+            pending.insert(secret.id.clone(), now);
+        }
+    }
+
     pub(super) fn note_use(&self, entry: &Verified, now: Timestamp, ip: IpAddr) {
         let Some(uses) = entry.uses() else {
             return;
@@ -179,6 +220,18 @@ impl Service {
             if let Ok(mut pending) = self.usage.pending.lock() {
                 for u in batch {
                     pending.entry(u.token_id.clone()).or_insert(u);
+                }
+            }
+        }
+        let secrets: Vec<(String, Timestamp)> = match self.usage.secrets.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Err(e) = self.store.record_client_secret_usage(&secrets).await {
+            tracing::warn!(error = %e, count = secrets.len(), "could not record client secret usage; will retry");
+            if let Ok(mut pending) = self.usage.secrets.lock() {
+                for (id, at) in secrets {
+                    pending.entry(id).or_insert(at);
                 }
             }
         }

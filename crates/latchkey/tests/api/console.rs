@@ -341,17 +341,69 @@ async fn an_admin_manages_apps_and_their_secrets() {
     );
     assert_eq!(b.value("#app-scopes").await, "api");
 
-    // A second secret, shown once; then the first is removed.
+    // How to get tokens: the endpoint and a ready command, without the secret.
+    assert_eq!(
+        b.text("#token-endpoint").await,
+        format!("{}/oauth2/token", app.url)
+    );
+    let curl = b.text("#curl-line").await;
+    assert!(
+        curl.contains(&format!("-u '{client_id}:'\"$CLIENT_SECRET\""))
+            && curl.contains("grant_type=client_credentials")
+            && curl.contains("scope=api")
+            && !curl.contains(&secret),
+        "{curl}"
+    );
+    // And it works as written, in a shell, with the real curl.
+    assert!(
+        std::path::Path::new("/usr/bin/curl").exists(),
+        "/usr/bin/curl is missing: install Debian's `curl` package (scripts/test does)"
+    );
+    // (tokio's: the server answering it runs on this test's runtime.)
+    let ran = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&curl)
+        .env("CLIENT_SECRET", &secret)
+        .output()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&ran.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&ran.stdout)));
+    assert_eq!(answer["token_type"], "Bearer", "{answer}");
+    assert!(
+        answer["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ey"))
+    );
+
+    // A second secret, shown once; each secret says when it was last used.
     b.click("form[action$='/secrets'] button").await;
     let second = b.value("#secret").await;
     assert_ne!(second, secret);
+    app.flush().await;
     b.click("a.button").await;
-    assert_eq!(b.count("form[action*='/secrets/'] button").await, 2);
-    b.click("form[action*='/secrets/'] button").await;
+    let remove = "a[href*='/secrets/'][href$='/revoke']";
+    assert_eq!(b.count(remove).await, 2);
+    let uses = b.text("section[aria-labelledby=secrets-title] ul").await;
+    assert!(
+        uses.contains("last used 20") && uses.contains("never used"),
+        "{uses}"
+    );
+    // Removing asks first, with the secret's last use; the first one goes.
+    b.click(remove).await;
+    assert!(b.text("main").await.contains("It was last used 20"));
+    assert_eq!(b.count("#only-secret").await, 0);
+    b.click("main form button.danger").await;
     assert_eq!(b.text(".notice").await, "The secret is removed.");
-    assert_eq!(b.count("form[action*='/secrets/'] button").await, 1);
+    assert_eq!(b.count(remove).await, 1);
     let still = [token(secret.clone()).await, token(second.clone()).await];
-    assert!(still.contains(&200) && still.contains(&401), "{still:?}");
+    assert_eq!(still, [401, 200]);
+    // The only one left: the confirmation warns, and Cancel changes nothing.
+    b.click(remove).await;
+    assert!(b.text("#only-secret").await.contains("only secret"));
+    b.click("main a.button.secondary").await;
+    assert_eq!(b.count(remove).await, 1);
+    assert_eq!(token(second.clone()).await, 200);
 
     // Delete after typing the app's name.
     b.fill("#confirm", "Partner <b>sync</b>").await;

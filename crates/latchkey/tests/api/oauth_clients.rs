@@ -224,11 +224,24 @@ async fn secrets_rotate_with_two_active_and_a_deleted_one_fails_at_once() {
     assert!(second.starts_with("lkcs_") && second != client.secret);
     assert_ne!(second_id, first_id);
     assert!(res.body["hint"].is_string() && res.body["created_at"].is_string());
+    // Each secret's last use: the first was used, the new one not yet.
+    app.flush().await;
+    let used = |listed: &Resp| -> Vec<bool> {
+        listed.body[0]["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["last_used_at"].is_string())
+            .collect()
+    };
+    assert_eq!(used(&list(&app, &org).await), vec![true, false]);
     assert!(works(&app, &client.id, &client.secret).await);
     assert!(works(&app, &client.id, &second).await);
+    app.flush().await;
     let listed = list(&app, &org).await;
     assert!(!listed.text.contains(&second) && !listed.text.contains(&client.secret));
     assert_eq!(listed.body[0]["secrets"].as_array().unwrap().len(), 2);
+    assert_eq!(used(&listed), vec![true, true]);
 
     // A third while two are active is a conflict.
     let res = app
