@@ -429,6 +429,17 @@ pub struct EventFilter {
     /// Only events older than this sequence number (the page cursor).
     pub before_seq: Option<i64>,
     pub limit: u32,
+    /// Narrower: by kind, subject or actor (all when empty).
+    pub matching: EventMatch,
+}
+
+/// What a list of events is narrowed to, each part when set: the action's start (`token.`,
+/// `session.`; a kind of event), the subject's id (one token), the actor (one person).
+#[derive(Debug, Clone, Default)]
+pub struct EventMatch {
+    pub action_prefix: Option<String>,
+    pub subject_id: Option<String>,
+    pub actor: Option<String>,
 }
 
 /// An `Idempotency-Key` and the scope it is unique in (the caller and the collection).

@@ -2627,15 +2627,21 @@ impl Store for PgStore {
             EventScope::Org(o) => (None, Some(o.as_str())),
             EventScope::All => (None, None),
         };
+        let m = &f.matching;
         let rows = sqlx::query(
             "SELECT * FROM events
              WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2) AND ($3 IS NULL OR seq < $3)
+               AND ($5::text IS NULL OR left(action, length($5)) = $5)
+               AND ($6::text IS NULL OR subject_id = $6) AND ($7::text IS NULL OR actor = $7)
              ORDER BY seq DESC LIMIT $4",
         )
         .bind(user)
         .bind(org)
         .bind(f.before_seq)
         .bind(i64::from(f.limit))
+        .bind(m.action_prefix.as_deref())
+        .bind(m.subject_id.as_deref())
+        .bind(m.actor.as_deref())
         .fetch_all(&self.pool)
         .await
         .map_err(db_err("event"))?;

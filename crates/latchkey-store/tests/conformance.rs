@@ -31,10 +31,10 @@ use latchkey_core::{
 use latchkey_store::postgres::PgStore;
 use latchkey_store::sqlite::SqliteStore;
 use latchkey_store::{
-    Change, ClientChange, Consumed, CreateOutcome, Event, EventFilter, EventScope, IdempotencyKey,
-    NewAuthCode, NewClientSecret, NewEvent, NewMail, NewOrg, NewRefreshToken, NewSession, NewToken,
-    NewTokenAddress, NewUser, OAuthClient, OAuthGrant, OrgChange, Owner, Store, StoreError,
-    StoredSigningKey, TokenFilter, TokenUsage, UserChange,
+    Change, ClientChange, Consumed, CreateOutcome, Event, EventFilter, EventMatch, EventScope,
+    IdempotencyKey, NewAuthCode, NewClientSecret, NewEvent, NewMail, NewOrg, NewRefreshToken,
+    NewSession, NewToken, NewTokenAddress, NewUser, OAuthClient, OAuthGrant, OrgChange, Owner,
+    Store, StoreError, StoredSigningKey, TokenFilter, TokenUsage, UserChange,
 };
 use time::Duration;
 use time::macros::datetime;
@@ -298,6 +298,7 @@ fn events_of(scope: EventScope) -> EventFilter {
         scope,
         before_seq: None,
         limit: 10_000,
+        matching: EventMatch::default(),
     }
 }
 
@@ -2454,6 +2455,7 @@ async fn story_events(store: Arc<dyn Store>) {
                 scope: EventScope::All,
                 before_seq: before,
                 limit: 2,
+                matching: EventMatch::default(),
             })
             .await
             .unwrap();
@@ -2463,6 +2465,52 @@ async fn story_events(store: Arc<dyn Store>) {
         paged.extend(page.into_iter().map(|e| e.id));
     }
     assert_eq!(paged, expected);
+
+    // Narrowed: by the action's start, the subject and the actor, each and together.
+    let matching = |m: EventMatch| {
+        let store = Arc::clone(&store);
+        async move {
+            let f = EventFilter {
+                matching: m,
+                ..events_of(EventScope::All)
+            };
+            ids(store.list_events(&f).await.unwrap())
+        }
+    };
+    let by_kind = matching(EventMatch {
+        action_prefix: Some("token.".into()),
+        ..EventMatch::default()
+    })
+    .await;
+    assert_eq!(by_kind, expect(&|e| e.action.starts_with("token.")));
+    assert!(!by_kind.is_empty());
+    let by_subject = matching(EventMatch {
+        subject_id: Some(token.id.to_string()),
+        ..EventMatch::default()
+    })
+    .await;
+    assert_eq!(by_subject, expect(&|e| e.subject_id == token.id.as_str()));
+    let by_actor = matching(EventMatch {
+        actor: Some(bob.id.to_string()),
+        ..EventMatch::default()
+    })
+    .await;
+    assert_eq!(by_actor, expect(&|e| e.actor == bob.id.as_str()));
+    assert_eq!(by_actor.len(), 1);
+    let none = matching(EventMatch {
+        action_prefix: Some("session.".into()),
+        actor: Some(bob.id.to_string()),
+        ..EventMatch::default()
+    })
+    .await;
+    assert!(none.is_empty(), "{none:?}");
+    // A prefix is matched as text, never as a pattern.
+    let pattern = matching(EventMatch {
+        action_prefix: Some("%".into()),
+        ..EventMatch::default()
+    })
+    .await;
+    assert!(pattern.is_empty());
 }
 
 /// The cancel link of a token with an activation delay: used once, by one of many at once, and

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_store::{Event, EventFilter, EventScope};
+use latchkey_store::{Event, EventFilter, EventMatch, EventScope};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -45,6 +45,7 @@ pub async fn list_user_events(
         scope: EventScope::User(me.session.user.id.clone()),
         before_seq: q.before,
         limit,
+        matching: EventMatch::default(),
     };
     let events = state.service.list_events(&filter).await?;
     Ok(page("/v1/user/events", &events, limit))
@@ -65,6 +66,7 @@ pub async fn list_org_events(
         scope: EventScope::Org(org.id.clone()),
         before_seq: q.before,
         limit,
+        matching: EventMatch::default(),
     };
     let events = state.service.list_events(&filter).await?;
     Ok(page(&format!("/v1/orgs/{}/events", org.id), &events, limit))

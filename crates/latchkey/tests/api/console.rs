@@ -418,23 +418,118 @@ async fn an_admin_manages_apps_and_their_secrets() {
 async fn activity_shows_the_audit_log_of_the_person_and_the_organisation() {
     let app = TestApp::spawn().await;
     let (org, session) = admin_of(&app, "ada@example.com", "Acme").await;
-    app.personal_token(&session, "laptop").await;
+    app.user("bob@example.com").await;
+    let (laptop, _) = app.personal_token(&session, "laptop").await;
+    // 55 renames: more than a page of 50.
+    for i in 1..=55 {
+        app.call(
+            Method::PATCH,
+            &format!("/v1/user/tokens/{laptop}"),
+            Some(&session),
+            Some(json!({ "name": format!("laptop {i}") })),
+        )
+        .await
+        .expect(200);
+    }
+    let worker = app
+        .post(
+            &format!("/v1/orgs/{org}/tokens"),
+            &session,
+            json!({ "name": "billing worker", "type": "api" }),
+        )
+        .await
+        .expect(201)
+        .str("id");
+    app.post(
+        &format!("/v1/orgs/{org}/members"),
+        &session,
+        json!({ "email": "bob@example.com", "role": "member" }),
+    )
+    .await
+    .expect(201);
+
     let b = Browser::start(&app.url).await;
     b.sign_in("ada@example.com", PASSWORD).await;
     b.click("a[href='/activity']").await;
-    let mine = b.text("table").await;
+    // In words, with names, not ids or codes; newest first, 50 to a page.
+    let rows = b.text("#events tbody").await;
+    assert!(rows.contains("You signed in"), "{rows}");
     assert!(
-        mine.contains("token.created") && mine.contains("session.login"),
-        "{mine}"
+        rows.contains("You renamed the token “laptop 54” to “laptop 55”"),
+        "{rows}"
+    );
+    assert!(
+        !rows.contains("usr_") && !rows.contains("token.renamed"),
+        "{rows}"
+    );
+    assert_eq!(b.count("#events tbody tr").await, 50);
+    assert!(
+        !b.overflows_sideways().await,
+        "activity overflows at 1280 px"
     );
     b.screenshot("activity").await;
+    b.click("#older").await;
+    assert!(
+        b.text("#events tbody")
+            .await
+            .contains("You created the token “laptop”")
+    );
+    // Narrowed to sign-ins: only those.
+    b.goto("/activity").await;
+    b.select("#f-kind", "sign-ins").await;
+    b.click("#filters button").await;
+    let rows = b.text("#events tbody").await;
+    assert!(
+        rows.lines().all(|l| l.contains("signed in")
+            || l.contains("UTC")
+            || l.contains("127.0.0.1")
+            || l.trim().is_empty()),
+        "{rows}"
+    );
+    assert!(b.path().await.contains("kind=sign-ins"));
+
+    // The organisation's: its token, its people, each a filter.
     b.open_org(&org).await;
     b.org_page(&org, "activity").await;
-    let theirs = b.text("table").await;
+    let theirs = b.text("#events tbody").await;
     assert!(
-        theirs.contains("org.created") && theirs.contains("token.created"),
+        theirs.contains("You created the token “billing worker”"),
         "{theirs}"
     );
+    assert!(
+        theirs.contains("You made bob@example.com member"),
+        "{theirs}"
+    );
+    assert!(
+        theirs.contains("You created the organisation")
+            || theirs.contains("An operator created the organisation"),
+        "{theirs}"
+    );
+    b.select("#f-token", &worker).await;
+    b.click("#filters button").await;
+    let rows = b.text("#events tbody").await;
+    assert!(
+        rows.contains("billing worker") && !rows.contains("bob@example.com"),
+        "{rows}"
+    );
+    b.click("#filters a").await;
+    let bob = app
+        .service()
+        .find_user_by_email("bob@example.com")
+        .await
+        .unwrap();
+    b.select("#f-person", bob.id.as_str()).await;
+    b.click("#filters button").await;
+    assert!(b.text("main").await.contains("Nothing matches."));
+
+    // A phone: the rows become cards, nothing overflows.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto(&format!("/orgs/{org}/activity")).await;
+    assert!(
+        !b.overflows_sideways().await,
+        "activity overflows at 390 px"
+    );
+    b.screenshot("activity-phone").await;
     b.close().await;
 }
 

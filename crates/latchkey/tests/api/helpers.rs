@@ -978,6 +978,7 @@ pub async fn all_events(app: &TestApp) -> Vec<latchkey_store::Event> {
             scope: latchkey_store::EventScope::All,
             before_seq: None,
             limit: 200,
+            matching: latchkey_store::EventMatch::default(),
         })
         .await
         .unwrap_or_else(|e| panic!("events: {e}"))

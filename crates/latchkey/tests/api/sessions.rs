@@ -301,6 +301,7 @@ async fn all_events(app: &TestApp) -> Vec<latchkey_store::Event> {
             scope: latchkey_store::EventScope::All,
             before_seq: None,
             limit: 100,
+            matching: latchkey_store::EventMatch::default(),
         })
         .await
         .unwrap_or_else(|e| panic!("events: {e}"))
