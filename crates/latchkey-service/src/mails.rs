@@ -26,6 +26,23 @@ pub struct TokenFacts<'a> {
     /// Whose token: "your account", or the organisation's name and id.
     pub owner_label: &'a str,
     pub is_org: bool,
+    pub expires_at: Option<Timestamp>,
+    /// Who did what the mail reports, and from where ("ada@example.com from 192.0.2.1"); none
+    /// for what happened on its own (a use, an expiry).
+    pub by: Option<String>,
+    /// The console page that shows the token, and the audit log it is in.
+    pub page: String,
+    pub audit: String,
+}
+
+/// The token a rotation replaced, and when it stops: for the rotation mail.
+#[derive(Debug, Clone)]
+pub struct Replaced<'a> {
+    pub name: &'a str,
+    pub hint: &'a str,
+    pub id: &'a str,
+    /// "at 2026-06-01T13:00:00Z", "now", "when the new token is first used (…)".
+    pub ends: String,
 }
 
 impl TokenFacts<'_> {
@@ -38,9 +55,25 @@ impl TokenFacts<'_> {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "  Name:  {}\n  Type:  {}\n  Hint:  {}\n  Id:    {}\n  Owner: {}\n",
+        let expires = self
+            .expires_at
+            .map_or_else(|| "never".to_owned(), time_text);
+        let mut text = format!(
+            "  Name:    {}\n  Type:    {}\n  Hint:    {}\n  Id:      {}\n  Owner:   {}\n  Expires: {expires}\n",
             self.name, self.token_type, self.hint, self.id, self.owner_label
+        );
+        if let Some(by) = &self.by {
+            text.push_str(&format!("  By:      {by}\n"));
+        }
+        text.push_str(&format!("\nIn the console:\n  {}\n", self.page));
+        text
+    }
+
+    /// The closing lines, with the link to the audit log.
+    fn footer(&self) -> String {
+        format!(
+            "\n-- \nLatchkey. This mail never contains a secret; if you did not expect it, check the audit log:\n  {}\n",
+            self.audit
         )
     }
 }
@@ -124,13 +157,26 @@ pub fn token_created(
     created_at: Timestamp,
     active_from: Timestamp,
     cancel_url: Option<&str>,
+    replaces: Option<&Replaced<'_>>,
 ) -> MailText {
-    let mut body = format!(
-        "A new {} was created at {}.\n\n{}",
-        t.kind(),
-        time_text(created_at),
-        t.describe()
-    );
+    let mut body = match replaces {
+        Some(old) => format!(
+            "A {} was rotated at {}: a new token replaces \"{}\" ({}, {}), which {}.\n\nThe new token:\n{}",
+            t.kind(),
+            time_text(created_at),
+            old.name,
+            old.hint,
+            old.id,
+            old.ends,
+            t.describe()
+        ),
+        None => format!(
+            "A new {} was created at {}.\n\n{}",
+            t.kind(),
+            time_text(created_at),
+            t.describe()
+        ),
+    };
     if active_from > created_at {
         body.push_str(&format!(
             "\nIt becomes active at {}; until then it does not work.\n",
@@ -142,9 +188,14 @@ pub fn token_created(
             "\nIf you did not ask for this token, cancel it before it ever works:\n  {url}\n"
         ));
     }
-    body.push_str(FOOTER);
+    body.push_str(&t.footer());
+    let done = if replaces.is_some() {
+        "rotated"
+    } else {
+        "created"
+    };
     MailText {
-        subject: format!("Latchkey: {} \"{}\" created", t.kind(), t.name),
+        subject: format!("Latchkey: {} \"{}\" {done}", t.kind(), t.name),
         body,
     }
 }
@@ -196,7 +247,7 @@ pub fn token_revoked(t: &TokenFacts<'_>, reason: &str, at: Timestamp) -> MailTex
             "\nAnything still using it must get a new token. Find where it was exposed and remove it.\n",
         );
     }
-    body.push_str(FOOTER);
+    body.push_str(&t.footer());
     MailText { subject, body }
 }
 
@@ -229,9 +280,10 @@ pub fn token_expiring(
     MailText {
         subject: format!("Latchkey: {} \"{}\" expires in {when}", t.kind(), t.name),
         body: format!(
-            "A token expires at {} (in {when} or less).\n\n{}\nCreate its replacement (same name, type and scopes):\n  {replacement_url}\n{FOOTER}",
+            "A token expires at {} (in {when} or less).\n\n{}\nCreate its replacement (same name, type and scopes):\n  {replacement_url}\n{}",
             time_text(expires_at),
-            t.describe()
+            t.describe(),
+            t.footer()
         ),
     }
 }
@@ -244,9 +296,27 @@ pub fn token_new_address(t: &TokenFacts<'_>, ip: &str, at: Timestamp) -> MailTex
             t.name
         ),
         body: format!(
-            "A token was used from an address it had not been used from before.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this was not you or your systems, revoke the token now.\n{FOOTER}",
+            "A token was used from an address it had not been used from before.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this was not you or your systems, revoke the token now.\n{}",
             time_text(at),
-            t.describe()
+            t.describe(),
+            t.footer()
+        ),
+    }
+}
+
+/// A token's very first use (not a "new" address: it had none before).
+pub fn token_first_use(t: &TokenFacts<'_>, ip: &str, at: Timestamp) -> MailText {
+    MailText {
+        subject: format!(
+            "Latchkey: {} \"{}\" used for the first time",
+            t.kind(),
+            t.name
+        ),
+        body: format!(
+            "A token was used for the first time.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this was not you or your systems, revoke the token now.\n{}",
+            time_text(at),
+            t.describe(),
+            t.footer()
         ),
     }
 }
@@ -260,9 +330,10 @@ pub fn token_ip_refused(t: &TokenFacts<'_>, ip: &str, at: Timestamp) -> MailText
             t.name
         ),
         body: format!(
-            "A request with a token came from an address outside its IP allowlist and was refused.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this address is yours, add it to the allowlist; if not, the token may have leaked: revoke it.\n{FOOTER}",
+            "A request with a token came from an address outside its IP allowlist and was refused.\n\n  Address: {ip}\n  Time:    {}\n\n{}\nIf this address is yours, add it to the allowlist; if not, the token may have leaked: revoke it.\n{}",
             time_text(at),
-            t.describe()
+            t.describe(),
+            t.footer()
         ),
     }
 }
@@ -300,6 +371,10 @@ mod tests {
             hint: "lka_…abcd",
             owner_label: "your account",
             is_org,
+            expires_at: Some(at() + time::Duration::days(90)),
+            by: Some("ada@example.com from 192.0.2.1".to_owned()),
+            page: "https://lk.test/credentials".to_owned(),
+            audit: "https://lk.test/activity".to_owned(),
         }
     }
 
@@ -345,19 +420,68 @@ mod tests {
     #[test]
     fn creation_mail_mentions_the_delay_and_the_cancel_link() {
         let later = at() + time::Duration::minutes(30);
-        let mail = token_created(&facts(false), at(), later, Some("http://h/cancel?code=x"));
+        let mail = token_created(
+            &facts(false),
+            at(),
+            later,
+            Some("http://h/cancel?code=x"),
+            None,
+        );
         assert_eq!(
             mail.subject,
             "Latchkey: personal token \"CI deploy\" created"
         );
         assert!(mail.body.contains("becomes active at 2026-06-01T12:30:00Z"));
         assert!(mail.body.contains("http://h/cancel?code=x"));
-        let plain = token_created(&facts(true), at(), at(), None);
+        let plain = token_created(&facts(true), at(), at(), None, None);
         assert_eq!(
             plain.subject,
             "Latchkey: organisation token \"CI deploy\" created"
         );
         assert!(!plain.body.contains("cancel"));
+    }
+
+    #[test]
+    fn token_mails_say_when_it_expires_who_did_it_and_link_the_console_and_the_log() {
+        let mail = token_created(&facts(false), at(), at(), None, None);
+        for line in [
+            "  Expires: 2026-08-30T12:00:00Z",
+            "  By:      ada@example.com from 192.0.2.1",
+            "In the console:\n  https://lk.test/credentials",
+            "check the audit log:\n  https://lk.test/activity",
+        ] {
+            assert!(mail.body.contains(line), "{line:?} in {}", mail.body);
+        }
+        let never = TokenFacts {
+            expires_at: None,
+            by: None,
+            ..facts(false)
+        };
+        let mail = token_revoked(&never, "owner", at());
+        assert!(mail.body.contains("  Expires: never"), "{}", mail.body);
+        assert!(!mail.body.contains("By:"), "{}", mail.body);
+    }
+
+    #[test]
+    fn a_rotation_mail_says_what_it_replaces_and_when_the_old_one_stops() {
+        let old = Replaced {
+            name: "CI deploy",
+            hint: "lka_…wxyz",
+            id: "tok_0",
+            ends: "stops working at 2026-06-01T13:00:00Z".to_owned(),
+        };
+        let mail = token_created(&facts(false), at(), at(), None, Some(&old));
+        assert_eq!(
+            mail.subject,
+            "Latchkey: personal token \"CI deploy\" rotated"
+        );
+        assert!(
+            mail.body.contains(
+                "a new token replaces \"CI deploy\" (lka_…wxyz, tok_0), which stops working at 2026-06-01T13:00:00Z"
+            ),
+            "{}",
+            mail.body
+        );
     }
 
     #[test]
@@ -393,6 +517,12 @@ mod tests {
     fn other_mails() {
         let mail = token_new_address(&facts(false), "192.0.2.7", at());
         assert!(mail.body.contains("192.0.2.7"));
+        let mail = token_first_use(&facts(false), "192.0.2.7", at());
+        assert_eq!(
+            mail.subject,
+            "Latchkey: personal token \"CI deploy\" used for the first time"
+        );
+        assert!(!mail.body.contains("new address") && mail.body.contains("192.0.2.7"));
         let mail = token_ip_refused(&facts(true), "198.51.100.1", at());
         assert_eq!(
             mail.subject,

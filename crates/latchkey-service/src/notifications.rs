@@ -144,6 +144,20 @@ impl Service {
             .as_ref()
             .map(|_| mails::cancel_url(&self.settings.public_url, mails::SEALED_SLOT));
         let t = &*token;
+        let by = self.by_line(event).await;
+        let (page, audit) = self.token_pages(&t.owner);
+        // A rotation's new token: the mail says what it replaces and when that stops.
+        let old = match &t.rotated_from {
+            Some(id) => self.store.find_token(id).await?,
+            None => None,
+        };
+        let ends = old.as_ref().map(|_| rotation_end(event, t.created_at));
+        let replaced = old.as_ref().zip(ends).map(|(o, ends)| mails::Replaced {
+            name: &o.name,
+            hint: &o.hint,
+            id: o.id.as_str(),
+            ends,
+        });
         self.notify_owner(event, &t.owner, |a| {
             mails::token_created(
                 &TokenFacts {
@@ -153,10 +167,15 @@ impl Service {
                     hint: &t.hint,
                     owner_label: &a.label,
                     is_org: matches!(t.owner, Owner::Organisation(_)),
+                    expires_at: t.expires_at,
+                    by,
+                    page,
+                    audit,
                 },
                 t.created_at,
                 t.active_from,
                 cancel.as_deref(),
+                replaced.as_ref(),
             )
         })
         .await?;
@@ -187,8 +206,9 @@ impl Service {
         reason: &str,
     ) -> ServiceResult<()> {
         let at = self.now();
+        let by = self.by_line(event).await;
         self.notify_owner(event, &token.owner, |a| {
-            mails::token_revoked(&facts(token, &a.label), reason, at)
+            mails::token_revoked(&self.facts(token, &a.label, by), reason, at)
         })
         .await
     }
@@ -227,7 +247,7 @@ impl Service {
                 &token.scopes,
             );
             self.notify_owner(&mut event, &token.owner, |a| {
-                mails::token_expiring(&facts(&token, &a.label), days, expires_at, &url)
+                mails::token_expiring(&self.facts(&token, &a.label, None), days, expires_at, &url)
             })
             .await?;
             if self
@@ -297,6 +317,9 @@ impl Service {
                 }
             };
             recent.insert(id.clone(), seen_today + 1);
+            // A token's very first use is not a "new" address: it is told as what it is (still
+            // told: the first user of a fresh token may not be its owner).
+            let first_use = token.last_used_at.is_none() && seen_today == 0;
             let mailed = seen_today < NEW_ADDRESS_MAILS_PER_DAY;
             let key = format!("{}:{}", token.owner.kind(), token.owner.id());
             if !audiences.contains_key(&key) {
@@ -315,12 +338,19 @@ impl Service {
                     user: owner_user(&token.owner),
                     org: owner_org(&token.owner),
                     outcome: "success",
-                    details: Some(json!({ "ip": ip, "name": token.name, "mailed": mailed })),
+                    details: Some(json!({
+                        "ip": ip, "name": token.name, "mailed": mailed, "first_use": first_use,
+                    })),
                 },
             )?;
             event.at = at;
             if mailed {
-                let mut text = mails::token_new_address(&facts(&token, &audience.label), &ip, at);
+                let facts = self.facts(&token, &audience.label, None);
+                let mut text = if first_use {
+                    mails::token_first_use(&facts, &ip, at)
+                } else {
+                    mails::token_new_address(&facts, &ip, at)
+                };
                 if seen_today + 1 == NEW_ADDRESS_MAILS_PER_DAY {
                     text.body.push_str(
                         "\nThis is the last new-address mail for this token today: further new \
@@ -352,7 +382,7 @@ impl Service {
         };
         let at = self.now();
         self.notify_owner(event, &token.owner, |a| {
-            mails::token_ip_refused(&facts(&token, &a.label), ip, at)
+            mails::token_ip_refused(&self.facts(&token, &a.label, None), ip, at)
         })
         .await
     }
@@ -417,14 +447,80 @@ impl Service {
     }
 }
 
-fn facts<'a>(token: &'a TokenRecord, owner_label: &'a str) -> TokenFacts<'a> {
-    TokenFacts {
-        id: token.id.as_str(),
-        name: &token.name,
-        token_type: &token.token_type,
-        hint: &token.hint,
-        owner_label,
-        is_org: matches!(token.owner, Owner::Organisation(_)),
+impl Service {
+    fn facts<'a>(
+        &self,
+        token: &'a TokenRecord,
+        owner_label: &'a str,
+        by: Option<String>,
+    ) -> TokenFacts<'a> {
+        let (page, audit) = self.token_pages(&token.owner);
+        TokenFacts {
+            id: token.id.as_str(),
+            name: &token.name,
+            token_type: &token.token_type,
+            hint: &token.hint,
+            owner_label,
+            is_org: matches!(token.owner, Owner::Organisation(_)),
+            expires_at: token.expires_at,
+            by,
+            page,
+            audit,
+        }
+    }
+
+    /// The console page that shows an owner's tokens, and the audit log they are in.
+    fn token_pages(&self, owner: &Owner) -> (String, String) {
+        let base = self.settings.public_url.trim_end_matches('/');
+        match owner {
+            Owner::User(_) => (format!("{base}/credentials"), format!("{base}/activity")),
+            Owner::Organisation(org) => (
+                format!("{base}/orgs/{org}/tokens"),
+                format!("{base}/orgs/{org}/activity"),
+            ),
+        }
+    }
+
+    /// Who did what `event` records, and from where, as a mail says it: a person by their
+    /// address, the operator, the platform's credential; none for someone anonymous (a leak
+    /// report names no one).
+    async fn by_line(&self, event: &NewEvent) -> Option<String> {
+        let who = match event.actor.as_str() {
+            "operator" => "an operator (the command line)".to_owned(),
+            "anonymous" => return None,
+            actor => match actor.parse::<latchkey_core::UserId>() {
+                Ok(id) => self.store.find_user(&id).await.ok()??.email.to_string(),
+                Err(_) => "the platform".to_owned(),
+            },
+        };
+        Some(match &event.ip {
+            Some(ip) => format!("{who} from {ip}"),
+            None => who,
+        })
+    }
+}
+
+/// When a rotation's old token stops, in words, from the rotation event's `grace`.
+fn rotation_end(event: &NewEvent, at: latchkey_core::Timestamp) -> String {
+    let grace = event
+        .details
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|d| d.get("grace").and_then(|g| g.as_str()).map(str::to_owned))
+        .and_then(|g| g.parse::<latchkey_core::policy::Grace>().ok())
+        .unwrap_or_default();
+    match grace {
+        latchkey_core::policy::Grace::FirstUse => format!(
+            "stops working when the new token is first used (at the latest {})",
+            mails::time_text(grace.old_token_expiry(at))
+        ),
+        latchkey_core::policy::Grace::For(_) if grace.old_token_expiry(at) <= at => {
+            "stopped working at once".to_owned()
+        }
+        latchkey_core::policy::Grace::For(_) => format!(
+            "stops working at {}",
+            mails::time_text(grace.old_token_expiry(at))
+        ),
     }
 }
 

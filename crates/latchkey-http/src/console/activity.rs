@@ -157,6 +157,15 @@ fn describe(e: &Event, names: &Names) -> String {
         "token.allowed_ips_changed" => {
             format!("{who} changed the addresses the token “{it}” may be used from")
         }
+        "token.new_address"
+            if details
+                .as_ref()
+                .and_then(|d| d.get("first_use"))
+                .and_then(Value::as_bool)
+                == Some(true) =>
+        {
+            format!("The token “{it}” was used for the first time")
+        }
         "token.new_address" => format!("The token “{it}” was used from a new address"),
         "token.ip_refused" => {
             format!("The token “{it}” was refused from an address outside its allowlist")

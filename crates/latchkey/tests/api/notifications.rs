@@ -55,21 +55,30 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     assert!(created.body.contains(&id), "{}", created.body);
     assert!(created.body.contains("lkp_"), "the hint: {}", created.body);
     assert!(
-        created.link("http").is_none(),
+        !created.body.contains("/cancel?"),
         "no cancel link without an activation delay: {}",
         created.body
     );
+    // When it expires, who made it from where, and links to the console and the audit log.
+    for line in [
+        "  Expires: 20".to_owned(),
+        format!("  By:      {email} from 127.0.0.1"),
+        format!("In the console:\n  {}/credentials", app.url),
+        format!("check the audit log:\n  {}/activity", app.url),
+    ] {
+        assert!(created.body.contains(&line), "{line:?} in {}", created.body);
+    }
     assert!(created.headers["from"].contains("latchkey@localhost"));
 
-    // First use from an address, written by the usage flush (never the request path); the
-    // same address again is not news.
+    // The first use, written by the usage flush (never the request path), is told as a first
+    // use, not a "new address"; the same address again is not news.
     app.me(&secret).await.expect(200);
     app.flush().await;
     let mails = sink.delivered(&app, 2).await;
     let alert = one(
         &mails,
         email,
-        "personal token \"laptop\" used from a new address",
+        "personal token \"laptop\" used for the first time",
     );
     assert!(alert.body.contains("127.0.0.1"), "{}", alert.body);
     app.clock.advance(120);
@@ -127,13 +136,19 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     let new = res.str("secret");
     app.me(&new).await.expect(200);
     app.flush().await;
-    // The rotation told the owner about the replacement like a creation does.
+    // The rotation told the owner about the replacement: what it replaces and when that ends.
     let mails = sink.delivered(&app, 9).await;
-    let created = to(&mails, email)
-        .into_iter()
-        .filter(|m| m.subject.contains("personal token \"deploy\" created"))
-        .count();
-    assert_eq!(created, 2, "the original and its replacement");
+    one(&mails, email, "personal token \"deploy\" created");
+    let rotated = one(&mails, email, "personal token \"deploy\" rotated");
+    assert!(
+        rotated.body.contains("a new token replaces \"deploy\"")
+            && rotated.body.contains(&old_id)
+            && rotated
+                .body
+                .contains("stops working when the new token is first used"),
+        "{}",
+        rotated.body
+    );
     let ended = one(&mails, email, "personal token \"deploy\" revoked");
     assert!(
         ended.body.contains("replacement has now been used"),
@@ -144,7 +159,7 @@ async fn personal_token_changes_are_mailed_to_the_owner_without_secrets() {
     one(
         &mails,
         email,
-        "personal token \"deploy\" used from a new address",
+        "personal token \"deploy\" used for the first time",
     );
 
     assert_eq!(mails.len(), 9, "{mails:#?}");
@@ -790,7 +805,9 @@ async fn a_rotation_mails_its_cancel_link_and_the_replaced_token_gets_no_expiry_
     let mails = sink.delivered(&app, 2).await;
     let created: Vec<_> = to(&mails, admin)
         .into_iter()
-        .filter(|m| m.subject.contains("\"backend\" created"))
+        .filter(|m| {
+            m.subject.contains("\"backend\" created") || m.subject.contains("\"backend\" rotated")
+        })
         .collect();
     assert_eq!(created.len(), 2, "{mails:#?}");
     let replacement = created
@@ -832,9 +849,13 @@ async fn every_new_address_in_one_flush_is_told_not_only_the_latest() {
     app.service().verify_bearer(&secret, owner).await.unwrap();
     app.flush().await;
     let mails = sink.delivered(&app, 3).await;
+    // (The very first is told as a first use.)
     let alerts: Vec<_> = to(&mails, email)
         .into_iter()
-        .filter(|m| m.subject.contains("used from a new address"))
+        .filter(|m| {
+            m.subject.contains("used from a new address")
+                || m.subject.contains("used for the first time")
+        })
         .collect();
     assert_eq!(alerts.len(), 2, "{mails:#?}");
     assert!(alerts.iter().any(|m| m.body.contains("203.0.113.7")));
@@ -860,9 +881,13 @@ async fn new_address_mails_are_bounded_per_token_and_every_address_is_audited() 
     }
     app.flush().await;
     let mails = sink.delivered(&app, 6).await;
+    // (The very first is told as a first use.)
     let alerts: Vec<_> = to(&mails, email)
         .into_iter()
-        .filter(|m| m.subject.contains("used from a new address"))
+        .filter(|m| {
+            m.subject.contains("used from a new address")
+                || m.subject.contains("used for the first time")
+        })
         .collect();
     assert_eq!(alerts.len(), 5, "{mails:#?}");
     assert_eq!(
