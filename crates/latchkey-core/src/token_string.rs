@@ -128,10 +128,11 @@ impl TokenSecret {
     pub fn hash(&self) -> TokenHash {
         TokenHash::of(&self.0)
     }
-    /// `lkp_…Ab3d`: enough to recognise a token in a list, useless to an attacker.
+    /// `lkp_…Ab3d`: enough to recognise a token in a list, useless to an attacker. It starts
+    /// as the secret does, so that a person can match the two: `eyJ…khTQ` for a JWT.
     pub fn hint(&self) -> String {
-        let prefix = if self.0.starts_with("eyJ") {
-            "jwt"
+        let head = if self.0.starts_with("eyJ") {
+            "eyJ"
         } else {
             self.0.split('_').next().unwrap_or_default()
         };
@@ -139,7 +140,11 @@ impl TokenSecret {
             .0
             .get(self.0.len().saturating_sub(4)..)
             .unwrap_or_default();
-        format!("{prefix}_…{tail}")
+        if head == "eyJ" {
+            format!("eyJ…{tail}")
+        } else {
+            format!("{head}_…{tail}")
+        }
     }
 }
 
@@ -235,6 +240,9 @@ mod tests {
         let t = TokenSecret::generate(&prefix("lkp"), [1; 32]);
         let s = t.expose();
         assert_eq!(t.hint(), format!("lkp_…{}", &s[s.len() - 4..]));
+        // A JWT's hint starts as the JWT does.
+        let jwt = TokenSecret::from_signed_jwt("eyJhbGciOiJFUzI1NiJ9.e30.sig-khTQ".to_owned());
+        assert_eq!(jwt.hint(), "eyJ…khTQ");
     }
 
     #[test]

@@ -31,9 +31,47 @@ pub struct TokenRow {
     pub last_used: String,
     pub live: bool,
     pub revealable: bool,
+    /// How it is linked to a rotation: "Replaces lkp_…Ab3d", "Being replaced: ends …".
+    pub rotation: Option<String>,
+    /// Rotate is offered: live, and not already being replaced (the service refuses that).
+    pub rotatable: bool,
+    /// Why not, for a live token that cannot be rotated.
+    pub not_rotatable: Option<&'static str>,
 }
 
 impl TokenRow {
+    /// The rows of a list of tokens, the live ones first (newest first, as given) and the
+    /// ended ones apart, with each rotation's two tokens linked.
+    pub fn split(tokens: &[TokenRecord], now: Timestamp) -> (Vec<TokenRow>, Vec<TokenRow>) {
+        let mut rows: Vec<TokenRow> = tokens.iter().map(|t| TokenRow::new(t, now)).collect();
+        for (i, t) in tokens.iter().enumerate() {
+            let Some(old_id) = &t.rotated_from else {
+                continue;
+            };
+            let Some(j) = tokens.iter().position(|o| &o.id == old_id) else {
+                continue;
+            };
+            let old = &tokens[j];
+            rows[i].rotation = Some(format!("Replaces {} (“{}”)", old.hint, old.name));
+            if rows[j].live && rows[i].live {
+                let ends =
+                    if t.ends_on_first_use.as_ref() == Some(old_id) && t.last_used_at.is_none() {
+                        format!(
+                            "when {} is first used (at the latest {})",
+                            t.hint,
+                            when_or(old.expires_at, "never")
+                        )
+                    } else {
+                        when_or(old.expires_at, "never")
+                    };
+                rows[j].rotation = Some(format!("Being replaced by {}: ends {ends}", t.hint));
+                rows[j].rotatable = false;
+                rows[j].not_rotatable = Some("Already being replaced.");
+            }
+        }
+        rows.into_iter().partition(|r| r.live)
+    }
+
     pub fn new(t: &TokenRecord, now: Timestamp) -> Self {
         let status = t.status(now);
         let status_note = match status {
@@ -57,6 +95,9 @@ impl TokenRow {
             last_used,
             live: matches!(status, TokenStatus::Pending | TokenStatus::Active),
             revealable: t.is_revealable,
+            rotation: None,
+            rotatable: matches!(status, TokenStatus::Pending | TokenStatus::Active),
+            not_rotatable: None,
         }
     }
 }
@@ -86,6 +127,8 @@ pub struct Prefill {
 pub struct CredentialsPage {
     pub layout: Layout,
     pub tokens: Vec<TokenRow>,
+    /// Revoked and expired, shown apart.
+    pub ended: Vec<TokenRow>,
     pub types: Vec<TypeOption>,
     pub form: Prefill,
     pub org: Option<String>,
@@ -156,9 +199,11 @@ async fn page(
         }
     };
     let now = state.service.now();
+    let (live, ended) = TokenRow::split(&tokens, now);
     let page = CredentialsPage {
         layout,
-        tokens: tokens.iter().map(|t| TokenRow::new(t, now)).collect(),
+        tokens: live,
+        ended,
         types: state
             .service
             .types()

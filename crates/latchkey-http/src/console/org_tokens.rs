@@ -27,6 +27,8 @@ pub struct OrgTokensPage {
     pub layout: Layout,
     pub org_name: String,
     pub tokens: Vec<TokenRow>,
+    /// Revoked and expired, shown apart.
+    pub ended: Vec<TokenRow>,
     pub types: Vec<TypeOption>,
     pub form: Prefill,
     pub org: Option<String>,
@@ -87,6 +89,7 @@ async fn page(
     layout.notice = notice_for(form.done.as_deref());
     layout.error = error;
     let now = state.service.now();
+    let (live, ended) = TokenRow::split(&tokens, now);
     let mut form = form;
     if form.token_type.is_empty() {
         form.token_type = "api".to_owned();
@@ -94,7 +97,8 @@ async fn page(
     let page = OrgTokensPage {
         layout,
         org_name: org.name.clone(),
-        tokens: tokens.iter().map(|t| TokenRow::new(t, now)).collect(),
+        tokens: live,
+        ended,
         types: org_types(state, &org),
         form,
         org: Some(org.id.to_string()),

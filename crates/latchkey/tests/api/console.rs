@@ -149,7 +149,17 @@ async fn a_person_generates_rotates_and_revokes_their_api_token() {
     b.click(&format!("#{live_id} form[action$='/revoke'] button"))
         .await;
     assert_eq!(b.text(".notice").await, "The token is revoked.");
+    // Ended tokens are listed apart, behind their own heading, after the live ones.
+    assert_eq!(b.count(&format!("#ended-tokens #{live_id}")).await, 1);
+    assert_eq!(b.count("table:not(#ended-tokens table) tbody tr").await, 0);
+    b.click_in_place("#ended-tokens summary").await;
     assert!(b.text(&format!("#{live_id}")).await.contains("revoked"));
+    assert!(
+        b.text("#ended-tokens summary")
+            .await
+            .contains("Revoked and expired (2)"),
+        "the rotated one and the revoked one"
+    );
     app.me(&replacement).await.expect(401);
 
     // On a phone the table becomes cards and nothing needs sideways scrolling.
@@ -246,8 +256,25 @@ async fn an_admin_manages_the_organisation_tokens() {
     app.me(&first).await.expect(200);
     app.me(&second).await.expect(200);
 
-    // Delete only after typing the phrase: the browser will not send anything else.
+    // The two are linked: the old says what replaces it and when it ends, and is not offered
+    // another rotation; the new says what it replaces.
     b.goto(&format!("/orgs/{org}/tokens")).await;
+    let old_row = b.text(&format!("#{id}")).await;
+    assert!(
+        old_row.contains("Being replaced by") && old_row.contains("ends 20"),
+        "{old_row}"
+    );
+    assert_eq!(b.count(&format!("#{id} form[action$='/rotate']")).await, 0);
+    assert!(old_row.contains("Already being replaced."), "{old_row}");
+    let new_row = b
+        .text("tbody tr:has(.rotation):not(:has(.not-rotatable))")
+        .await;
+    assert!(
+        new_row.contains("Replaces") && new_row.contains("billing v2"),
+        "{new_row}"
+    );
+
+    // Delete only after typing the phrase: the browser will not send anything else.
     b.click(&format!("#{id} a[href$='/delete']")).await;
     b.fill("#confirm", "delete token").await;
     // The browser holds the form back: it is invalid with anything but the phrase (asked of
@@ -275,7 +302,12 @@ async fn an_admin_manages_the_organisation_tokens() {
     b.fill("#confirm", "Delete token").await;
     b.click("form button.danger").await;
     assert_eq!(b.text(".notice").await, "The token is deleted.");
-    assert!(b.text(&format!("#{id}")).await.contains("revoked"));
+    b.click_in_place("#ended-tokens summary").await;
+    assert!(
+        b.text(&format!("#ended-tokens #{id}"))
+            .await
+            .contains("revoked")
+    );
     app.me(&first).await.expect(401);
     b.close().await;
 }

@@ -75,7 +75,7 @@ async fn a_new_organisation_has_a_working_default_api_token_verifiable_offline()
     );
     assert_eq!(
         token["hint"],
-        format!("jwt_…{}", &jwt[jwt.len() - 4..]).as_str()
+        format!("eyJ…{}", &jwt[jwt.len() - 4..]).as_str()
     );
     let me = app.me(&jwt).await.expect(200);
     assert_eq!(me.body["principal"]["kind"], "organisation", "{}", me.text);
