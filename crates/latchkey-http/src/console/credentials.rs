@@ -108,6 +108,14 @@ pub struct TypeOption {
     pub disabled: Option<String>,
 }
 
+/// Why a type's creation would be refused for its live-token limit, said before anyone fills
+/// the form ("1 of 1 live: revoke or rotate one to make another").
+pub fn at_limit(max_active: u32, live: &[TokenRow], token_type: &str) -> Option<String> {
+    let n = live.iter().filter(|r| r.token_type == token_type).count();
+    (u32::try_from(n).unwrap_or(u32::MAX) >= max_active)
+        .then(|| format!("{n} of {max_active} live: revoke or rotate one to make another"))
+}
+
 /// What the creation form shows: empty, pre-filled from a link (expiry notices), or what the
 /// person typed before an error.
 #[derive(Default, serde::Deserialize)]
@@ -202,8 +210,6 @@ async fn page(
     let (live, ended) = TokenRow::split(&tokens, now);
     let page = CredentialsPage {
         layout,
-        tokens: live,
-        ended,
         types: state
             .service
             .types()
@@ -211,9 +217,11 @@ async fn page(
             .filter(|t| t.owner == OwnerKind::User)
             .map(|t| TypeOption {
                 name: t.name.clone(),
-                disabled: None,
+                disabled: at_limit(t.max_active, &live, &t.name),
             })
             .collect(),
+        tokens: live,
+        ended,
         form,
         org: None,
         base: "/credentials/tokens".to_owned(),

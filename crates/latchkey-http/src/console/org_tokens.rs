@@ -13,7 +13,8 @@ use latchkey_store::Org;
 use secrecy::SecretString;
 
 use super::credentials::{
-    PasswordForm, Prefill, RotateForm, TokenRow, TypeOption, days, grace, token_secret_page,
+    PasswordForm, Prefill, RotateForm, TokenRow, TypeOption, at_limit, days, grace,
+    token_secret_page,
 };
 use super::{
     CheckedForm, Console, Layout, PageQuery, PageResult, failure, notice_for, redirect, render,
@@ -51,7 +52,7 @@ fn base(org: &str) -> String {
     format!("/orgs/{org}/tokens")
 }
 
-fn org_types(state: &AppState, org: &Org) -> Vec<TypeOption> {
+fn org_types(state: &AppState, org: &Org, live: &[TokenRow]) -> Vec<TypeOption> {
     state
         .service
         .types()
@@ -63,7 +64,13 @@ fn org_types(state: &AppState, org: &Org) -> Vec<TypeOption> {
                 .requires_feature
                 .as_ref()
                 .filter(|f| !org.features.contains(f))
-                .map(|f| format!("needs the organisation feature “{f}”")),
+                .map(|f| {
+                    format!(
+                        "needs the organisation feature “{f}”, which an operator turns on: latchkey org update --org {} --feature {f}",
+                        org.id
+                    )
+                })
+                .or_else(|| at_limit(t.max_active, live, &t.name)),
         })
         .collect()
 }
@@ -97,9 +104,9 @@ async fn page(
     let page = OrgTokensPage {
         layout,
         org_name: org.name.clone(),
+        types: org_types(state, &org, &live),
         tokens: live,
         ended,
-        types: org_types(state, &org),
         form,
         org: Some(org.id.to_string()),
         base: base(org_id),

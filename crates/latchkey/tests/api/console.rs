@@ -121,6 +121,12 @@ async fn a_person_generates_rotates_and_revokes_their_api_token() {
         "the secret is shown only once"
     );
     b.screenshot("credentials").await;
+    // The one-token limit is said before anyone fills the form.
+    let option = b.text("#new-type option[value=personal]").await;
+    assert!(
+        option.contains("1 of 1 live: revoke or rotate one to make another"),
+        "{option}"
+    );
 
     // Rotate: a replacement, shown once; the old one ends now.
     let id = b.find("tbody tr").await.attr("id").await.unwrap().unwrap();
@@ -195,7 +201,7 @@ async fn an_admin_manages_the_organisation_tokens() {
             .text()
             .await
             .unwrap()
-            .contains("needs the organisation feature")
+            .contains("needs the organisation feature “links”, which an operator turns on: latchkey org update --org")
     );
 
     // Create: `api` has an activation delay, so the token is pending with its start time.
