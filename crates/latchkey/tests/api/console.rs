@@ -832,8 +832,8 @@ async fn an_ended_session_says_so_and_comes_back_where_the_person_was() {
         format!("/orgs/{org}/tokens?done=saved")
     );
 
-    // A form sent with it: back to the page the form belongs to (its fields are not kept:
-    // they may hold a password).
+    // A form sent with it: back to the page the form belongs to (an action's fields are not
+    // kept: they may hold a password).
     let res = http
         .post(format!("{}/orgs/{org}/tokens/tok_x/rotate", app.url))
         .header(header::COOKIE, &cookie)
@@ -845,6 +845,77 @@ async fn an_ended_session_says_so_and_comes_back_where_the_person_was() {
     assert_eq!(
         res.headers()[header::LOCATION],
         format!("/login?next=%2Forgs%2F{org}%2Ftokens&why=expired").as_str()
+    );
+
+    // A creation form sent with it: what was typed comes back after signing in, filled in
+    // again; never the password.
+    let res = http
+        .post(format!("{}/credentials/tokens", app.url))
+        .header(header::COOKIE, &cookie)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("name", "laptop <cli>"),
+            ("token_type", "personal"),
+            ("expires_in_days", "30"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let to = res.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        to.ends_with("&why=expired") && !to.contains(PASSWORD),
+        "{to}"
+    );
+    let login = http
+        .get(format!("{}{to}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (As the browser reads the attribute.)
+    let next = hidden(&login, "next").replace("&#38;", "&");
+    assert_eq!(
+        next,
+        "/credentials/new?name=laptop+%3Ccli%3E&token_type=personal&expires_in_days=30"
+    );
+    let (again, _) = console_session(&app, "ada@example.com").await;
+    let form = http
+        .get(format!("{}{next}", app.url))
+        .header(header::COOKIE, &again)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("value=\"laptop &#60;cli&#62;\"")
+            || form.contains("value=\"laptop &lt;cli&gt;\""),
+        "the name typed, escaped: {form}"
+    );
+    assert!(form.contains("value=\"30\""), "{form}");
+    // The member form too.
+    let res = http
+        .post(format!("{}/orgs/{org}/members", app.url))
+        .header(header::COOKIE, &cookie)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("email", "bob@example.com"),
+            ("role", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        format!(
+            "/login?next=%2Forgs%2F{org}%2Fmembers%3Femail%3Dbob%2540example.com%26role%3Dadmin&why=expired"
+        )
+        .as_str()
     );
 
     // Never signed in: no "ended", no cookie to clear.
