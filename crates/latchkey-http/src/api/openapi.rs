@@ -111,7 +111,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/v1/user/tokens/{id}/rotate", "personal tokens", Session, 201, "json" -> "json", "A replacement (secret shown once); the old one keeps working for the grace period or until first use."),
     op!("post" "/v1/user/tokens/{id}/revoke", "personal tokens", Session, 200, "json" -> "json", "Revoke (password required)."),
     op!("post" "/v1/user/tokens/{id}/reveal", "personal tokens", Session, 200, "json" -> "json", "Show the secret again (types with reveal = reauth; password required); 409 otherwise."),
-    op!("get" "/v1/user/events", "audit", Session, 200, "none" -> "json", "The user's audit log, newest first (Link header for the next page)."),
+    op!("get" "/v1/user/events", "audit", Session, 200, "none" -> "json", "The user's audit log, newest first (Link header for the next page); narrowed by action=, subject=, actor=."),
     op!("get" "/v1/orgs", "organisations", Session, 200, "none" -> "json", "The user's organisations and roles."),
     op!("get" "/v1/orgs/{org}/members", "organisations", Session, 200, "none" -> "json", "Members and roles (admins)."),
     op!("post" "/v1/orgs/{org}/members", "organisations", Session, 201, "json" -> "json", "Add a member with a role (admins)."),

@@ -609,3 +609,77 @@ async fn no_secret_or_hash_appears_outside_the_create_rotate_and_reveal_answers(
         }
     }
 }
+
+/// The log narrowed by the action's start, the subject and the actor, each kept in the next
+/// page's link (the console's Activity filters, through the API).
+#[tokio::test]
+async fn the_log_is_narrowed_by_action_subject_and_actor() {
+    let app = TestApp::spawn().await;
+    let (me, session) = app.signed_in("narrow@example.com").await;
+    let (laptop, _) = app.personal_token(&session, "laptop").await;
+    for i in 1..=3 {
+        app.call(
+            Method::PATCH,
+            &format!("/v1/user/tokens/{laptop}"),
+            Some(&session),
+            Some(json!({ "name": format!("laptop {i}") })),
+        )
+        .await
+        .expect(200);
+    }
+
+    let res = app
+        .get("/v1/user/events?action=token.&limit=2", &session)
+        .await
+        .expect(200);
+    let actions: Vec<&str> = res
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.len(), 2);
+    assert!(
+        actions.iter().all(|a| a.starts_with("token.")),
+        "{actions:?}"
+    );
+    let next = next_link(&res).expect("more than one page");
+    assert!(
+        next.contains("action=token.") && next.contains("before="),
+        "{next}"
+    );
+    let rest = app.get(&next, &session).await.expect(200);
+    assert!(
+        rest.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"].as_str().unwrap().starts_with("token."))
+    );
+
+    let about = app
+        .get(&format!("/v1/user/events?subject={laptop}"), &session)
+        .await
+        .expect(200);
+    let about: Vec<&Value> = about.body.as_array().unwrap().iter().collect();
+    assert_eq!(about.len(), 4, "created and renamed three times: {about:?}");
+    assert!(about.iter().all(|e| e["subject"]["id"] == laptop.as_str()));
+
+    let by_me = app
+        .get(
+            &format!("/v1/user/events?actor={me}&action=session."),
+            &session,
+        )
+        .await
+        .expect(200);
+    assert!(!by_me.body.as_array().unwrap().is_empty());
+    let by_operator = app
+        .get("/v1/user/events?actor=operator&action=token.", &session)
+        .await
+        .expect(200);
+    assert_eq!(by_operator.body, json!([]));
+    let res = app.get("/v1/user/events?action=", &session).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.code(), "invalid_request");
+}
