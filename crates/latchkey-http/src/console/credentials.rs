@@ -37,6 +37,8 @@ pub struct TokenRow {
     pub rotatable: bool,
     /// Why not, for a live token that cannot be rotated.
     pub not_rotatable: Option<&'static str>,
+    /// The addresses it may be used from ("10.0.0.0/8, 192.0.2.7/32"); none: anywhere.
+    pub allowed_from: Option<String>,
 }
 
 impl TokenRow {
@@ -96,6 +98,7 @@ impl TokenRow {
             live: matches!(status, TokenStatus::Pending | TokenStatus::Active),
             revealable: t.is_revealable,
             rotation: None,
+            allowed_from: (!t.allowed_ips.is_empty()).then(|| t.allowed_ips.join(", ")),
             rotatable: matches!(status, TokenStatus::Pending | TokenStatus::Active),
             not_rotatable: None,
         }

@@ -336,3 +336,40 @@ async fn refusals_are_pages_with_the_navigation() {
         .unwrap();
     assert_eq!(res.status(), 303);
 }
+
+/// A token's allowlist is shown on its row; a token without one says it works from anywhere.
+#[tokio::test]
+async fn token_rows_say_where_a_token_may_be_used_from() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com").await;
+    let org = app.org("Acme").await;
+    app.add_member(&org, "ada@example.com", Role::Admin).await;
+    let ada = app.login("ada@example.com").await;
+    app.post(
+        &format!("/v1/orgs/{org}/tokens"),
+        &ada,
+        serde_json::json!({
+            "name": "office only", "type": "api",
+            "allowed_ips": ["10.0.0.0/8", "192.0.2.7/32"],
+        }),
+    )
+    .await
+    .expect(201);
+    let page = reqwest::Client::new()
+        .get(format!("{}/orgs/{org}/tokens", app.url))
+        .header(header::COOKIE, format!("latchkey_session={ada}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Only from 10.0.0.0/8, 192.0.2.7/32"),
+        "{page}"
+    );
+    assert!(
+        page.contains("From any address"),
+        "the Default token: {page}"
+    );
+}
