@@ -130,6 +130,8 @@ impl Service {
         &self,
         event: &mut NewEvent,
         token: &mut latchkey_store::NewToken,
+        // A rotation's new token: the token it replaces, and the grace that old one was given.
+        replaces: Option<(&TokenRecord, latchkey_core::policy::Grace)>,
     ) -> ServiceResult<()> {
         // The code is never stored in clear: the body carries a placeholder, and each mail the
         // code sealed under the master key, filled in when it is sent (SECURITY.md "Files").
@@ -147,16 +149,11 @@ impl Service {
         let by = self.by_line(event).await;
         let (page, audit) = self.token_pages(&t.owner);
         // A rotation's new token: the mail says what it replaces and when that stops.
-        let old = match &t.rotated_from {
-            Some(id) => self.store.find_token(id).await?,
-            None => None,
-        };
-        let ends = old.as_ref().map(|_| rotation_end(event, t.created_at));
-        let replaced = old.as_ref().zip(ends).map(|(o, ends)| mails::Replaced {
+        let replaced = replaces.map(|(o, grace)| mails::Replaced {
             name: &o.name,
             hint: &o.hint,
             id: o.id.as_str(),
-            ends,
+            ends: rotation_end(grace, t.created_at, t.active_from),
         });
         self.notify_owner(event, &t.owner, |a| {
             mails::token_created(
@@ -500,27 +497,23 @@ impl Service {
     }
 }
 
-/// When a rotation's old token stops, in words, from the rotation event's `grace`.
-fn rotation_end(event: &NewEvent, at: latchkey_core::Timestamp) -> String {
-    let grace = event
-        .details
-        .as_deref()
-        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .and_then(|d| d.get("grace").and_then(|g| g.as_str()).map(str::to_owned))
-        .and_then(|g| g.parse::<latchkey_core::policy::Grace>().ok())
-        .unwrap_or_default();
+/// When a rotation's old token stops, in words: as `rotate_token` sets it, never before the
+/// new token is active.
+fn rotation_end(
+    grace: latchkey_core::policy::Grace,
+    at: latchkey_core::Timestamp,
+    active_from: latchkey_core::Timestamp,
+) -> String {
+    let ends = grace.old_token_expiry(at).max(active_from);
     match grace {
         latchkey_core::policy::Grace::FirstUse => format!(
             "stops working when the new token is first used (at the latest {})",
-            mails::time_text(grace.old_token_expiry(at))
+            mails::time_text(ends)
         ),
-        latchkey_core::policy::Grace::For(_) if grace.old_token_expiry(at) <= at => {
-            "stopped working at once".to_owned()
+        latchkey_core::policy::Grace::For(_) if ends <= at => "stopped working at once".to_owned(),
+        latchkey_core::policy::Grace::For(_) => {
+            format!("stops working at {}", mails::time_text(ends))
         }
-        latchkey_core::policy::Grace::For(_) => format!(
-            "stops working at {}",
-            mails::time_text(grace.old_token_expiry(at))
-        ),
     }
 }
 

@@ -260,7 +260,8 @@ impl Service {
             None => None,
         };
         let (mut token, secret, mut event) = self.prepare_token(caller, &req)?;
-        self.attach_created_mail(&mut event, &mut token).await?;
+        self.attach_created_mail(&mut event, &mut token, None)
+            .await?;
         let outcome = self
             .store
             .create_token_within_limit(
@@ -596,7 +597,8 @@ impl Service {
         )?;
         // A rotation makes a working token like a create does: the owner is told the same way
         // (with the cancel link when the type has an activation delay).
-        self.attach_created_mail(&mut event, &mut token).await?;
+        self.attach_created_mail(&mut event, &mut token, Some((old, grace)))
+            .await?;
         let record = self
             .store
             .rotate_token(&old.id, old_expires_at, now, &token, &event)
